@@ -1,0 +1,287 @@
+package nftables
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+)
+
+// Base chains: one per hook rulegen needs. See README.md in this folder for
+// why each hook and priority.
+const (
+	ChainNatPrerouting  = "nat-prerouting"
+	ChainNatOutput      = "nat-output"
+	ChainNatPostrouting = "nat-postrouting"
+	ChainFilterInput    = "filter-input"
+	ChainFilterForward  = "filter-forward"
+	ChainFilterOutput   = "filter-output"
+)
+
+// Shared regular chains.
+const (
+	// ChainServices dispatches new connections to service chains.
+	ChainServices = "services"
+	// ChainServiceFilter rejects or drops new connections that are still
+	// addressed to a service after NAT (no usable endpoint, source not allowed,
+	// unknown port on a ClusterIP).
+	ChainServiceFilter = "service-filter"
+	// ChainReject rejects (a verdict map cannot hold "reject").
+	ChainReject = "reject-chain"
+	// ChainMarkMasq marks a packet for masquerading.
+	ChainMarkMasq = "mark-for-masquerade"
+	// ChainMasquerading masquerades marked packets on the way out.
+	ChainMasquerading = "masquerading"
+)
+
+// Sets and maps.
+const (
+	SetClusterIPs      = "cluster-ips"
+	SetNodePortIPs     = "nodeport-ips"
+	MapServiceIPs      = "service-ips"
+	MapServiceNodePort = "service-nodeports"
+	MapFilterIPs       = "filter-service-ips"
+	MapFilterNodePorts = "filter-service-nodeports"
+)
+
+// Hook priorities (the numbers nft spells dstnat, srcnat and filter).
+const (
+	PriorityDstNAT = -100
+	PrioritySrcNAT = 100
+	PriorityFilter = 0
+)
+
+// Per-service object name prefixes; see rules.PortKey for the scheme.
+const (
+	prefixService  = "service-"
+	prefixLocal    = "local-"
+	prefixExternal = "external-"
+	prefixFirewall = "firewall-"
+	prefixEndpoint = "endpoint-"
+	prefixAffinity = "affinity-"
+)
+
+// ServiceChain returns the name of a per-service chain of the given prefix.
+func serviceChain(prefix string, n rules.ServicePortName) string {
+	k := rules.PortKey(n)
+	return prefix + rules.Hash(k, 8) + "-" + k
+}
+
+func endpointName(prefix string, n rules.ServicePortName, e rules.Endpoint) string {
+	k := rules.EndpointKey(n, e)
+	return prefix + rules.Hash(k, 8) + "-" + k
+}
+
+// ClusterChain, LocalChain, ExternalChain, FirewallChain and EndpointChain
+// name the per-service chains (exported for trace and tests).
+func ClusterChain(n rules.ServicePortName) string  { return serviceChain(prefixService, n) }
+func LocalChain(n rules.ServicePortName) string    { return serviceChain(prefixLocal, n) }
+func ExternalChain(n rules.ServicePortName) string { return serviceChain(prefixExternal, n) }
+func FirewallChain(n rules.ServicePortName) string { return serviceChain(prefixFirewall, n) }
+func EndpointChain(n rules.ServicePortName, e rules.Endpoint) string {
+	return endpointName(prefixEndpoint, n, e)
+}
+
+// AffinitySet names the session-affinity set of one endpoint.
+func AffinitySet(n rules.ServicePortName, e rules.Endpoint) string {
+	return endpointName(prefixAffinity, n, e)
+}
+
+func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+
+// Render turns a plan into rulegen's table for the plan's family. It is a
+// pure function: the same plan always gives the same ruleset.
+func Render(p *rules.Plan) *Ruleset {
+	r := &Ruleset{Family: p.Family}
+	clusterIPs := &Set{Name: SetClusterIPs, Key: KeyAddr}
+	nodePortIPs := &Set{Name: SetNodePortIPs, Key: KeyAddr}
+	serviceIPs := &Set{Name: MapServiceIPs, Key: KeyAddrProtoPort, IsMap: true}
+	nodePorts := &Set{Name: MapServiceNodePort, Key: KeyProtoPort, IsMap: true}
+	filterIPs := &Set{Name: MapFilterIPs, Key: KeyAddrProtoPort, IsMap: true}
+	filterNodePorts := &Set{Name: MapFilterNodePorts, Key: KeyProtoPort, IsMap: true}
+	for _, ip := range p.NodePortIPs {
+		nodePortIPs.Elements = append(nodePortIPs.Elements, Element{Addr: ip})
+	}
+	var affinity []*Set
+	var svcChains []*Chain
+
+	masq := Rule{Verdict{Kind: Jump, Chain: ChainMarkMasq}}
+	for _, s := range p.Services {
+		name := s.Name
+		proto := name.Protocol
+		internal := ClusterChain(name)
+		if s.InternalPolicyLocal {
+			internal = LocalChain(name)
+		}
+		add := func(m *Set, ip netip.Addr, port int32, v Verdict) {
+			m.Elements = append(m.Elements, Element{Addr: ip, Proto: proto, Port: uint16(port), Verdict: v})
+		}
+		addFilter := func(m *Set, ip netip.Addr, port int32, v rules.Verdict) {
+			switch v {
+			case rules.Reject:
+				add(m, ip, port, Verdict{Kind: Goto, Chain: ChainReject})
+			case rules.Drop:
+				add(m, ip, port, Verdict{Kind: Drop})
+			}
+		}
+
+		// Destinations.
+		if s.ClusterIP.IsValid() {
+			clusterIPs.Elements = append(clusterIPs.Elements, Element{Addr: s.ClusterIP})
+			if len(s.InternalEndpoints()) > 0 {
+				add(serviceIPs, s.ClusterIP, s.Port, Verdict{Kind: Goto, Chain: internal})
+			}
+			addFilter(filterIPs, s.ClusterIP, s.Port, s.InternalVerdict())
+		}
+		ext := Verdict{Kind: Goto, Chain: ExternalChain(name)}
+		if s.NeedsExternalChain() {
+			for _, ip := range s.ExtIPs {
+				add(serviceIPs, ip, s.Port, ext)
+			}
+			lb := ext
+			if s.Firewalled {
+				lb = Verdict{Kind: Goto, Chain: FirewallChain(name)}
+			}
+			for _, ip := range s.LBIPs {
+				add(serviceIPs, ip, s.Port, lb)
+			}
+			if s.HasNodePort {
+				add(nodePorts, netip.Addr{}, s.NodePort, ext)
+			}
+		}
+		for _, ip := range s.ExtIPs {
+			addFilter(filterIPs, ip, s.Port, s.ExternalVerdict())
+		}
+		for _, ip := range s.LBIPs {
+			addFilter(filterIPs, ip, s.Port, s.LBVerdict())
+		}
+		if s.HasNodePort {
+			addFilter(filterNodePorts, netip.Addr{}, s.NodePort, s.ExternalVerdict())
+		}
+
+		// Chains.
+		masqFromOutside := func() Rule {
+			if !s.ClusterIP.IsValid() {
+				return nil
+			}
+			daddr := AddrMatch{Prefix: hostPrefix(s.ClusterIP)}
+			switch {
+			case p.MasqueradeAll:
+				return Rule{daddr, Verdict{Kind: Jump, Chain: ChainMarkMasq}}
+			case p.ClusterCIDR.IsValid():
+				return Rule{daddr, AddrMatch{Src: true, Prefix: p.ClusterCIDR, Negate: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}}
+			}
+			return nil
+		}
+		dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) *Chain {
+			c := &Chain{Name: chain}
+			if isInternal {
+				if m := masqFromOutside(); m != nil {
+					c.Rules = append(c.Rules, m)
+				}
+			}
+			targets := make([]string, len(eps))
+			for i, e := range eps {
+				targets[i] = EndpointChain(name, e)
+				if s.AffinitySeconds > 0 {
+					c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: targets[i]}})
+				}
+			}
+			c.Rules = append(c.Rules, Rule{Numgen{Chains: targets}})
+			return c
+		}
+		if s.NeedsClusterChain() {
+			svcChains = append(svcChains, dispatch(ClusterChain(name), s.ClusterEndpoints, !s.InternalPolicyLocal))
+		}
+		if s.NeedsLocalChain() {
+			svcChains = append(svcChains, dispatch(LocalChain(name), s.LocalEndpoints, s.InternalPolicyLocal))
+		}
+		if s.NeedsExternalChain() {
+			c := &Chain{Name: ExternalChain(name)}
+			if !s.ExternalPolicyLocal {
+				c.Rules = append(c.Rules, masq, Rule{Verdict{Kind: Goto, Chain: ClusterChain(name)}})
+			} else {
+				if s.ShortCircuit() {
+					if p.ClusterCIDR.IsValid() {
+						c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: p.ClusterCIDR}, Verdict{Kind: Goto, Chain: internal}})
+					}
+					c.Rules = append(c.Rules,
+						Rule{FibLocal{Src: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}},
+						Rule{FibLocal{Src: true}, Verdict{Kind: Goto, Chain: internal}})
+				}
+				if len(s.LocalEndpoints) > 0 {
+					c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: LocalChain(name)}})
+				}
+			}
+			svcChains = append(svcChains, c)
+			if s.Firewalled {
+				fw := &Chain{Name: FirewallChain(name)}
+				for _, rg := range s.Ranges {
+					fw.Rules = append(fw.Rules, Rule{AddrMatch{Src: true, Prefix: rg}, Verdict{Kind: Goto, Chain: ExternalChain(name)}})
+				}
+				svcChains = append(svcChains, fw)
+			}
+		}
+		// Endpoint chains, one per endpoint used by any policy.
+		used := s.UsedEndpoints()
+		for _, e := range used {
+			c := &Chain{Name: EndpointChain(name, e)}
+			c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: hostPrefix(e.IP)}, Verdict{Kind: Jump, Chain: ChainMarkMasq}})
+			if s.AffinitySeconds > 0 {
+				set := AffinitySet(name, e)
+				affinity = append(affinity, &Set{Name: set, Key: KeyAddr, Timeout: s.AffinitySeconds})
+				c.Rules = append(c.Rules, Rule{UpdateSet{Set: set}})
+			}
+			c.Rules = append(c.Rules, Rule{L4Proto{Proto: proto}, DNAT{Addr: e.IP, Port: uint16(e.Port)}})
+			svcChains = append(svcChains, c)
+		}
+	}
+
+	for _, s := range []*Set{clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts} {
+		slices.SortFunc(s.Elements, compareElements)
+		s.Elements = slices.CompactFunc(s.Elements, func(a, b Element) bool { return compareElements(a, b) == 0 })
+	}
+	r.Sets = append(r.Sets, clusterIPs, nodePortIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts)
+	slices.SortFunc(affinity, func(a, b *Set) int { return cmp.Compare(a.Name, b.Name) })
+	r.Sets = append(r.Sets, affinity...)
+
+	newConn := func(chain string) Rule { return Rule{CtStateNew{}, Verdict{Kind: Jump, Chain: chain}} }
+	r.Chains = []*Chain{
+		{Name: ChainNatPrerouting, Hook: &Hook{"nat", "prerouting", PriorityDstNAT}, Rules: []Rule{{Verdict{Kind: Jump, Chain: ChainServices}}}},
+		{Name: ChainNatOutput, Hook: &Hook{"nat", "output", PriorityDstNAT}, Rules: []Rule{{Verdict{Kind: Jump, Chain: ChainServices}}}},
+		{Name: ChainNatPostrouting, Hook: &Hook{"nat", "postrouting", PrioritySrcNAT}, Rules: []Rule{{Verdict{Kind: Jump, Chain: ChainMasquerading}}}},
+		{Name: ChainFilterInput, Hook: &Hook{"filter", "input", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
+		{Name: ChainFilterForward, Hook: &Hook{"filter", "forward", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
+		{Name: ChainFilterOutput, Hook: &Hook{"filter", "output", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
+		{Name: ChainServices, Rules: []Rule{
+			{VmapLookup{Key: KeyAddrProtoPort, Map: MapServiceIPs}},
+			{AddrInSet{Set: SetNodePortIPs}, VmapLookup{Key: KeyProtoPort, Map: MapServiceNodePort}},
+		}},
+		{Name: ChainServiceFilter, Rules: []Rule{
+			{VmapLookup{Key: KeyAddrProtoPort, Map: MapFilterIPs}},
+			{AddrInSet{Set: SetNodePortIPs}, VmapLookup{Key: KeyProtoPort, Map: MapFilterNodePorts}},
+			{AddrInSet{Set: SetClusterIPs}, Reject{}},
+		}},
+		{Name: ChainReject, Rules: []Rule{{Reject{}}}},
+		{Name: ChainMarkMasq, Rules: []Rule{{MarkOr{Mark: MasqueradeMark}}}},
+		{Name: ChainMasquerading, Rules: []Rule{
+			{MarkUnset{Mark: MasqueradeMark}, Verdict{Kind: Return}},
+			{MarkXor{Mark: MasqueradeMark}},
+			{Masquerade{}},
+		}},
+	}
+	slices.SortFunc(svcChains, func(a, b *Chain) int { return cmp.Compare(a.Name, b.Name) })
+	r.Chains = append(r.Chains, svcChains...)
+	return r
+}
+
+func compareElements(a, b Element) int {
+	if c := a.Addr.Compare(b.Addr); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Proto, b.Proto); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Port, b.Port)
+}

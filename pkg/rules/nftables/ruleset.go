@@ -1,0 +1,381 @@
+package nftables
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+)
+
+// TableName is the name of rulegen's table in each family. rulegen owns this
+// table and nothing else.
+const TableName = "rulegen"
+
+// MasqueradeMark is the packet mark bit meaning "masquerade on the way out".
+// It is the bit kube-proxy uses, so that during a migration both proxies
+// agree on what a marked packet means.
+const MasqueradeMark = 0x4000
+
+// Ruleset is rulegen's whole table for one family, as typed objects. The
+// text renderer (Script) and the netlink writer both consume it, so the two
+// cannot drift apart.
+type Ruleset struct {
+	Family rules.Family
+	Sets   []*Set
+	Chains []*Chain
+}
+
+// TableFamily returns the nft family keyword: "ip" or "ip6".
+func (r *Ruleset) TableFamily() string { return familyWord(r.Family) }
+
+func familyWord(f rules.Family) string {
+	if f == rules.IPv6 {
+		return "ip6"
+	}
+	return "ip"
+}
+
+// KeyType is the key of a set or map.
+type KeyType int
+
+const (
+	// KeyAddr is an address of the table's family.
+	KeyAddr KeyType = iota
+	// KeyPrefix is an address range (an interval set).
+	KeyPrefix
+	// KeyAddrProtoPort is "daddr . l4proto . dport".
+	KeyAddrProtoPort
+	// KeyProtoPort is "l4proto . dport".
+	KeyProtoPort
+)
+
+// Set is a named set, or a verdict map when IsMap.
+type Set struct {
+	Name  string
+	Key   KeyType
+	IsMap bool
+	// Timeout, when non-zero, makes a dynamic set whose elements expire
+	// (session affinity).
+	Timeout  int32
+	Elements []Element
+}
+
+// Element is one element of a set or map; which fields count depends on the
+// set's KeyType.
+type Element struct {
+	Addr    netip.Addr
+	Prefix  netip.Prefix
+	Proto   rules.Protocol
+	Port    uint16
+	Verdict Verdict
+}
+
+// VerdictKind is the kind of a verdict.
+type VerdictKind int
+
+// The verdicts rulegen uses.
+const (
+	Jump VerdictKind = iota
+	Goto
+	Return
+	Drop
+)
+
+// Verdict is a verdict, with its target chain for Jump and Goto.
+type Verdict struct {
+	Kind  VerdictKind
+	Chain string
+}
+
+// String returns the verdict as nft writes it.
+func (v Verdict) String() string {
+	switch v.Kind {
+	case Jump:
+		return "jump " + v.Chain
+	case Goto:
+		return "goto " + v.Chain
+	case Return:
+		return "return"
+	}
+	return "drop"
+}
+
+// Hook makes a chain a base chain.
+type Hook struct {
+	Type     string // "nat" or "filter"
+	Hook     string // "prerouting", "input", "forward", "output", "postrouting"
+	Priority int
+}
+
+// Chain is a chain and its rules.
+type Chain struct {
+	Name  string
+	Hook  *Hook // nil for a regular chain
+	Rules []Rule
+}
+
+// Rule is a sequence of statements: matches, then at most one action or verdict.
+type Rule []Stmt
+
+// Stmt is one statement of a rule. Every statement type is defined in this
+// file; the netlink writer compiles each of them to kernel expressions.
+type Stmt interface {
+	write(b *strings.Builder, f rules.Family)
+}
+
+// CtStateNew matches the first packet of a connection ("ct state new").
+type CtStateNew struct{}
+
+// AddrMatch matches the source or destination address against one prefix
+// (a single address when the prefix is full length).
+type AddrMatch struct {
+	Src    bool
+	Prefix netip.Prefix
+	Negate bool
+}
+
+// AddrInSet matches the source or destination address against a named set.
+type AddrInSet struct {
+	Src bool
+	Set string
+}
+
+// FibLocal matches packets whose source (or destination) is an address of
+// this host ("fib saddr type local").
+type FibLocal struct{ Src bool }
+
+// MarkUnset matches packets without the mark bit ("meta mark & bit == 0").
+type MarkUnset struct{ Mark uint32 }
+
+// L4Proto matches the transport protocol.
+type L4Proto struct{ Proto rules.Protocol }
+
+// VmapLookup looks the packet up in a verdict map and takes the verdict found.
+type VmapLookup struct {
+	Key KeyType // KeyAddrProtoPort or KeyProtoPort
+	Map string
+}
+
+// Numgen picks one of the chains with equal probability and goes to it
+// ("numgen random mod N vmap { 0 : goto a, … }").
+type Numgen struct{ Chains []string }
+
+// MarkOr sets a mark bit; MarkXor flips it.
+type MarkOr struct{ Mark uint32 }
+
+// MarkXor flips a mark bit.
+type MarkXor struct{ Mark uint32 }
+
+// Masquerade rewrites the source to the outgoing interface's address, with a
+// fully random source port.
+type Masquerade struct{}
+
+// DNAT rewrites the destination to Addr:Port.
+type DNAT struct {
+	Addr netip.Addr
+	Port uint16
+}
+
+// UpdateSet adds the packet's source address to a dynamic set, refreshing its
+// timeout (session affinity).
+type UpdateSet struct{ Set string }
+
+// Reject answers with ICMP port unreachable.
+type Reject struct{}
+
+// Verdict ends a rule with a verdict.
+func (v Verdict) write(b *strings.Builder, _ rules.Family) { b.WriteString(v.String()) }
+
+func dir(src bool) string {
+	if src {
+		return "saddr"
+	}
+	return "daddr"
+}
+
+func (CtStateNew) write(b *strings.Builder, _ rules.Family) { b.WriteString("ct state new") }
+
+func (s AddrMatch) write(b *strings.Builder, f rules.Family) {
+	b.WriteString(familyWord(f) + " " + dir(s.Src) + " ")
+	if s.Negate {
+		b.WriteString("!= ")
+	}
+	if s.Prefix.IsSingleIP() {
+		b.WriteString(s.Prefix.Addr().String())
+	} else {
+		b.WriteString(s.Prefix.String())
+	}
+}
+
+func (s AddrInSet) write(b *strings.Builder, f rules.Family) {
+	b.WriteString(familyWord(f) + " " + dir(s.Src) + " @" + s.Set)
+}
+
+func (s FibLocal) write(b *strings.Builder, _ rules.Family) {
+	b.WriteString("fib " + dir(s.Src) + " type local")
+}
+
+func (s MarkUnset) write(b *strings.Builder, _ rules.Family) {
+	fmt.Fprintf(b, "meta mark & 0x%08x == 0x00000000", s.Mark)
+}
+
+func (s L4Proto) write(b *strings.Builder, _ rules.Family) { b.WriteString("meta l4proto " + string(s.Proto)) }
+
+func (s VmapLookup) write(b *strings.Builder, f rules.Family) {
+	if s.Key == KeyAddrProtoPort {
+		b.WriteString(familyWord(f) + " daddr . ")
+	}
+	b.WriteString("meta l4proto . th dport vmap @" + s.Map)
+}
+
+func (s Numgen) write(b *strings.Builder, _ rules.Family) {
+	b.WriteString("numgen random mod " + strconv.Itoa(len(s.Chains)) + " vmap { ")
+	for i, c := range s.Chains {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Itoa(i) + " : goto " + c)
+	}
+	b.WriteString(" }")
+}
+
+func (s MarkOr) write(b *strings.Builder, _ rules.Family) {
+	fmt.Fprintf(b, "meta mark set meta mark | 0x%08x", s.Mark)
+}
+
+func (s MarkXor) write(b *strings.Builder, _ rules.Family) {
+	fmt.Fprintf(b, "meta mark set meta mark ^ 0x%08x", s.Mark)
+}
+
+func (Masquerade) write(b *strings.Builder, _ rules.Family) { b.WriteString("masquerade fully-random") }
+
+func (s DNAT) write(b *strings.Builder, _ rules.Family) {
+	b.WriteString("dnat to " + netip.AddrPortFrom(s.Addr, s.Port).String())
+}
+
+func (s UpdateSet) write(b *strings.Builder, f rules.Family) {
+	b.WriteString("update @" + s.Set + " { " + familyWord(f) + " saddr }")
+}
+
+func (Reject) write(b *strings.Builder, _ rules.Family) { b.WriteString("reject") }
+
+// String returns the rule as nft writes it.
+func (r Rule) String(f rules.Family) string {
+	var b strings.Builder
+	for i, s := range r {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		s.write(&b, f)
+	}
+	return b.String()
+}
+
+func (s *Set) typeString(f rules.Family) string {
+	addr := "ipv4_addr"
+	if f == rules.IPv6 {
+		addr = "ipv6_addr"
+	}
+	var t string
+	switch s.Key {
+	case KeyAddr, KeyPrefix:
+		t = addr
+	case KeyAddrProtoPort:
+		t = addr + " . inet_proto . inet_service"
+	case KeyProtoPort:
+		t = "inet_proto . inet_service"
+	}
+	if s.IsMap {
+		t += " : verdict"
+	}
+	return t
+}
+
+func (e *Element) write(b *strings.Builder, key KeyType, isMap bool) {
+	switch key {
+	case KeyAddr:
+		b.WriteString(e.Addr.String())
+	case KeyPrefix:
+		b.WriteString(e.Prefix.String())
+	case KeyAddrProtoPort:
+		b.WriteString(e.Addr.String() + " . " + string(e.Proto) + " . " + strconv.Itoa(int(e.Port)))
+	case KeyProtoPort:
+		b.WriteString(string(e.Proto) + " . " + strconv.Itoa(int(e.Port)))
+	}
+	if isMap {
+		b.WriteString(" : " + e.Verdict.String())
+	}
+}
+
+// Script returns an `nft -f` script that replaces rulegen's table of this
+// family atomically: the table is created if missing, deleted and created
+// anew in one transaction, so no packet ever sees a half-written table.
+func (r *Ruleset) Script() string {
+	var b strings.Builder
+	b.Grow(256 + 128*r.size())
+	fam := r.TableFamily()
+	fmt.Fprintf(&b, "add table %s %s\ndelete table %s %s\n", fam, TableName, fam, TableName)
+	r.writeTable(&b)
+	return b.String()
+}
+
+func (r *Ruleset) size() int {
+	n := 0
+	for _, s := range r.Sets {
+		n += len(s.Elements)
+	}
+	for _, c := range r.Chains {
+		n += len(c.Rules) + 1
+	}
+	return n
+}
+
+func (r *Ruleset) writeTable(b *strings.Builder) {
+	fmt.Fprintf(b, "table %s %s {\n", r.TableFamily(), TableName)
+	for _, s := range r.Sets {
+		kind := "set"
+		if s.IsMap {
+			kind = "map"
+		}
+		fmt.Fprintf(b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, s.typeString(r.Family))
+		switch {
+		case s.Key == KeyPrefix:
+			b.WriteString("\t\tflags interval\n")
+		case s.Timeout > 0:
+			fmt.Fprintf(b, "\t\tflags dynamic,timeout\n\t\ttimeout %ds\n", s.Timeout)
+		}
+		if len(s.Elements) > 0 {
+			b.WriteString("\t\telements = { ")
+			for i := range s.Elements {
+				if i > 0 {
+					b.WriteString(",\n\t\t\t     ")
+				}
+				s.Elements[i].write(b, s.Key, s.IsMap)
+			}
+			b.WriteString(" }\n")
+		}
+		b.WriteString("\t}\n")
+	}
+	for _, c := range r.Chains {
+		fmt.Fprintf(b, "\tchain %s {\n", c.Name)
+		if h := c.Hook; h != nil {
+			fmt.Fprintf(b, "\t\ttype %s hook %s priority %d; policy accept;\n", h.Type, h.Hook, h.Priority)
+		}
+		for _, rule := range c.Rules {
+			b.WriteString("\t\t")
+			b.WriteString(rule.String(r.Family))
+			b.WriteByte('\n')
+		}
+		b.WriteString("\t}\n")
+	}
+	b.WriteString("}\n")
+}
+
+// DeleteScript returns an `nft -f` script that removes rulegen's table of
+// this family if it exists.
+func DeleteScript(f rules.Family) string {
+	w := familyWord(f)
+	return fmt.Sprintf("add table %s %s\ndelete table %s %s\n", w, TableName, w, TableName)
+}

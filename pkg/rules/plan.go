@@ -1,0 +1,409 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Config is the node-side input of rendering: who this node is and how its
+// network is laid out.
+type Config struct {
+	Node Node
+	// NodePortAddresses limits nodePorts to the node IPs inside these CIDRs
+	// (--nodeport-addresses). Empty means every node IP.
+	NodePortAddresses []netip.Prefix
+	// ClusterCIDRs are the pod ranges, at most one per family. Traffic to a
+	// ClusterIP from outside them is masqueraded; traffic from inside them
+	// to an external destination is treated as pod traffic.
+	ClusterCIDRs []netip.Prefix
+	// MasqueradeAll masquerades all traffic to ClusterIPs.
+	MasqueradeAll bool
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.Node.Name == "" {
+		return fmt.Errorf("node name is required (it decides which endpoints are local)")
+	}
+	seen := map[Family]bool{}
+	for _, p := range c.ClusterCIDRs {
+		f := FamilyOf(p.Addr())
+		if seen[f] {
+			return fmt.Errorf("cluster CIDR: more than one %s range (%s)", f, p)
+		}
+		seen[f] = true
+	}
+	return nil
+}
+
+// Verdict is what happens to a new connection to a service destination that
+// the NAT rules did not send to an endpoint.
+type Verdict int
+
+const (
+	// Pass means every connection is sent to an endpoint; nothing to filter.
+	Pass Verdict = iota
+	// Reject answers with ICMP port unreachable: the service has no endpoints.
+	Reject
+	// Drop silently discards: endpoints exist elsewhere but none may be used
+	// from here (a Local traffic policy), or the source is not allowed.
+	Drop
+)
+
+// String returns "pass", "reject" or "drop".
+func (v Verdict) String() string {
+	return [...]string{"pass", "reject", "drop"}[v]
+}
+
+// Plan is the whole desired state for one address family, with every policy
+// decision made: the backends only spell it out.
+type Plan struct {
+	Family Family
+	// NodePortIPs are the node addresses that accept nodePorts.
+	NodePortIPs []netip.Addr
+	// ClusterCIDR is the pod range of this family (invalid if not set).
+	ClusterCIDR   netip.Prefix
+	MasqueradeAll bool
+	// Services holds every service port that has at least one destination
+	// in this family, sorted by name.
+	Services []*ServicePlan
+	// Conflicts reports destinations two service ports claim: the first
+	// port by name keeps it, the other loses that destination only.
+	Conflicts []error
+}
+
+// ServicePlan is one service port in one family, with its endpoints chosen.
+type ServicePlan struct {
+	*ServicePort
+	// ClusterIP is the ClusterIP of this family (invalid if none).
+	ClusterIP netip.Addr
+	// ExtIPs, LBIPs and Ranges are the port's external IPs, load-balancer
+	// IPs and source ranges of this family.
+	ExtIPs []netip.Addr
+	LBIPs  []netip.Addr
+	Ranges []netip.Prefix
+	// Firewalled is true when loadBalancerSourceRanges restrict the LB IPs.
+	// A service with ranges of the other family only is firewalled with no
+	// allowed source in this one.
+	Firewalled bool
+	// HasNodePort is true when the nodePort is open on this node in this family.
+	HasNodePort bool
+	// All is every endpoint of this family, whatever its state.
+	All []Endpoint
+	// ClusterEndpoints are used under the Cluster policy (nil when no
+	// traffic uses that policy). LocalEndpoints are used under the Local
+	// policy (nil when none does).
+	ClusterEndpoints []Endpoint
+	LocalEndpoints   []Endpoint
+	// HasEndpoints is true when the service has a usable endpoint anywhere
+	// in the cluster (even if none may be used from this node).
+	HasEndpoints bool
+	// Topology is "PreferSameZone" or "PreferSameNode" when topology hints
+	// narrowed the cluster endpoints, "" otherwise.
+	Topology string
+}
+
+// InternalEndpoints are the endpoints for traffic to the ClusterIP.
+func (s *ServicePlan) InternalEndpoints() []Endpoint {
+	if s.InternalPolicyLocal {
+		return s.LocalEndpoints
+	}
+	return s.ClusterEndpoints
+}
+
+// ExternalEndpoints are the endpoints for external traffic (nodePort, external
+// and LB IPs) from outside the node.
+func (s *ServicePlan) ExternalEndpoints() []Endpoint {
+	if s.ExternalPolicyLocal {
+		return s.LocalEndpoints
+	}
+	return s.ClusterEndpoints
+}
+
+// HasExternal reports whether the port has any external destination in this family.
+func (s *ServicePlan) HasExternal() bool {
+	return s.HasNodePort || len(s.ExtIPs) > 0 || len(s.LBIPs) > 0
+}
+
+// InternalVerdict is the fallback for the ClusterIP: reject without
+// endpoints, drop when only remote endpoints exist under internalTrafficPolicy
+// Local.
+func (s *ServicePlan) InternalVerdict() Verdict {
+	switch {
+	case !s.HasEndpoints:
+		return Reject
+	case len(s.InternalEndpoints()) == 0:
+		return Drop
+	}
+	return Pass
+}
+
+// ExternalVerdict is the fallback for nodePorts and external IPs; LBVerdict
+// for load-balancer IPs, which also drop sources outside the source ranges.
+func (s *ServicePlan) ExternalVerdict() Verdict {
+	switch {
+	case !s.HasEndpoints:
+		return Reject
+	case len(s.ExternalEndpoints()) == 0:
+		return Drop
+	}
+	return Pass
+}
+
+// LBVerdict is the fallback verdict for the load-balancer IPs.
+func (s *ServicePlan) LBVerdict() Verdict {
+	v := s.ExternalVerdict()
+	if v == Pass && s.Firewalled {
+		return Drop
+	}
+	return v
+}
+
+// ShortCircuit reports whether traffic from pods and from the node itself to
+// an external destination bypasses externalTrafficPolicy Local and is treated
+// like traffic to the ClusterIP (as if it had left and come back).
+func (s *ServicePlan) ShortCircuit() bool {
+	return s.ExternalPolicyLocal && len(s.InternalEndpoints()) > 0
+}
+
+// NeedsClusterChain reports whether the cluster-policy chain is referenced.
+func (s *ServicePlan) NeedsClusterChain() bool {
+	if len(s.ClusterEndpoints) == 0 {
+		return false
+	}
+	return (s.ClusterIP.IsValid() && !s.InternalPolicyLocal) ||
+		(s.HasExternal() && (!s.ExternalPolicyLocal || (s.ShortCircuit() && !s.InternalPolicyLocal)))
+}
+
+// NeedsLocalChain reports whether the local-policy chain is referenced.
+func (s *ServicePlan) NeedsLocalChain() bool {
+	if len(s.LocalEndpoints) == 0 {
+		return false
+	}
+	return (s.ClusterIP.IsValid() && s.InternalPolicyLocal) || (s.HasExternal() && s.ExternalPolicyLocal)
+}
+
+// NeedsExternalChain reports whether the external chain is referenced.
+func (s *ServicePlan) NeedsExternalChain() bool {
+	return s.HasExternal() && s.HasEndpoints && (len(s.ExternalEndpoints()) > 0 || s.ShortCircuit())
+}
+
+// NewPlan decides everything for one family: which service ports have rules,
+// which endpoints each policy uses, and where nodePorts open.
+func NewPlan(st *State, cfg *Config, fam Family) *Plan {
+	p := &Plan{Family: fam, MasqueradeAll: cfg.MasqueradeAll}
+	for _, c := range cfg.ClusterCIDRs {
+		if FamilyOf(c.Addr()) == fam {
+			p.ClusterCIDR = c.Masked()
+		}
+	}
+	for _, ip := range cfg.Node.IPs {
+		if FamilyOf(ip) != fam || slices.Contains(p.NodePortIPs, ip) {
+			continue
+		}
+		if len(cfg.NodePortAddresses) > 0 && !slices.ContainsFunc(cfg.NodePortAddresses, func(pr netip.Prefix) bool { return pr.Contains(ip) }) {
+			continue
+		}
+		p.NodePortIPs = append(p.NodePortIPs, ip)
+	}
+	slices.SortFunc(p.NodePortIPs, netip.Addr.Compare)
+	claims := claims{owner: map[claimKey]ServicePortName{}}
+	for _, sp := range st.Ports() {
+		if s := planService(st, cfg, p, sp, claims); s != nil {
+			p.Services = append(p.Services, s)
+		}
+	}
+	return p
+}
+
+// claimKey is a destination: address (zero for a nodePort), protocol, port.
+type claimKey struct {
+	addr  netip.Addr
+	proto Protocol
+	port  int32
+}
+
+type claims struct{ owner map[claimKey]ServicePortName }
+
+// take claims the destinations of s, removing from s those another port
+// already holds, and reports each as a conflict.
+func (c claims) take(s *ServicePlan) []error {
+	var errs []error
+	ok := func(field string, addr netip.Addr, port int32) bool {
+		k := claimKey{addr, s.Name.Protocol, port}
+		if o, taken := c.owner[k]; taken {
+			dest := fmt.Sprintf("%s %d/%s", addr, port, s.Name.Protocol)
+			if !addr.IsValid() {
+				dest = fmt.Sprintf("nodePort %d/%s", port, s.Name.Protocol)
+			}
+			errs = append(errs, &ObjectError{Kind: "Service", Namespace: s.Name.Namespace, Name: s.Name.Name, Field: field,
+				Reason: fmt.Sprintf("port %q: %s is already used by %s; this destination is skipped", s.Name.Port, dest, o)})
+			return false
+		}
+		c.owner[k] = s.Name
+		return true
+	}
+	if s.ClusterIP.IsValid() && !ok("spec.clusterIPs", s.ClusterIP, s.Port) {
+		s.ClusterIP = netip.Addr{}
+	}
+	keep := func(field string, ips []netip.Addr) []netip.Addr {
+		var out []netip.Addr
+		for _, ip := range ips {
+			if ok(field, ip, s.Port) {
+				out = append(out, ip)
+			}
+		}
+		return out
+	}
+	s.ExtIPs = keep("spec.externalIPs", s.ExtIPs)
+	s.LBIPs = keep("status.loadBalancer.ingress", s.LBIPs)
+	if s.HasNodePort && !ok("spec.ports.nodePort", netip.Addr{}, s.NodePort) {
+		s.HasNodePort = false
+	}
+	return errs
+}
+
+func planService(st *State, cfg *Config, p *Plan, sp *ServicePort, c claims) *ServicePlan {
+	fam := p.Family
+	s := &ServicePlan{ServicePort: sp}
+	for _, ip := range sp.ClusterIPs {
+		if FamilyOf(ip) == fam {
+			s.ClusterIP = ip
+		}
+	}
+	s.ExtIPs = ofFamily(sp.ExternalIPs, fam)
+	s.LBIPs = ofFamily(sp.LoadBalancerIPs, fam)
+	for _, r := range sp.SourceRanges {
+		if FamilyOf(r.Addr()) == fam {
+			s.Ranges = append(s.Ranges, r)
+		}
+	}
+	s.Firewalled = len(sp.SourceRanges) > 0 && len(s.LBIPs) > 0
+	s.HasNodePort = sp.NodePort != 0 && len(p.NodePortIPs) > 0
+	p.Conflicts = append(p.Conflicts, c.take(s)...)
+	if !s.ClusterIP.IsValid() && !s.HasExternal() {
+		return nil // nothing of this family to program
+	}
+	s.All = st.Endpoints(sp, fam)
+	categorize(s, cfg.Node)
+	return s
+}
+
+func ofFamily(in []netip.Addr, fam Family) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range in {
+		if FamilyOf(ip) == fam {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+// categorize picks the endpoints each traffic policy uses, as kube-proxy does:
+// ready endpoints (narrowed by topology hints when every ready endpoint has
+// hints and some are for this node or zone); serving-but-terminating ones only
+// when no ready endpoint exists, decided separately for the Cluster and the
+// Local policy.
+func categorize(s *ServicePlan, node Node) {
+	usesCluster := !s.InternalPolicyLocal || (s.HasExternal() && !s.ExternalPolicyLocal)
+	usesLocal := s.InternalPolicyLocal || (s.HasExternal() && s.ExternalPolicyLocal)
+	if usesCluster {
+		s.Topology = topologyMode(s.All, node)
+		s.ClusterEndpoints = filter(s.All, func(e Endpoint) bool { return e.Ready && forTopology(e, s.Topology, node) })
+		if len(s.ClusterEndpoints) == 0 {
+			s.ClusterEndpoints = filter(s.All, func(e Endpoint) bool { return e.Serving && e.Terminating })
+		}
+		if len(s.ClusterEndpoints) > 0 {
+			s.HasEndpoints = true
+		}
+	}
+	if !usesLocal {
+		return
+	}
+	var localReady, localTerminating bool
+	for _, e := range s.All {
+		switch {
+		case e.Ready:
+			s.HasEndpoints = true
+			localReady = localReady || e.NodeName == node.Name
+		case e.Serving && e.Terminating:
+			s.HasEndpoints = true
+			localTerminating = localTerminating || e.NodeName == node.Name
+		}
+	}
+	switch {
+	case localReady:
+		s.LocalEndpoints = filter(s.All, func(e Endpoint) bool { return e.NodeName == node.Name && e.Ready })
+	case localTerminating:
+		s.LocalEndpoints = filter(s.All, func(e Endpoint) bool { return e.NodeName == node.Name && e.Serving && e.Terminating })
+	}
+}
+
+func filter(in []Endpoint, keep func(Endpoint) bool) []Endpoint {
+	var out []Endpoint
+	for _, e := range in {
+		if keep(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// topologyMode returns which hints to honour: node hints when every ready
+// endpoint has them and one is for this node, else zone hints when every
+// ready endpoint has them and one is for this node's zone, else none.
+func topologyMode(eps []Endpoint, node Node) string {
+	anyReady := false
+	allNode, forNode := true, false
+	allZone, forZone := true, false
+	for _, e := range eps {
+		if !e.Ready {
+			continue
+		}
+		anyReady = true
+		if len(e.NodeHints) == 0 {
+			allNode = false
+		} else if slices.Contains(e.NodeHints, node.Name) {
+			forNode = true
+		}
+		if len(e.ZoneHints) == 0 {
+			allZone = false
+		} else if node.Zone != "" && slices.Contains(e.ZoneHints, node.Zone) {
+			forZone = true
+		}
+	}
+	switch {
+	case !anyReady:
+		return ""
+	case allNode && forNode:
+		return "PreferSameNode"
+	case allZone && forZone:
+		return "PreferSameZone"
+	}
+	return ""
+}
+
+func forTopology(e Endpoint, mode string, node Node) bool {
+	switch mode {
+	case "PreferSameNode":
+		return slices.Contains(e.NodeHints, node.Name)
+	case "PreferSameZone":
+		return slices.Contains(e.ZoneHints, node.Zone)
+	}
+	return true
+}
+
+// UsedEndpoints returns the union of the endpoints the port's chains use,
+// each once, in address order.
+func (s *ServicePlan) UsedEndpoints() []Endpoint {
+	var out []Endpoint
+	if s.NeedsClusterChain() {
+		out = append(out, s.ClusterEndpoints...)
+	}
+	if s.NeedsLocalChain() {
+		out = append(out, s.LocalEndpoints...)
+	}
+	slices.SortFunc(out, compareEndpoints)
+	return slices.CompactFunc(out, func(a, b Endpoint) bool { return a.IP == b.IP && a.Port == b.Port })
+}

@@ -1,0 +1,124 @@
+package rules
+
+import (
+	"slices"
+	"strings"
+)
+
+// State is the cluster state rulegen renders from: the ports of every usable
+// Service and the EndpointSlices of every Service. It is not safe for
+// concurrent use; the sync loop owns it.
+type State struct {
+	services map[ServiceKey][]*ServicePort
+	slices   map[ServiceKey]map[string]*Slice
+}
+
+// NewState returns an empty State.
+func NewState() *State {
+	return &State{services: map[ServiceKey][]*ServicePort{}, slices: map[ServiceKey]map[string]*Slice{}}
+}
+
+// SetService records the ports of a service, replacing any earlier version.
+// Setting no ports removes the service.
+func (s *State) SetService(key ServiceKey, ports []*ServicePort) {
+	if len(ports) == 0 {
+		delete(s.services, key)
+		return
+	}
+	s.services[key] = ports
+}
+
+// DeleteService forgets a service (its EndpointSlices stay until deleted).
+func (s *State) DeleteService(key ServiceKey) { delete(s.services, key) }
+
+// SetSlice records an EndpointSlice, replacing any earlier version of it.
+func (s *State) SetSlice(sl *Slice) {
+	m := s.slices[sl.Service]
+	if m == nil {
+		m = map[string]*Slice{}
+		s.slices[sl.Service] = m
+	}
+	m[sl.Name] = sl
+}
+
+// DeleteSlice forgets an EndpointSlice of a service.
+func (s *State) DeleteSlice(svc ServiceKey, name string) {
+	if m := s.slices[svc]; m != nil {
+		delete(m, name)
+		if len(m) == 0 {
+			delete(s.slices, svc)
+		}
+	}
+}
+
+// Ports returns every service port, sorted by name.
+func (s *State) Ports() []*ServicePort {
+	n := 0
+	for _, ps := range s.services {
+		n += len(ps)
+	}
+	out := make([]*ServicePort, 0, n)
+	for _, ps := range s.services {
+		out = append(out, ps...)
+	}
+	slices.SortFunc(out, func(a, b *ServicePort) int { return comparePortNames(a.Name, b.Name) })
+	return out
+}
+
+// ServicePorts returns the ports of one service (nil if unknown).
+func (s *State) ServicePorts(key ServiceKey) []*ServicePort { return s.services[key] }
+
+// Endpoints returns the endpoints of a service port in family fam: every
+// endpoint of the service's slices of that family whose slice has a port with
+// the same name and protocol as the service port (this is how a named
+// targetPort resolves to a container port). An address:port listed in two
+// slices is kept once. The result is sorted by address and port.
+func (s *State) Endpoints(p *ServicePort, fam Family) []Endpoint {
+	m := s.slices[p.Name.ServiceKey]
+	if len(m) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var out []Endpoint
+	for _, n := range names {
+		sl := m[n]
+		if sl.Family != fam {
+			continue
+		}
+		for _, sp := range sl.Ports {
+			if sp.Name != p.Name.Port || sp.Protocol != p.Name.Protocol {
+				continue
+			}
+			for _, e := range sl.Endpoints {
+				e.Port = sp.Port
+				out = append(out, e)
+			}
+		}
+	}
+	slices.SortStableFunc(out, compareEndpoints)
+	return slices.CompactFunc(out, func(a, b Endpoint) bool { return a.IP == b.IP && a.Port == b.Port })
+}
+
+func compareEndpoints(a, b Endpoint) int {
+	if c := a.IP.Compare(b.IP); c != 0 {
+		return c
+	}
+	return int(a.Port - b.Port)
+}
+
+func comparePortNames(a, b ServicePortName) int {
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Name, b.Name); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Port, b.Port); c != 0 {
+		return c
+	}
+	return strings.Compare(string(a.Protocol), string(b.Protocol))
+}

@@ -1,0 +1,54 @@
+package sync
+
+import (
+	"fmt"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+	"github.com/rulegen/rulegen/pkg/rules/iptables"
+	"github.com/rulegen/rulegen/pkg/rules/nftables"
+)
+
+// Backend names a kernel interface rulegen can program.
+type Backend string
+
+// The backends.
+const (
+	NFTables Backend = "nftables"
+	IPTables Backend = "iptables"
+)
+
+// ParseBackend checks a --backend value.
+func ParseBackend(s string) (Backend, error) {
+	switch Backend(s) {
+	case NFTables, IPTables:
+		return Backend(s), nil
+	}
+	return "", fmt.Errorf("unknown backend %q (want nftables or iptables)", s)
+}
+
+// Desired is what rulegen wants in the kernel for one family.
+type Desired struct {
+	Plan     *rules.Plan
+	NFTables *nftables.Ruleset // set for the nftables backend
+	IPTables *iptables.Ruleset // set for the iptables backend
+}
+
+// Text returns what --dry-run prints for this family: an `nft -f` script or
+// `iptables-restore --noflush` input.
+func (d *Desired) Text() string {
+	if d.NFTables != nil {
+		return d.NFTables.Script()
+	}
+	return d.IPTables.Restore(nil)
+}
+
+// Render plans and renders the state for one family and backend.
+func Render(st *rules.State, cfg *rules.Config, b Backend, fam rules.Family) *Desired {
+	d := &Desired{Plan: rules.NewPlan(st, cfg, fam)}
+	if b == IPTables {
+		d.IPTables = iptables.Render(d.Plan)
+	} else {
+		d.NFTables = nftables.Render(d.Plan)
+	}
+	return d
+}
