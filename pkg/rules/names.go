@@ -22,7 +22,10 @@ import (
 // Hash returns the first n characters of the base32 SHA-256 of s.
 func Hash(s string, n int) string {
 	sum := sha256.Sum256([]byte(s))
-	return base32.StdEncoding.EncodeToString(sum[:])[:n]
+	var buf [56]byte
+	enc := buf[:base32.StdEncoding.EncodedLen((n*5+7)/8)]
+	base32.StdEncoding.Encode(enc, sum[:(n*5+7)/8]) // encode only the bytes the n characters need
+	return string(enc[:n])
 }
 
 // PortKey returns "namespace/name/protocol/portname", the readable key of a

@@ -340,11 +340,25 @@ func categorize(s *ServicePlan, node Node) {
 	}
 }
 
+// filter returns the endpoints keep accepts. When it accepts all of them
+// (the common case) the input is returned as is: plans only read it.
 func filter(in []Endpoint, keep func(Endpoint) bool) []Endpoint {
-	var out []Endpoint
-	for _, e := range in {
-		if keep(e) {
-			out = append(out, e)
+	n := 0
+	for i := range in {
+		if keep(in[i]) {
+			n++
+		}
+	}
+	if n == len(in) {
+		return in
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]Endpoint, 0, n)
+	for i := range in {
+		if keep(in[i]) {
+			out = append(out, in[i])
 		}
 	}
 	return out

@@ -78,12 +78,15 @@ func (s *State) Endpoints(p *ServicePort, fam Family) []Endpoint {
 	if len(m) == 0 {
 		return nil
 	}
-	names := make([]string, 0, len(m))
-	for n := range m {
+	var one [1]string
+	names := one[:0]
+	total := 0
+	for n, sl := range m {
 		names = append(names, n)
+		total += len(sl.Endpoints)
 	}
 	slices.Sort(names)
-	var out []Endpoint
+	out := make([]Endpoint, 0, total)
 	for _, n := range names {
 		sl := m[n]
 		if sl.Family != fam {
@@ -99,7 +102,12 @@ func (s *State) Endpoints(p *ServicePort, fam Family) []Endpoint {
 			}
 		}
 	}
-	slices.SortStableFunc(out, compareEndpoints)
+	if len(out) == 0 {
+		return nil
+	}
+	if !slices.IsSortedFunc(out, compareEndpoints) {
+		slices.SortStableFunc(out, compareEndpoints)
+	}
 	return slices.CompactFunc(out, func(a, b Endpoint) bool { return a.IP == b.IP && a.Port == b.Port })
 }
 

@@ -1,10 +1,7 @@
 package iptables
 
 import (
-	"cmp"
-	"fmt"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -50,18 +47,27 @@ const MasqueradeMark = "0x4000"
 const MaxChainName = 28
 
 // ClusterChain and the functions below name the per-service chains.
-func ClusterChain(n rules.ServicePortName) string  { return prefixService + rules.Hash(rules.PortKey(n), 16) }
-func LocalChain(n rules.ServicePortName) string    { return prefixLocal + rules.Hash(rules.PortKey(n), 16) }
-func ExternalChain(n rules.ServicePortName) string { return prefixExternal + rules.Hash(rules.PortKey(n), 16) }
-func FirewallChain(n rules.ServicePortName) string { return prefixFirewall + rules.Hash(rules.PortKey(n), 16) }
+func ClusterChain(n rules.ServicePortName) string {
+	return prefixService + rules.Hash(rules.PortKey(n), 16)
+}
+func LocalChain(n rules.ServicePortName) string {
+	return prefixLocal + rules.Hash(rules.PortKey(n), 16)
+}
+func ExternalChain(n rules.ServicePortName) string {
+	return prefixExternal + rules.Hash(rules.PortKey(n), 16)
+}
+func FirewallChain(n rules.ServicePortName) string {
+	return prefixFirewall + rules.Hash(rules.PortKey(n), 16)
+}
 func EndpointChain(n rules.ServicePortName, e rules.Endpoint) string {
 	return prefixEndpoint + rules.Hash(rules.EndpointKey(n, e), 16)
 }
 
-// Chain is one chain and its rules, each rule the arguments after "-A CHAIN".
+// Chain is one chain and its rules, each rule the text after "-A CHAIN "
+// exactly as iptables-restore reads it.
 type Chain struct {
 	Name  string
-	Rules [][]string
+	Rules []string
 }
 
 // Table is the chains rulegen owns in one table.
@@ -95,132 +101,181 @@ func Jumps() []Jump {
 	}
 }
 
-type builder struct {
-	fam    rules.Family
-	chains map[string]*Chain
-	order  []string
+// line builds the text of one rule.
+type line struct{ b strings.Builder }
+
+// w appends words, separated by spaces.
+func (l *line) w(words ...string) *line {
+	for _, x := range words {
+		if l.b.Len() > 0 {
+			l.b.WriteByte(' ')
+		}
+		l.b.WriteString(x)
+	}
+	return l
 }
 
+// comment appends a quoted comment match.
+func (l *line) comment(text ...string) *line {
+	l.w("-m comment --comment \"")
+	for _, t := range text {
+		l.b.WriteString(strings.ReplaceAll(t, "\"", "'"))
+	}
+	l.b.WriteByte('"')
+	return l
+}
+
+// addr appends an address as a host prefix (/32 or /128).
+func (l *line) addr(flag string, a netip.Addr) *line {
+	l.w(flag)
+	l.b.WriteByte(' ')
+	var buf [64]byte
+	l.b.Write(netip.PrefixFrom(a, a.BitLen()).AppendTo(buf[:0]))
+	return l
+}
+
+// port appends a protocol and destination port match.
+func (l *line) port(p rules.Protocol, port int32) *line {
+	l.w("-p", string(p), "-m", string(p), "--dport", strconv.Itoa(int(port)))
+	return l
+}
+
+func (l *line) String() string { return l.b.String() }
+
+type builder struct {
+	chains []*Chain
+	byName map[string]*Chain
+}
+
+func newBuilder() *builder { return &builder{byName: map[string]*Chain{}} }
+
 func (b *builder) chain(name string) *Chain {
-	if c, ok := b.chains[name]; ok {
+	if c, ok := b.byName[name]; ok {
 		return c
 	}
 	c := &Chain{Name: name}
-	b.chains[name] = c
-	b.order = append(b.order, name)
+	b.byName[name] = c
+	b.chains = append(b.chains, c)
 	return c
 }
 
-func (b *builder) add(chain string, args ...string) { c := b.chain(chain); c.Rules = append(c.Rules, args) }
-
-func (b *builder) host(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
-
-func comment(s string) []string { return []string{"-m", "comment", "--comment", s} }
-
-func portMatch(p rules.Protocol, port int32) []string {
-	return []string{"-p", string(p), "-m", string(p), "--dport", strconv.Itoa(int(port))}
-}
-
-func cat(parts ...[]string) []string {
-	var out []string
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
+func (b *builder) add(chain string, l *line) {
+	c := b.chain(chain)
+	c.Rules = append(c.Rules, l.String())
 }
 
 // Render turns a plan into rulegen's nat and filter chains for the plan's
 // family. It is a pure function: the same plan always gives the same ruleset.
 func Render(p *rules.Plan) *Ruleset {
-	nat := &builder{fam: p.Family, chains: map[string]*Chain{}}
-	filter := &builder{fam: p.Family, chains: map[string]*Chain{}}
+	nat, filter, per := newBuilder(), newBuilder(), newBuilder()
 	for _, c := range []string{ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq} {
 		nat.chain(c)
 	}
 	filter.chain(ChainFilter)
 	filter.chain(ChainNodePortFilter)
-	nat.add(ChainMarkMasq, "-j", "MARK", "--or-mark", MasqueradeMark)
-	nat.add(ChainPostrouting, "-m", "mark", "!", "--mark", MasqueradeMark+"/"+MasqueradeMark, "-j", "RETURN")
-	nat.add(ChainPostrouting, "-j", "MARK", "--xor-mark", MasqueradeMark)
-	nat.add(ChainPostrouting, "-j", "MASQUERADE", "--random-fully")
+	nat.add(ChainMarkMasq, new(line).w("-j MARK --or-mark", MasqueradeMark))
+	nat.add(ChainPostrouting, new(line).w("-m mark ! --mark", MasqueradeMark+"/"+MasqueradeMark, "-j RETURN"))
+	nat.add(ChainPostrouting, new(line).w("-j MARK --xor-mark", MasqueradeMark))
+	nat.add(ChainPostrouting, new(line).w("-j MASQUERADE --random-fully"))
 
 	mask := "255.255.255.255"
 	if p.Family == rules.IPv6 {
 		mask = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
 	}
-	perService := &builder{fam: p.Family, chains: map[string]*Chain{}}
-
-	filterRule := func(chain string, dst []string, desc string, v rules.Verdict, match []string) {
+	var cidr string
+	if p.ClusterCIDR.IsValid() {
+		cidr = p.ClusterCIDR.String()
+	}
+	// filterRule rejects or drops what is still addressed to a service
+	// destination after NAT.
+	filterRule := func(chain, desc string, dst netip.Addr, proto rules.Protocol, port int32, v rules.Verdict) {
+		l := new(line)
 		switch v {
 		case rules.Reject:
-			filter.add(chain, cat(comment(desc+" has no endpoints"), dst, match, []string{"-j", "REJECT"})...)
+			l.comment(desc, " has no endpoints")
 		case rules.Drop:
-			filter.add(chain, cat(comment(desc+" has no usable endpoint for this source"), dst, match, []string{"-j", "DROP"})...)
+			l.comment(desc, " has no usable endpoint for this source")
+		default:
+			return
 		}
+		if dst.IsValid() {
+			l.addr("-d", dst)
+		}
+		l.port(proto, port)
+		if v == rules.Reject {
+			l.w("-j REJECT")
+		} else {
+			l.w("-j DROP")
+		}
+		filter.add(chain, l)
 	}
 	for _, s := range p.Services {
 		name := s.Name
 		desc := name.String()
+		proto := name.Protocol
 		internal := ClusterChain(name)
 		if s.InternalPolicyLocal {
 			internal = LocalChain(name)
 		}
-		pm := portMatch(name.Protocol, s.Port)
+		ext := ExternalChain(name)
 		if s.ClusterIP.IsValid() {
-			dst := []string{"-d", nat.host(s.ClusterIP)}
 			if len(s.InternalEndpoints()) > 0 {
-				nat.add(ChainServices, cat(comment(desc+" cluster IP"), dst, pm, []string{"-j", internal})...)
+				nat.add(ChainServices, new(line).comment(desc, " cluster IP").addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", internal))
 			}
-			filterRule(ChainFilter, dst, desc, s.InternalVerdict(), pm)
+			filterRule(ChainFilter, desc, s.ClusterIP, proto, s.Port, s.InternalVerdict())
 		}
 		if s.NeedsExternalChain() {
 			for _, ip := range s.ExtIPs {
-				nat.add(ChainServices, cat(comment(desc+" external IP"), []string{"-d", nat.host(ip)}, pm, []string{"-j", ExternalChain(name)})...)
+				nat.add(ChainServices, new(line).comment(desc, " external IP").addr("-d", ip).port(proto, s.Port).w("-j", ext))
 			}
-			lb := ExternalChain(name)
+			lb := ext
 			if s.Firewalled {
 				lb = FirewallChain(name)
 			}
 			for _, ip := range s.LBIPs {
-				nat.add(ChainServices, cat(comment(desc+" loadbalancer IP"), []string{"-d", nat.host(ip)}, pm, []string{"-j", lb})...)
+				nat.add(ChainServices, new(line).comment(desc, " loadbalancer IP").addr("-d", ip).port(proto, s.Port).w("-j", lb))
 			}
 			if s.HasNodePort {
-				nat.add(ChainNodePorts, cat(comment(desc), portMatch(name.Protocol, s.NodePort), []string{"-j", ExternalChain(name)})...)
+				nat.add(ChainNodePorts, new(line).comment(desc).port(proto, s.NodePort).w("-j", ext))
 			}
 		}
 		for _, ip := range s.ExtIPs {
-			filterRule(ChainFilter, []string{"-d", nat.host(ip)}, desc, s.ExternalVerdict(), pm)
+			filterRule(ChainFilter, desc, ip, proto, s.Port, s.ExternalVerdict())
 		}
 		for _, ip := range s.LBIPs {
-			filterRule(ChainFilter, []string{"-d", nat.host(ip)}, desc, s.LBVerdict(), pm)
+			filterRule(ChainFilter, desc, ip, proto, s.Port, s.LBVerdict())
 		}
 		if s.HasNodePort {
-			filterRule(ChainNodePortFilter, nil, desc, s.ExternalVerdict(), portMatch(name.Protocol, s.NodePort))
+			filterRule(ChainNodePortFilter, desc, netip.Addr{}, proto, s.NodePort, s.ExternalVerdict())
 		}
 
+		used := s.UsedEndpoints()
+		seps := make(map[netip.AddrPort]string, len(used))
+		for _, e := range used {
+			seps[netip.AddrPortFrom(e.IP, uint16(e.Port))] = EndpointChain(name, e)
+		}
 		dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) {
-			c := perService.chain(chain)
+			per.chain(chain)
 			if isInternal && s.ClusterIP.IsValid() {
-				dst := []string{"-d", nat.host(s.ClusterIP)}
 				switch {
 				case p.MasqueradeAll:
-					perService.add(chain, cat(comment(desc+" cluster IP"), dst, pm, []string{"-j", ChainMarkMasq})...)
-				case p.ClusterCIDR.IsValid():
-					perService.add(chain, cat(comment(desc+" cluster IP"), []string{"!", "-s", p.ClusterCIDR.String()}, dst, pm, []string{"-j", ChainMarkMasq})...)
+					per.add(chain, new(line).comment(desc, " cluster IP").addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", ChainMarkMasq))
+				case cidr != "":
+					per.add(chain, new(line).comment(desc, " cluster IP").w("! -s", cidr).addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", ChainMarkMasq))
 				}
 			}
 			if s.AffinitySeconds > 0 {
 				for _, e := range eps {
-					sep := EndpointChain(name, e)
-					perService.add(chain, cat(comment(desc+" -> "+e.String()), []string{"-m", "recent", "--name", sep, "--mask", mask, "--rsource", "--rcheck", "--seconds", strconv.Itoa(int(s.AffinitySeconds)), "--reap", "-j", sep})...)
+					sep := seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]
+					per.add(chain, new(line).comment(desc, " -> ", e.String()).w("-m recent --name", sep, "--mask", mask, "--rsource --rcheck --seconds", strconv.Itoa(int(s.AffinitySeconds)), "--reap -j", sep))
 				}
 			}
 			for i, e := range eps {
-				args := comment(desc + " -> " + e.String())
+				l := new(line).comment(desc, " -> ", e.String())
 				if left := len(eps) - i; left > 1 {
-					args = append(args, "-m", "statistic", "--mode", "random", "--probability", fmt.Sprintf("%0.10f", 1.0/float64(left)))
+					l.w("-m statistic --mode random --probability", strconv.FormatFloat(1.0/float64(left), 'f', 10, 64))
 				}
-				c.Rules = append(c.Rules, append(args, "-j", EndpointChain(name, e)))
+				per.add(chain, l.w("-j", seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]))
 			}
 		}
 		if s.NeedsClusterChain() {
@@ -230,81 +285,50 @@ func Render(p *rules.Plan) *Ruleset {
 			dispatch(LocalChain(name), s.LocalEndpoints, s.InternalPolicyLocal)
 		}
 		if s.NeedsExternalChain() {
-			ext := ExternalChain(name)
-			perService.chain(ext)
+			per.chain(ext)
 			if !s.ExternalPolicyLocal {
-				perService.add(ext, cat(comment("masquerade traffic for "+desc+" external destinations"), []string{"-j", ChainMarkMasq})...)
-				perService.add(ext, "-j", ClusterChain(name))
+				per.add(ext, new(line).comment("masquerade traffic for ", desc, " external destinations").w("-j", ChainMarkMasq))
+				per.add(ext, new(line).w("-j", ClusterChain(name)))
 			} else {
 				if s.ShortCircuit() {
-					if p.ClusterCIDR.IsValid() {
-						perService.add(ext, cat(comment("pod traffic for "+desc+" external destinations"), []string{"-s", p.ClusterCIDR.String(), "-j", internal})...)
+					if cidr != "" {
+						per.add(ext, new(line).comment("pod traffic for ", desc, " external destinations").w("-s", cidr, "-j", internal))
 					}
-					perService.add(ext, cat(comment("masquerade LOCAL traffic for "+desc+" external destinations"), []string{"-m", "addrtype", "--src-type", "LOCAL", "-j", ChainMarkMasq})...)
-					perService.add(ext, cat(comment("route LOCAL traffic for "+desc+" external destinations"), []string{"-m", "addrtype", "--src-type", "LOCAL", "-j", internal})...)
+					per.add(ext, new(line).comment("masquerade LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", ChainMarkMasq))
+					per.add(ext, new(line).comment("route LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", internal))
 				}
 				if len(s.LocalEndpoints) > 0 {
-					perService.add(ext, "-j", LocalChain(name))
+					per.add(ext, new(line).w("-j", LocalChain(name)))
 				}
 			}
 			if s.Firewalled {
 				fw := FirewallChain(name)
-				perService.chain(fw)
+				per.chain(fw)
 				for _, rg := range s.Ranges {
-					perService.add(fw, cat(comment(desc+" loadbalancer source range"), []string{"-s", rg.String(), "-j", ext})...)
+					per.add(fw, new(line).comment(desc, " loadbalancer source range").w("-s", rg.String(), "-j", ext))
 				}
 			}
 		}
-		for _, e := range s.UsedEndpoints() {
-			sep := EndpointChain(name, e)
-			c := perService.chain(sep)
-			c.Rules = append(c.Rules, cat(comment(desc), []string{"-s", nat.host(e.IP), "-j", ChainMarkMasq}))
+		for _, e := range used {
+			sep := seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]
+			per.add(sep, new(line).comment(desc).addr("-s", e.IP).w("-j", ChainMarkMasq))
 			if s.AffinitySeconds > 0 {
-				c.Rules = append(c.Rules, cat(comment(desc), []string{"-m", "recent", "--name", sep, "--mask", mask, "--rsource", "--set"}))
+				per.add(sep, new(line).comment(desc).w("-m recent --name", sep, "--mask", mask, "--rsource --set"))
 			}
-			c.Rules = append(c.Rules, cat(comment(desc), []string{"-p", string(name.Protocol), "-m", string(name.Protocol), "-j", "DNAT", "--to-destination", netip.AddrPortFrom(e.IP, uint16(e.Port)).String()}))
+			per.add(sep, new(line).comment(desc).w("-p", string(proto), "-m", string(proto), "-j DNAT --to-destination", netip.AddrPortFrom(e.IP, uint16(e.Port)).String()))
 		}
 	}
 	for _, ip := range p.NodePortIPs {
-		if len(nat.chains[ChainNodePorts].Rules) > 0 {
-			nat.add(ChainServices, cat(comment("rulegen service nodeports"), []string{"-d", nat.host(ip), "-j", ChainNodePorts})...)
+		if len(nat.byName[ChainNodePorts].Rules) > 0 {
+			nat.add(ChainServices, new(line).comment("rulegen service nodeports").addr("-d", ip).w("-j", ChainNodePorts))
 		}
-		if len(filter.chains[ChainNodePortFilter].Rules) > 0 {
-			filter.add(ChainFilter, cat(comment("rulegen service nodeports"), []string{"-d", nat.host(ip), "-j", ChainNodePortFilter})...)
+		if len(filter.byName[ChainNodePortFilter].Rules) > 0 {
+			filter.add(ChainFilter, new(line).comment("rulegen service nodeports").addr("-d", ip).w("-j", ChainNodePortFilter))
 		}
 	}
-	natTable := &Table{Name: "nat"}
-	for _, n := range nat.order {
-		natTable.Chains = append(natTable.Chains, nat.chains[n])
-	}
-	var per []*Chain
-	for _, n := range perService.order {
-		per = append(per, perService.chains[n])
-	}
-	slices.SortFunc(per, func(a, b *Chain) int { return cmp.Compare(a.Name, b.Name) })
-	natTable.Chains = append(natTable.Chains, per...)
-	filterTable := &Table{Name: "filter"}
-	for _, n := range filter.order {
-		filterTable.Chains = append(filterTable.Chains, filter.chains[n])
-	}
-	return &Ruleset{Family: p.Family, Tables: []*Table{natTable, filterTable}}
-}
-
-// quote writes an argument for iptables-restore, quoting it when it holds
-// spaces or quotes.
-func quote(b *strings.Builder, s string) {
-	if s != "" && !strings.ContainsAny(s, " \t\"'\\") {
-		b.WriteString(s)
-		return
-	}
-	b.WriteByte('"')
-	for _, r := range s {
-		if r == '"' || r == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	b.WriteByte('"')
+	// Per-service chains stay grouped by service, in service order.
+	natTable := &Table{Name: "nat", Chains: append(nat.chains, per.chains...)}
+	return &Ruleset{Family: p.Family, Tables: []*Table{natTable, {Name: "filter", Chains: filter.chains}}}
 }
 
 // Restore returns `iptables-restore --noflush` input that replaces the
@@ -312,6 +336,13 @@ func quote(b *strings.Builder, s string) {
 // the chains named in stale (per table), all in one commit per table.
 func (r *Ruleset) Restore(stale map[string][]string) string {
 	var b strings.Builder
+	n := 0
+	for _, t := range r.Tables {
+		for _, c := range t.Chains {
+			n += 40 + len(c.Rules)*(len(c.Name)+200)
+		}
+	}
+	b.Grow(n)
 	for _, t := range r.Tables {
 		b.WriteString("*" + t.Name + "\n")
 		for _, c := range t.Chains {
@@ -322,11 +353,10 @@ func (r *Ruleset) Restore(stale map[string][]string) string {
 		}
 		for _, c := range t.Chains {
 			for _, rule := range c.Rules {
-				b.WriteString("-A " + c.Name)
-				for _, a := range rule {
-					b.WriteByte(' ')
-					quote(&b, a)
-				}
+				b.WriteString("-A ")
+				b.WriteString(c.Name)
+				b.WriteByte(' ')
+				b.WriteString(rule)
 				b.WriteByte('\n')
 			}
 		}

@@ -174,6 +174,11 @@ func Render(p *rules.Plan) *Ruleset {
 			}
 			return nil
 		}
+		used := s.UsedEndpoints()
+		epNames := make(map[netip.AddrPort]string, len(used))
+		for _, e := range used {
+			epNames[endpointID(e)] = EndpointChain(name, e)
+		}
 		dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) *Chain {
 			c := &Chain{Name: chain}
 			if isInternal {
@@ -183,7 +188,7 @@ func Render(p *rules.Plan) *Ruleset {
 			}
 			targets := make([]string, len(eps))
 			for i, e := range eps {
-				targets[i] = EndpointChain(name, e)
+				targets[i] = epNames[endpointID(e)]
 				if s.AffinitySeconds > 0 {
 					c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: targets[i]}})
 				}
@@ -224,9 +229,8 @@ func Render(p *rules.Plan) *Ruleset {
 			}
 		}
 		// Endpoint chains, one per endpoint used by any policy.
-		used := s.UsedEndpoints()
 		for _, e := range used {
-			c := &Chain{Name: EndpointChain(name, e)}
+			c := &Chain{Name: epNames[endpointID(e)]}
 			c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: hostPrefix(e.IP)}, Verdict{Kind: Jump, Chain: ChainMarkMasq}})
 			if s.AffinitySeconds > 0 {
 				set := AffinitySet(name, e)
@@ -271,10 +275,14 @@ func Render(p *rules.Plan) *Ruleset {
 			{Masquerade{}},
 		}},
 	}
-	slices.SortFunc(svcChains, func(a, b *Chain) int { return cmp.Compare(a.Name, b.Name) })
+	// Per-service chains stay grouped by service, in service order: stable,
+	// and a reader finds all of a service's chains together.
 	r.Chains = append(r.Chains, svcChains...)
 	return r
 }
+
+// endpointID is the identity of an endpoint within a service port.
+func endpointID(e rules.Endpoint) netip.AddrPort { return netip.AddrPortFrom(e.IP, uint16(e.Port)) }
 
 func compareElements(a, b Element) int {
 	if c := a.Addr.Compare(b.Addr); c != 0 {

@@ -186,7 +186,18 @@ type UpdateSet struct{ Set string }
 type Reject struct{}
 
 // Verdict ends a rule with a verdict.
-func (v Verdict) write(b *strings.Builder, _ rules.Family) { b.WriteString(v.String()) }
+func (v Verdict) write(b *strings.Builder, _ rules.Family) {
+	switch v.Kind {
+	case Jump:
+		b.WriteString("jump ")
+		b.WriteString(v.Chain)
+	case Goto:
+		b.WriteString("goto ")
+		b.WriteString(v.Chain)
+	default:
+		b.WriteString(v.String())
+	}
+}
 
 func dir(src bool) string {
 	if src {
@@ -198,14 +209,18 @@ func dir(src bool) string {
 func (CtStateNew) write(b *strings.Builder, _ rules.Family) { b.WriteString("ct state new") }
 
 func (s AddrMatch) write(b *strings.Builder, f rules.Family) {
-	b.WriteString(familyWord(f) + " " + dir(s.Src) + " ")
+	b.WriteString(familyWord(f))
+	b.WriteByte(' ')
+	b.WriteString(dir(s.Src))
+	b.WriteByte(' ')
 	if s.Negate {
 		b.WriteString("!= ")
 	}
+	var buf [64]byte
 	if s.Prefix.IsSingleIP() {
-		b.WriteString(s.Prefix.Addr().String())
+		b.Write(s.Prefix.Addr().AppendTo(buf[:0]))
 	} else {
-		b.WriteString(s.Prefix.String())
+		b.Write(s.Prefix.AppendTo(buf[:0]))
 	}
 }
 
@@ -221,7 +236,9 @@ func (s MarkUnset) write(b *strings.Builder, _ rules.Family) {
 	fmt.Fprintf(b, "meta mark & 0x%08x == 0x00000000", s.Mark)
 }
 
-func (s L4Proto) write(b *strings.Builder, _ rules.Family) { b.WriteString("meta l4proto " + string(s.Proto)) }
+func (s L4Proto) write(b *strings.Builder, _ rules.Family) {
+	b.WriteString("meta l4proto " + string(s.Proto))
+}
 
 func (s VmapLookup) write(b *strings.Builder, f rules.Family) {
 	if s.Key == KeyAddrProtoPort {
@@ -231,12 +248,16 @@ func (s VmapLookup) write(b *strings.Builder, f rules.Family) {
 }
 
 func (s Numgen) write(b *strings.Builder, _ rules.Family) {
-	b.WriteString("numgen random mod " + strconv.Itoa(len(s.Chains)) + " vmap { ")
+	b.WriteString("numgen random mod ")
+	b.WriteString(strconv.Itoa(len(s.Chains)))
+	b.WriteString(" vmap { ")
 	for i, c := range s.Chains {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(strconv.Itoa(i) + " : goto " + c)
+		b.WriteString(strconv.Itoa(i))
+		b.WriteString(" : goto ")
+		b.WriteString(c)
 	}
 	b.WriteString(" }")
 }
@@ -252,7 +273,9 @@ func (s MarkXor) write(b *strings.Builder, _ rules.Family) {
 func (Masquerade) write(b *strings.Builder, _ rules.Family) { b.WriteString("masquerade fully-random") }
 
 func (s DNAT) write(b *strings.Builder, _ rules.Family) {
-	b.WriteString("dnat to " + netip.AddrPortFrom(s.Addr, s.Port).String())
+	b.WriteString("dnat to ")
+	var buf [64]byte
+	b.Write(netip.AddrPortFrom(s.Addr, s.Port).AppendTo(buf[:0]))
 }
 
 func (s UpdateSet) write(b *strings.Builder, f rules.Family) {
@@ -264,13 +287,17 @@ func (Reject) write(b *strings.Builder, _ rules.Family) { b.WriteString("reject"
 // String returns the rule as nft writes it.
 func (r Rule) String(f rules.Family) string {
 	var b strings.Builder
+	r.write(&b, f)
+	return b.String()
+}
+
+func (r Rule) write(b *strings.Builder, f rules.Family) {
 	for i, s := range r {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		s.write(&b, f)
+		s.write(b, f)
 	}
-	return b.String()
 }
 
 func (s *Set) typeString(f rules.Family) string {
@@ -296,16 +323,24 @@ func (s *Set) typeString(f rules.Family) string {
 func (e *Element) write(b *strings.Builder, key KeyType, isMap bool) {
 	switch key {
 	case KeyAddr:
-		b.WriteString(e.Addr.String())
+		var buf [64]byte
+		b.Write(e.Addr.AppendTo(buf[:0]))
 	case KeyPrefix:
 		b.WriteString(e.Prefix.String())
 	case KeyAddrProtoPort:
-		b.WriteString(e.Addr.String() + " . " + string(e.Proto) + " . " + strconv.Itoa(int(e.Port)))
+		var buf [64]byte
+		b.Write(e.Addr.AppendTo(buf[:0]))
+		b.WriteString(" . ")
+		fallthrough
 	case KeyProtoPort:
-		b.WriteString(string(e.Proto) + " . " + strconv.Itoa(int(e.Port)))
+		var buf [8]byte
+		b.WriteString(string(e.Proto))
+		b.WriteString(" . ")
+		b.Write(strconv.AppendUint(buf[:0], uint64(e.Port), 10))
 	}
 	if isMap {
-		b.WriteString(" : " + e.Verdict.String())
+		b.WriteString(" : ")
+		e.Verdict.write(b, 0)
 	}
 }
 
@@ -314,7 +349,7 @@ func (e *Element) write(b *strings.Builder, key KeyType, isMap bool) {
 // anew in one transaction, so no packet ever sees a half-written table.
 func (r *Ruleset) Script() string {
 	var b strings.Builder
-	b.Grow(256 + 128*r.size())
+	b.Grow(256 + 100*r.size())
 	fam := r.TableFamily()
 	fmt.Fprintf(&b, "add table %s %s\ndelete table %s %s\n", fam, TableName, fam, TableName)
 	r.writeTable(&b)
@@ -365,7 +400,7 @@ func (r *Ruleset) writeTable(b *strings.Builder) {
 		}
 		for _, rule := range c.Rules {
 			b.WriteString("\t\t")
-			b.WriteString(rule.String(r.Family))
+			rule.write(b, r.Family)
 			b.WriteByte('\n')
 		}
 		b.WriteString("\t}\n")

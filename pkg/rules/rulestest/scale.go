@@ -1,0 +1,47 @@
+// Package rulestest builds synthetic cluster states for benchmarks and scale
+// tests.
+package rulestest
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+)
+
+// Scale returns a state with n ClusterIP services (every fourth a NodePort)
+// in 10.96.0.0/12, each with e ready endpoints in 10.128.0.0/9 spread over
+// nodes node-0..node-9, and the config of node-0. Addresses never repeat up to
+// n = 1,000,000 and n*e = 8,000,000.
+func Scale(n, e int) (*rules.State, *rules.Config) {
+	st := rules.NewState()
+	for i := range n {
+		key := rules.ServiceKey{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("svc-%d", i)}
+		p := &rules.ServicePort{
+			Name:       rules.ServicePortName{ServiceKey: key, Port: "http", Protocol: rules.TCP},
+			ClusterIPs: []netip.Addr{addr(10<<24 | 96<<16 + uint32(i) + 1)},
+			Port:       80,
+			TargetPort: "8080",
+		}
+		if i%4 == 0 {
+			p.NodePort = int32(30000 + i%2768)
+		}
+		sl := &rules.Slice{Name: key.Name + "-1", Service: key, Family: rules.IPv4,
+			Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}
+		for j := range e {
+			sl.Endpoints = append(sl.Endpoints, rules.Endpoint{
+				IP: addr(10<<24 | 128<<16 + uint32(i*e+j) + 1), Ready: true, Serving: true, NodeName: fmt.Sprintf("node-%d", j%10)})
+		}
+		st.SetService(key, []*rules.ServicePort{p})
+		st.SetSlice(sl)
+	}
+	cfg := &rules.Config{
+		Node:         rules.Node{Name: "node-0", IPs: []netip.Addr{netip.MustParseAddr("192.168.1.10")}},
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/9")},
+	}
+	return st, cfg
+}
+
+func addr(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}

@@ -1,0 +1,28 @@
+package sync
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+	"github.com/rulegen/rulegen/pkg/rules/rulestest"
+)
+
+// BenchmarkRender measures a full render (plan + ruleset + text) of n
+// services x 10 endpoints for each backend: the work of a full sync before it
+// reaches the kernel.
+func BenchmarkRender(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		st, cfg := rulestest.Scale(n, 10)
+		for _, be := range []Backend{NFTables, IPTables} {
+			b.Run(fmt.Sprintf("%s/services=%d/endpoints=10", be, n), func(b *testing.B) {
+				b.ReportAllocs()
+				var size int
+				for b.Loop() {
+					size = len(Render(st, cfg, be, rules.IPv4).Text())
+				}
+				b.ReportMetric(float64(size), "bytes")
+			})
+		}
+	}
+}

@@ -1,0 +1,98 @@
+// Package netnstest gives kernel tests a throwaway network namespace.
+//
+// Every namespace is created with `ip netns add` under a unique name that
+// starts with "rgt-", has no interface but its own loopback (so no route out
+// of the machine), and is deleted when the test ends, on failure too.
+// Nothing here touches the namespace the test runs in.
+//
+// Kernel tests need root. Outside CI they skip, saying why; under CI
+// (CI=true) a missing privilege or tool is a failure, so that CI never
+// passes by skipping.
+package netnstest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+var counter atomic.Int64
+
+// InCI reports whether the tests run under CI (CI=true).
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Require skips (outside CI) or fails (under CI) unless the test runs as root
+// and every named tool is on PATH.
+func Require(t testing.TB, tools ...string) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "kernel test needs root (network namespaces); run `sudo make test`"
+	} else {
+		for _, tool := range append([]string{"ip"}, tools...) {
+			if _, err := exec.LookPath(tool); err != nil {
+				why = fmt.Sprintf("kernel test needs %s on PATH (make test installs it with apt-get as root)", tool)
+				break
+			}
+		}
+	}
+	if why == "" {
+		return
+	}
+	if InCI() {
+		t.Fatalf("%s; under CI kernel tests must run", why)
+	}
+	t.Skip(why)
+}
+
+// NS is a network namespace owned by one test.
+type NS struct {
+	Name string
+	t    testing.TB
+}
+
+// New creates a namespace named rgt-<label>-<pid>-<n> and deletes it when
+// the test ends. Loopback is brought up.
+func New(t testing.TB, label string) *NS {
+	t.Helper()
+	name := fmt.Sprintf("rgt-%s-%d-%d", label, os.Getpid(), counter.Add(1))
+	if len(name) > 60 {
+		name = name[:60]
+	}
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	ns := &NS{Name: name, t: t}
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		}
+	})
+	ns.MustRun(nil, "ip", "link", "set", "lo", "up")
+	return ns
+}
+
+// Run runs a command inside the namespace with stdin, returning its combined
+// output.
+func (ns *NS) Run(stdin []byte, name string, args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// MustRun is Run that fails the test on error.
+func (ns *NS) MustRun(stdin []byte, name string, args ...string) string {
+	ns.t.Helper()
+	out, err := ns.Run(stdin, name, args...)
+	if err != nil {
+		ns.t.Fatalf("in %s: %s %s: %v\n%s", ns.Name, name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
