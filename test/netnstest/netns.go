@@ -30,7 +30,9 @@ func InCI() bool { return os.Getenv("CI") == "true" }
 func Require(t testing.TB, tools ...string) {
 	t.Helper()
 	why := ""
-	if os.Geteuid() != 0 {
+	if testing.Short() && !InCI() {
+		why = "kernel test skipped in -short mode"
+	} else if os.Geteuid() != 0 {
 		why = "kernel test needs root (network namespaces); run `sudo make test`"
 	} else {
 		for _, tool := range append([]string{"ip"}, tools...) {
