@@ -91,9 +91,17 @@ func scenarios(t *testing.T) []scenario {
 	return out
 }
 
-// output is everything a scenario renders, by file name.
+// render returns everything a scenario renders, by file name.
 func render(t *testing.T, sc scenario, reverse bool) map[string]string {
 	t.Helper()
+	out, _ := renderAll(t, sc, reverse)
+	return out
+}
+
+// renderAll also returns the rulesets, by the same file names.
+func renderAll(t *testing.T, sc scenario, reverse bool) (map[string]string, map[string]*sync.Desired) {
+	t.Helper()
+	desired := map[string]*sync.Desired{}
 	objs, errs := manifest.Load([]string{filepath.Join(sc.dir, "input.yaml")}, nil)
 	if reverse { // input order must not matter
 		slices.Reverse(objs.Services)
@@ -117,6 +125,7 @@ func render(t *testing.T, sc scenario, reverse bool) map[string]string {
 				errs = append(errs, d.Plan.Conflicts...)
 			}
 			out[fileName(b, fam)] = d.Text()
+			desired[fileName(b, fam)] = d
 		}
 	}
 	if len(errs) > 0 {
@@ -128,7 +137,7 @@ func render(t *testing.T, sc scenario, reverse bool) map[string]string {
 			out["errors.txt"] = strings.Join(lines, "\n") + "\n"
 		}
 	}
-	return out
+	return out, desired
 }
 
 func fileName(b sync.Backend, fam rules.Family) string {

@@ -98,3 +98,15 @@ func (ns *NS) MustRun(stdin []byte, name string, args ...string) string {
 	}
 	return out
 }
+
+// Fd opens the namespace and returns a file descriptor for it (for netlink
+// writers), closed when the test ends.
+func (ns *NS) Fd() int {
+	ns.t.Helper()
+	f, err := os.Open("/var/run/netns/" + ns.Name)
+	if err != nil {
+		ns.t.Fatalf("open netns %s: %v", ns.Name, err)
+	}
+	ns.t.Cleanup(func() { f.Close() })
+	return int(f.Fd())
+}

@@ -193,7 +193,13 @@ func Render(p *rules.Plan) *Ruleset {
 					c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: targets[i]}})
 				}
 			}
-			c.Rules = append(c.Rules, Rule{Numgen{Chains: targets}})
+			for i, target := range targets {
+				if left := len(targets) - i; left > 1 {
+					c.Rules = append(c.Rules, Rule{NumgenZero{Mod: left}, Verdict{Kind: Goto, Chain: target}})
+				} else {
+					c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: target}})
+				}
+			}
 			return c
 		}
 		if s.NeedsClusterChain() {

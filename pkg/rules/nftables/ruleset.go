@@ -158,9 +158,13 @@ type VmapLookup struct {
 	Map string
 }
 
-// Numgen picks one of the chains with equal probability and goes to it
-// ("numgen random mod N vmap { 0 : goto a, … }").
-type Numgen struct{ Chains []string }
+// NumgenZero matches with probability 1/Mod ("numgen random mod N == 0").
+// A chain of such rules with Mod = n, n-1, …, 2 and a final goto picks each of
+// n endpoints with probability 1/n. (A numgen verdict map would do it in one
+// lookup, but an anonymous map written over netlink by google/nftables is
+// tagged big-endian and `nft list` would then print its keys wrong; the
+// cascade costs a few comparisons on the first packet of a connection only.)
+type NumgenZero struct{ Mod int }
 
 // MarkOr sets a mark bit; MarkXor flips it.
 type MarkOr struct{ Mark uint32 }
@@ -247,19 +251,10 @@ func (s VmapLookup) write(b *strings.Builder, f rules.Family) {
 	b.WriteString("meta l4proto . th dport vmap @" + s.Map)
 }
 
-func (s Numgen) write(b *strings.Builder, _ rules.Family) {
+func (s NumgenZero) write(b *strings.Builder, _ rules.Family) {
 	b.WriteString("numgen random mod ")
-	b.WriteString(strconv.Itoa(len(s.Chains)))
-	b.WriteString(" vmap { ")
-	for i, c := range s.Chains {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(strconv.Itoa(i))
-		b.WriteString(" : goto ")
-		b.WriteString(c)
-	}
-	b.WriteString(" }")
+	b.WriteString(strconv.Itoa(s.Mod))
+	b.WriteString(" == 0")
 }
 
 func (s MarkOr) write(b *strings.Builder, _ rules.Family) {

@@ -1,0 +1,387 @@
+// Package nftwriter writes rulegen's nftables table to the kernel through
+// netlink (github.com/google/nftables), each update as one transaction.
+//
+// A full update deletes and recreates the table inside the transaction, so
+// packets see either the old table or the new one, never none. An
+// incremental update sends only the difference from the table this writer
+// last wrote: new and changed chains, set and map elements added or removed,
+// and stale chains deleted after every reference to them is gone. After any
+// failure the writer forgets what it wrote, so the next update is full.
+package nftwriter
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"syscall"
+
+	gnft "github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+	rn "github.com/rulegen/rulegen/pkg/rules/nftables"
+)
+
+// MaxNameLen is the longest chain or set name the kernel accepts
+// (NFT_NAME_MAXLEN - 1).
+const MaxNameLen = 255
+
+// elementsPerMessage bounds one netlink message: an attribute length is 16
+// bits, so a long element list is split over several messages of the same
+// transaction.
+const elementsPerMessage = 1000
+
+// Stats describes one update.
+type Stats struct {
+	Full bool
+	// Chains and Rules count the chains (re)written and rules sent;
+	// Elements the set and map elements added or deleted.
+	Chains, Rules, Elements int
+}
+
+// Writer writes rulegen's table of each family. It is not safe for
+// concurrent use.
+type Writer struct {
+	netns   int
+	applied map[rules.Family]*rn.Ruleset
+}
+
+// New returns a writer for the network namespace given by the file
+// descriptor netnsFd, or for the caller's namespace when netnsFd is 0.
+func New(netnsFd int) *Writer {
+	return &Writer{netns: netnsFd, applied: map[rules.Family]*rn.Ruleset{}}
+}
+
+func (w *Writer) conn() (*gnft.Conn, error) {
+	opts := []gnft.ConnOption{gnft.WithSockOptions(func(c *netlink.Conn) error {
+		// A full update of a large cluster is tens of megabytes in one
+		// batch, and the kernel acknowledges every message before we read
+		// any: raise both socket buffers past their defaults (as nft does),
+		// and ask for acknowledgements without the request echoed back.
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
+				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 1<<30); e != nil && serr == nil {
+					serr = e
+				}
+			}
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("raising netlink socket buffers: %w", serr)
+		}
+		return c.SetOption(netlink.CapAcknowledge, true)
+	})}
+	if w.netns != 0 {
+		opts = append(opts, gnft.WithNetNSFd(w.netns))
+	}
+	return gnft.New(opts...)
+}
+
+// Invalidate makes the next update of every family a full one (after a
+// failure elsewhere, or when the table was changed behind rulegen's back).
+func (w *Writer) Invalidate() { clear(w.applied) }
+
+// Applied returns the ruleset last written for a family, or nil.
+func (w *Writer) Applied(f rules.Family) *rn.Ruleset { return w.applied[f] }
+
+// Validate checks limits the kernel would refuse, naming the object, so that
+// a bad name is reported before anything is sent.
+func Validate(r *rn.Ruleset) error {
+	for _, s := range r.Sets {
+		if len(s.Name) > MaxNameLen {
+			return fmt.Errorf("set %q: name is %d bytes, the kernel allows %d", s.Name, len(s.Name), MaxNameLen)
+		}
+	}
+	for _, c := range r.Chains {
+		if len(c.Name) > MaxNameLen {
+			return fmt.Errorf("chain %q: name is %d bytes, the kernel allows %d", c.Name, len(c.Name), MaxNameLen)
+		}
+	}
+	return nil
+}
+
+// Apply writes r. It is incremental when this writer wrote the family's
+// table before and nothing failed since; otherwise it replaces the table.
+// On error nothing changed in the kernel (the transaction is atomic) and the
+// next Apply is full.
+func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
+	if err := Validate(r); err != nil {
+		delete(w.applied, r.Family)
+		return Stats{}, err
+	}
+	c, err := w.conn()
+	if err != nil {
+		delete(w.applied, r.Family)
+		return Stats{}, fmt.Errorf("opening netlink: %w", err)
+	}
+	b := &batch{conn: c, fam: r.Family, table: &gnft.Table{Name: rn.TableName, Family: family(r.Family)}, sets: map[string]*gnft.Set{}}
+	prev := w.applied[r.Family]
+	if prev == nil || !sameBase(prev, r) {
+		b.full(r)
+	} else {
+		b.diff(prev, r)
+	}
+	if b.err == nil {
+		b.err = c.Flush()
+	}
+	if b.err != nil {
+		delete(w.applied, r.Family)
+		return b.stats, explain(b.err, r.Family)
+	}
+	w.applied[r.Family] = r
+	return b.stats, nil
+}
+
+// Delete removes rulegen's table of a family, if it exists.
+func (w *Writer) Delete(f rules.Family) error {
+	delete(w.applied, f)
+	c, err := w.conn()
+	if err != nil {
+		return fmt.Errorf("opening netlink: %w", err)
+	}
+	t := &gnft.Table{Name: rn.TableName, Family: family(f)}
+	c.AddTable(t) // so that the delete cannot fail for a missing table
+	c.DelTable(t)
+	return explain(c.Flush(), f)
+}
+
+// explain adds what the kernel refused and the likely cause.
+func explain(err error, f rules.Family) error {
+	if err == nil {
+		return nil
+	}
+	var hint string
+	switch {
+	case errors.Is(err, syscall.EPERM):
+		hint = " (needs CAP_NET_ADMIN)"
+	case errors.Is(err, syscall.EPROTONOSUPPORT), errors.Is(err, syscall.EAFNOSUPPORT):
+		hint = " (the kernel has no nf_tables support: load the nf_tables module or use --backend iptables)"
+	case errors.Is(err, syscall.ENOENT):
+		hint = " (a rule names a chain, set or kernel module that does not exist)"
+	}
+	return fmt.Errorf("nftables %s table %s: kernel refused the transaction%s: %w", f, rn.TableName, hint, err)
+}
+
+// sameBase reports whether the base chains are identical, the condition for
+// an incremental update.
+func sameBase(a, b *rn.Ruleset) bool {
+	base := func(r *rn.Ruleset) []string {
+		var out []string
+		for _, c := range r.Chains {
+			if c.Hook != nil {
+				out = append(out, fmt.Sprintf("%s %+v", c.Name, *c.Hook))
+			}
+		}
+		return out
+	}
+	return slices.Equal(base(a), base(b))
+}
+
+type batch struct {
+	conn  *gnft.Conn
+	fam   rules.Family
+	table *gnft.Table
+	sets  map[string]*gnft.Set
+	stats Stats
+	err   error
+}
+
+func (b *batch) fail(err error) {
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+}
+
+func (b *batch) chainObj(c *rn.Chain) *gnft.Chain {
+	ch := &gnft.Chain{Name: c.Name, Table: b.table}
+	if c.Hook != nil {
+		accept := gnft.ChainPolicyAccept
+		prio := gnft.ChainPriority(c.Hook.Priority)
+		ch.Hooknum = hookOf(c.Hook.Hook)
+		ch.Priority = &prio
+		ch.Type = gnft.ChainType(c.Hook.Type)
+		ch.Policy = &accept
+	}
+	return ch
+}
+
+// addSet declares a set, empty: map elements name chains, so they are added
+// (addElements) once every chain exists.
+func (b *batch) addSet(s *rn.Set) {
+	gs := newSet(b.table, b.fam, s)
+	b.fail(b.conn.AddSet(gs, nil))
+	b.sets[s.Name] = gs
+}
+
+func (b *batch) addElements(s *rn.Set) {
+	gs := b.sets[s.Name]
+	for i := 0; i < len(s.Elements); i += elementsPerMessage {
+		b.fail(b.conn.SetAddElements(gs, elements(b.fam, s, i, min(i+elementsPerMessage, len(s.Elements)))))
+	}
+	b.stats.Elements += len(s.Elements)
+}
+
+func (b *batch) addRules(c *rn.Chain, ch *gnft.Chain) {
+	comp := &compiler{table: b.table, fam: b.fam, sets: b.sets}
+	for _, r := range c.Rules {
+		b.conn.AddRule(comp.rule(ch, r))
+	}
+	b.fail(comp.err)
+	b.stats.Rules += len(c.Rules)
+	b.stats.Chains++
+}
+
+// full replaces the table: create (so delete cannot fail), delete, create.
+func (b *batch) full(r *rn.Ruleset) {
+	b.stats.Full = true
+	b.conn.AddTable(b.table)
+	b.conn.DelTable(b.table)
+	b.conn.AddTable(b.table)
+	for _, s := range r.Sets {
+		b.addSet(s)
+	}
+	chains := make([]*gnft.Chain, len(r.Chains))
+	for i, c := range r.Chains { // every chain first: rules may jump forward
+		chains[i] = b.conn.AddChain(b.chainObj(c))
+	}
+	for _, s := range r.Sets {
+		b.addElements(s)
+	}
+	for i, c := range r.Chains {
+		b.addRules(c, chains[i])
+	}
+}
+
+func ruleText(c *rn.Chain, f rules.Family) []string {
+	out := make([]string, len(c.Rules))
+	for i, r := range c.Rules {
+		out[i] = r.String(f)
+	}
+	return out
+}
+
+// diff sends what changed from prev to next, ordered so that nothing is
+// deleted while the transaction still references it.
+func (b *batch) diff(prev, next *rn.Ruleset) {
+	f := next.Family
+	oldSets := map[string]*rn.Set{}
+	for _, s := range prev.Sets {
+		oldSets[s.Name] = s
+	}
+	oldChains := map[string]*rn.Chain{}
+	for _, c := range prev.Chains {
+		oldChains[c.Name] = c
+	}
+	// 1. New sets (their elements come after the new chains).
+	var created []*rn.Set
+	newSets := map[string]bool{}
+	for _, s := range next.Sets {
+		newSets[s.Name] = true
+		if o, ok := oldSets[s.Name]; !ok || o.Key != s.Key || o.IsMap != s.IsMap || o.Timeout != s.Timeout {
+			if ok {
+				b.fail(fmt.Errorf("set %s changed type: needs a full update", s.Name))
+				return
+			}
+			b.addSet(s)
+			created = append(created, s)
+		} else {
+			b.sets[s.Name] = newSet(b.table, f, s)
+		}
+	}
+	// 2. New chains, empty, then 3. rules of new and changed chains.
+	type todo struct {
+		c  *rn.Chain
+		ch *gnft.Chain
+	}
+	var write []todo
+	newChains := map[string]bool{}
+	for _, c := range next.Chains {
+		newChains[c.Name] = true
+		o, ok := oldChains[c.Name]
+		switch {
+		case !ok:
+			write = append(write, todo{c, b.conn.AddChain(b.chainObj(c))})
+		case !slices.Equal(ruleText(o, f), ruleText(c, f)):
+			ch := b.chainObj(c)
+			b.conn.FlushChain(ch)
+			write = append(write, todo{c, ch})
+		}
+	}
+	for _, s := range created {
+		b.addElements(s)
+	}
+	for _, t := range write {
+		b.addRules(t.c, t.ch)
+	}
+	// 4. Elements of sets that exist on both sides: deletions, then additions.
+	for _, s := range next.Sets {
+		o, ok := oldSets[s.Name]
+		if !ok {
+			continue
+		}
+		gs := b.sets[s.Name]
+		del, add := elementDiff(f, o, s)
+		for i := 0; i < len(del); i += elementsPerMessage {
+			b.fail(b.conn.SetDeleteElements(gs, del[i:min(i+elementsPerMessage, len(del))]))
+		}
+		for i := 0; i < len(add); i += elementsPerMessage {
+			b.fail(b.conn.SetAddElements(gs, add[i:min(i+elementsPerMessage, len(add))]))
+		}
+		b.stats.Elements += len(del) + len(add)
+	}
+	// 5. Stale chains: flush all, then delete all (they may jump to each other).
+	var stale []*gnft.Chain
+	for _, c := range prev.Chains {
+		if !newChains[c.Name] {
+			ch := b.chainObj(c)
+			b.conn.FlushChain(ch)
+			stale = append(stale, ch)
+		}
+	}
+	for _, ch := range stale {
+		b.conn.DelChain(ch)
+	}
+	// 6. Stale sets.
+	for _, s := range prev.Sets {
+		if !newSets[s.Name] {
+			b.conn.DelSet(newSet(b.table, f, s))
+		}
+	}
+}
+
+// elementDiff returns the elements to delete from and add to a set so that
+// old becomes next. A map element whose verdict changed is deleted and added.
+func elementDiff(f rules.Family, old, next *rn.Set) (del, add []gnft.SetElement) {
+	type val struct {
+		i int
+		v rn.Verdict
+	}
+	before := make(map[string]val, len(old.Elements))
+	for i := range old.Elements {
+		before[string(elementKey(f, old.Key, &old.Elements[i]))] = val{i, old.Elements[i].Verdict}
+	}
+	for i := range next.Elements {
+		k := string(elementKey(f, next.Key, &next.Elements[i]))
+		o, ok := before[k]
+		if ok && o.v == next.Elements[i].Verdict {
+			delete(before, k)
+			continue
+		}
+		if ok {
+			del = append(del, elements(f, old, o.i, o.i+1)...)
+			delete(before, k)
+		}
+		add = append(add, elements(f, next, i, i+1)...)
+	}
+	for _, o := range before {
+		del = append(del, elements(f, old, o.i, o.i+1)...)
+	}
+	return del, add
+}
