@@ -123,7 +123,7 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 	}
 	b := &batch{conn: c, fam: r.Family, table: &gnft.Table{Name: rn.TableName, Family: family(r.Family)}, sets: map[string]*gnft.Set{}}
 	prev := w.applied[r.Family]
-	if prev == nil || !sameBase(prev, r) {
+	if prev == nil || !sameBase(prev, r) || !sameSetTypes(prev, r) {
 		b.full(r)
 	} else {
 		b.diff(prev, r)
@@ -182,6 +182,21 @@ func sameBase(a, b *rn.Ruleset) bool {
 		return out
 	}
 	return slices.Equal(base(a), base(b))
+}
+
+// sameSetTypes reports whether every set on both sides kept its type (a
+// changed affinity timeout, say, needs the set recreated: a full update).
+func sameSetTypes(a, b *rn.Ruleset) bool {
+	old := map[string]*rn.Set{}
+	for _, s := range a.Sets {
+		old[s.Name] = s
+	}
+	for _, s := range b.Sets {
+		if o, ok := old[s.Name]; ok && (o.Key != s.Key || o.IsMap != s.IsMap || o.Timeout != s.Timeout) {
+			return false
+		}
+	}
+	return true
 }
 
 type batch struct {
@@ -284,11 +299,7 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 	newSets := map[string]bool{}
 	for _, s := range next.Sets {
 		newSets[s.Name] = true
-		if o, ok := oldSets[s.Name]; !ok || o.Key != s.Key || o.IsMap != s.IsMap || o.Timeout != s.Timeout {
-			if ok {
-				b.fail(fmt.Errorf("set %s changed type: needs a full update", s.Name))
-				return
-			}
+		if _, ok := oldSets[s.Name]; !ok {
 			b.addSet(s)
 			created = append(created, s)
 		} else {
