@@ -15,6 +15,7 @@ import (
 	"github.com/rulegen/rulegen/pkg/manifest"
 	"github.com/rulegen/rulegen/pkg/rules"
 	"github.com/rulegen/rulegen/pkg/sync"
+	"github.com/rulegen/rulegen/pkg/sync/iptwriter"
 )
 
 // Exit statuses.
@@ -30,6 +31,9 @@ func main() {
 
 type options struct {
 	dryRun            bool
+	apply             bool
+	cleanup           bool
+	iptablesMode      string
 	files             []string
 	nodeName          string
 	nodeIPs           []string
@@ -45,6 +49,9 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	host, _ := os.Hostname()
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the rules rulegen would write, and change nothing")
+	fs.BoolVar(&o.apply, "apply", false, "render the manifests given with -f and write the rules once to this network namespace")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "remove everything rulegen installed (its nftables tables, RG- chains and jump rules, both backends and families) and exit")
+	fs.StringVar(&o.iptablesMode, "iptables-mode", "auto", "iptables flavour for the iptables backend: auto (the one holding more rules), nft or legacy")
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "read Services, EndpointSlices and Nodes from this file, directory or - (stdin); YAML or JSON, multi-document, kind List; repeatable")
 	fs.StringVar(&o.nodeName, "node-name", strings.ToLower(host), "this node's name: endpoints with this nodeName are local")
 	fs.StringSliceVar(&o.nodeIPs, "node-ip", nil, "this node's IP addresses (default: from the Node object's status); repeatable or comma-separated")
@@ -54,10 +61,12 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "open nodePorts only on node IPs inside these CIDRs (default: every node IP)")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic to ClusterIPs")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: rulegen --dry-run -f PATH [-f PATH...] [flags]\n\n"+
-			"Prints the nftables script or iptables-restore input rulegen would write for\n"+
-			"the given manifests; touches nothing. Rules go to stdout, problems to stderr.\n"+
-			"Exit status: 0 ok, 1 some input was invalid and skipped, 2 usage error.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage:\n"+
+			"  rulegen --dry-run -f PATH [-f PATH...] [flags]   print the rules, change nothing\n"+
+			"  rulegen --apply -f PATH [-f PATH...] [flags]     write the rules once\n"+
+			"  rulegen --cleanup                                remove everything rulegen installed\n\n"+
+			"Rules go to stdout, problems to stderr. Exit status: 0 ok, 1 some input was\n"+
+			"invalid and skipped (or the kernel refused the rules), 2 usage error.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	return fs
@@ -79,11 +88,30 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usage("unexpected argument %q (manifests are given with -f)", fs.Arg(0))
 	}
-	if !o.dryRun {
-		return usage("only --dry-run is implemented so far; see rulegen --help")
+	modes := 0
+	for _, m := range []bool{o.dryRun, o.apply, o.cleanup} {
+		if m {
+			modes++
+		}
+	}
+	if modes != 1 {
+		return usage("give exactly one of --dry-run, --apply, --cleanup; see rulegen --help")
+	}
+	iptMode := iptwriter.Mode(o.iptablesMode)
+	switch iptMode {
+	case iptwriter.Auto, iptwriter.NFT, iptwriter.Legacy:
+	default:
+		return usage("--iptables-mode: %q is not auto, nft or legacy", o.iptablesMode)
+	}
+	if o.cleanup {
+		if err := sync.Cleanup(iptMode); err != nil {
+			fmt.Fprintf(stderr, "rulegen: cleanup: %v\n", err)
+			return exitSkipped
+		}
+		return exitOK
 	}
 	if len(o.files) == 0 {
-		return usage("--dry-run needs manifests: -f PATH")
+		return usage("manifests are needed: -f PATH")
 	}
 	backend, err := sync.ParseBackend(o.backend)
 	if err != nil {
@@ -136,9 +164,27 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(cfg.Node.IPs) == 0 {
 		fmt.Fprintf(stderr, "rulegen: warning: no IP known for node %q (no --node-ip and no Node object): nodePorts are not rendered\n", cfg.Node.Name)
 	}
+	var kernel sync.Kernel
+	if o.apply {
+		for _, w := range sync.NodeWarnings(fams) {
+			fmt.Fprintf(stderr, "rulegen: warning: %s\n", w)
+		}
+		if kernel, err = sync.NewKernel(backend, iptMode); err != nil {
+			fmt.Fprintf(stderr, "rulegen: %v\n", err)
+			return exitSkipped
+		}
+	}
+	failed := false
 	for i, fam := range fams {
 		d := sync.Render(st, cfg, backend, fam)
 		errs = append(errs, d.Plan.Conflicts...)
+		if kernel != nil {
+			if _, err := kernel.Apply(d); err != nil {
+				fmt.Fprintf(stderr, "rulegen: %s %s: %v\n", backend, fam, err)
+				failed = true
+			}
+			continue
+		}
 		if len(fams) > 1 {
 			if i > 0 {
 				fmt.Fprintln(stdout)
@@ -150,7 +196,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	for _, e := range errs {
 		fmt.Fprintf(stderr, "rulegen: skipped: %v\n", e)
 	}
-	if len(errs) > 0 {
+	if len(errs) > 0 || failed {
 		return exitSkipped
 	}
 	return exitOK

@@ -46,8 +46,10 @@ func TestExitStatus(t *testing.T) {
 		stderr    string
 		stdoutHas string
 	}{
-		{name: "no mode", args: []string{"-f", "x.yaml"}, code: exitUsage, stderr: "only --dry-run"},
+		{name: "no mode", args: []string{"-f", "x.yaml"}, code: exitUsage, stderr: "exactly one of"},
+		{name: "two modes", args: []string{"--dry-run", "--apply", "-f", "x.yaml"}, code: exitUsage, stderr: "exactly one of"},
 		{name: "no files", args: []string{"--dry-run"}, code: exitUsage, stderr: "-f PATH"},
+		{name: "bad iptables mode", args: []string{"--cleanup", "--iptables-mode", "xt"}, code: exitUsage, stderr: "--iptables-mode"},
 		{name: "bad backend", args: []string{"--dry-run", "-f", "-", "--backend", "ipvs"}, code: exitUsage, stderr: "unknown backend"},
 		{name: "bad cidr", args: []string{"--dry-run", "-f", "-", "--cluster-cidr", "10.0.0.0"}, code: exitUsage, stderr: "--cluster-cidr"},
 		{name: "bad family", args: []string{"--dry-run", "-f", "-", "--ip-family", "ipv5"}, code: exitUsage, stderr: "unknown IP family"},

@@ -1,0 +1,112 @@
+package sync
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+	"github.com/rulegen/rulegen/pkg/sync/iptwriter"
+	"github.com/rulegen/rulegen/pkg/sync/nftwriter"
+)
+
+// Kernel writes desired rulesets to the kernel of the caller's network
+// namespace. One call of Apply is one atomic update per family.
+type Kernel interface {
+	// Apply writes the desired state of one family.
+	Apply(d *Desired) (full bool, err error)
+	// Invalidate makes the next Apply of every family a full update.
+	Invalidate()
+}
+
+// NewKernel returns the writer for a backend. iptMode picks the iptables
+// flavour (auto, nft, legacy) for the iptables backend.
+func NewKernel(b Backend, iptMode iptwriter.Mode) (Kernel, error) {
+	if b == NFTables {
+		return &nftKernel{w: nftwriter.New(0)}, nil
+	}
+	return &iptKernel{mode: iptMode, w: map[rules.Family]*iptwriter.Writer{}}, nil
+}
+
+type nftKernel struct{ w *nftwriter.Writer }
+
+func (k *nftKernel) Apply(d *Desired) (bool, error) {
+	if d.NFTables == nil {
+		return false, fmt.Errorf("nftables writer given a %s ruleset", IPTables)
+	}
+	st, err := k.w.Apply(d.NFTables)
+	return st.Full, err
+}
+
+func (k *nftKernel) Invalidate() { k.w.Invalidate() }
+
+type iptKernel struct {
+	mode iptwriter.Mode
+	w    map[rules.Family]*iptwriter.Writer
+}
+
+func (k *iptKernel) Apply(d *Desired) (bool, error) {
+	if d.IPTables == nil {
+		return false, fmt.Errorf("iptables writer given an %s ruleset", NFTables)
+	}
+	w := k.w[d.Plan.Family]
+	if w == nil {
+		var err error
+		if w, err = iptwriter.New(d.Plan.Family, k.mode); err != nil {
+			return false, err
+		}
+		k.w[d.Plan.Family] = w
+	}
+	st, err := w.Apply(d.IPTables)
+	return st.Full, err
+}
+
+func (k *iptKernel) Invalidate() {
+	for _, w := range k.w {
+		w.Invalidate()
+	}
+}
+
+// Cleanup removes everything rulegen installed in the caller's network
+// namespace, for both backends and both families: its nftables tables, its
+// RG- chains and its jump rules. Nothing else is touched. Missing iptables
+// tools are not an error (there can be no RG- chains then).
+func Cleanup(iptMode iptwriter.Mode) error {
+	var errs []error
+	nw := nftwriter.New(0)
+	for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
+		if err := nw.Delete(f); err != nil {
+			errs = append(errs, err)
+		}
+		w, err := iptwriter.New(f, iptMode)
+		if errors.Is(err, iptwriter.ErrNotInstalled) {
+			continue
+		}
+		if err == nil {
+			err = w.Cleanup()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("iptables %s: %w", f, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NodeWarnings checks the node settings rulegen's rules depend on but does
+// not own, and returns one line per problem: forwarding must be on for
+// traffic to reach pods on other nodes or behind a bridge.
+func NodeWarnings(fams []rules.Family) []string {
+	var out []string
+	for _, f := range fams {
+		path, name := "/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"
+		if f == rules.IPv6 {
+			path, name = "/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"
+		}
+		b, err := os.ReadFile(path)
+		if err == nil && strings.TrimSpace(string(b)) != "1" {
+			out = append(out, fmt.Sprintf("%s is 0: service traffic to endpoints behind this node will not be forwarded (set it to 1; that is the operator's job, rulegen does not change sysctls)", name))
+		}
+	}
+	return out
+}
