@@ -1,4 +1,5 @@
 # rulegen — make targets are the entry points; `make help` lists them.
+SHELL   := bash
 GO      ?= go
 BIN     := bin/rulegen
 PKGS    := ./...
@@ -17,7 +18,9 @@ deps: ## install missing kernel tools (nft, iptables, conntrack, ip) with apt-ge
 
 test: deps ## run every test: unit, golden, kernel (as root) — what CI runs
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 $(PKGS)
+	$(GO) test -count=1 ./cmd/... ./pkg/... ./test/golden/...
+	@# the kernel suites log every scenario by name
+	set -o pipefail; $(GO) test -count=1 -v ./test/e2e/... 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT'
 
 test-unit: ## fast tests only (no kernel, no cluster)
 	$(GO) test -count=1 -short $(PKGS)

@@ -272,6 +272,12 @@ func planService(st *State, cfg *Config, p *Plan, sp *ServicePort, c claims) *Se
 			s.ClusterIP = ip
 		}
 	}
+	if !s.ClusterIP.IsValid() {
+		// Like kube-proxy, a service is proxied in the families of its
+		// cluster IPs only: a single-stack IPv4 service gets no IPv6
+		// nodePort, external or LB rules.
+		return nil
+	}
 	s.ExtIPs = ofFamily(sp.ExternalIPs, fam)
 	s.LBIPs = ofFamily(sp.LoadBalancerIPs, fam)
 	for _, r := range sp.SourceRanges {
@@ -282,8 +288,8 @@ func planService(st *State, cfg *Config, p *Plan, sp *ServicePort, c claims) *Se
 	s.Firewalled = len(sp.SourceRanges) > 0 && len(s.LBIPs) > 0
 	s.HasNodePort = sp.NodePort != 0 && len(p.NodePortIPs) > 0
 	p.Conflicts = append(p.Conflicts, c.take(s)...)
-	if !s.ClusterIP.IsValid() && !s.HasExternal() {
-		return nil // nothing of this family to program
+	if !s.ClusterIP.IsValid() {
+		return nil // its cluster IP went to another service: nothing left
 	}
 	s.All = st.Endpoints(sp, fam)
 	categorize(s, cfg.Node)

@@ -57,7 +57,7 @@ func scenarios(t *testing.T) []scenario {
 		c := config{
 			NodeName:     "node-a",
 			NodeIPs:      []string{"192.168.1.10", "fd00:1::10"},
-			ClusterCIDRs: []string{"10.244.0.0/16", "fd00:244::/48"},
+			ClusterCIDRs: []string{"10.244.0.0/16", "fd00:244::/32"},
 			Families:     []string{"ipv4"},
 		}
 		if b, err := os.ReadFile(filepath.Join(dir, "config.yaml")); err == nil {

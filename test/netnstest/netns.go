@@ -15,12 +15,45 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
-var counter atomic.Int64
+var (
+	counter atomic.Int64
+	swept   sync.Once
+)
+
+// sweep deletes namespaces left by test processes that died before their
+// cleanup ran (killed by a signal, say): their names carry the PID.
+func sweep() {
+	entries, err := os.ReadDir("/var/run/netns")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		parts := strings.Split(e.Name(), "-")
+		if len(parts) < 4 || parts[0] != "rgt" {
+			continue
+		}
+		pid, err := strconv.Atoi(parts[len(parts)-2])
+		if err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			continue // not ours, or its test process still runs
+		}
+		if out, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if p, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(p, syscall.SIGKILL)
+				}
+			}
+		}
+		exec.Command("ip", "netns", "del", e.Name()).Run()
+	}
+}
 
 // InCI reports whether the tests run under CI (CI=true).
 func InCI() bool { return os.Getenv("CI") == "true" }
@@ -61,6 +94,7 @@ type NS struct {
 // the test ends. Loopback is brought up.
 func New(t testing.TB, label string) *NS {
 	t.Helper()
+	swept.Do(sweep)
 	name := fmt.Sprintf("rgt-%s-%d-%d", label, os.Getpid(), counter.Add(1))
 	if len(name) > 60 {
 		name = name[:60]
@@ -109,4 +143,31 @@ func (ns *NS) Fd() int {
 	}
 	ns.t.Cleanup(func() { f.Close() })
 	return int(f.Fd())
+}
+
+// Start runs a long-lived command inside the namespace. It is killed by its
+// PID (never by name) when the test ends.
+func (ns *NS) Start(name string, args ...string) *exec.Cmd {
+	ns.t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+	if err := cmd.Start(); err != nil {
+		ns.t.Fatalf("in %s: start %s: %v", ns.Name, name, err)
+	}
+	ns.t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd
+}
+
+// IP runs `ip ARGS…` inside the namespace and fails the test on error.
+func (ns *NS) IP(args ...string) {
+	ns.t.Helper()
+	ns.MustRun(nil, "ip", args...)
+}
+
+// Sysctl sets a sysctl inside the namespace (never in the caller's).
+func (ns *NS) Sysctl(key, value string) {
+	ns.t.Helper()
+	ns.MustRun(nil, "sysctl", "-q", "-w", key+"="+value)
 }

@@ -1,0 +1,266 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rulegen/rulegen/test/netnstest"
+)
+
+var bins struct{ rulegen, server string }
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rulegen-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	bins.rulegen = filepath.Join(dir, "rulegen")
+	bins.server = filepath.Join(dir, "testserver")
+	for out, pkg := range map[string]string{bins.rulegen: "../../cmd/rulegen", bins.server: "./testserver"} {
+		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// The services of the suite: one per behaviour, all applied at once.
+var (
+	svcSpread    = Svc{Name: "spread", ClusterIP: "10.96.0.11", Port: 80, TargetPort: "8080", Slices: [][]Ep{{EpA, EpB, EpR}}}
+	svcHairpin   = Svc{Name: "hairpin", ClusterIP: "10.96.0.12", Port: 80, TargetPort: "8080", Slices: [][]Ep{{EpA}}}
+	svcNamed     = Svc{Name: "named", ClusterIP: "10.96.0.13", Port: 80, TargetPort: "web", PortName: "web", Slices: [][]Ep{{EpA.At(9090)}, {EpB.At(9091)}}}
+	svcUDP       = Svc{Name: "udp", ClusterIP: "10.96.0.14", Port: 53, TargetPort: "5353", Protocol: "UDP", Slices: [][]Ep{{EpA.At(5353), EpB.At(5353)}}}
+	svcEmpty     = Svc{Name: "empty", ClusterIP: "10.96.0.15", Port: 80, Slices: [][]Ep{{}}}
+	svcNPCluster = Svc{Name: "np-cluster", Type: "NodePort", ClusterIP: "10.96.0.16", Port: 80, NodePort: 30080, Slices: [][]Ep{{EpA, EpR}}}
+	svcNPLocal   = Svc{Name: "np-local", Type: "NodePort", ClusterIP: "10.96.0.17", Port: 80, NodePort: 30081, ETPLocal: true, Slices: [][]Ep{{EpA, EpR}}}
+	svcNPNoLocal = Svc{Name: "np-nolocal", Type: "NodePort", ClusterIP: "10.96.0.18", Port: 80, NodePort: 30082, ETPLocal: true, Slices: [][]Ep{{EpR}}}
+	svcExtIP     = Svc{Name: "extip", ClusterIP: "10.96.0.19", Port: 80, ExternalIPs: []string{"172.16.0.5"}, Slices: [][]Ep{{EpB}}}
+	svcLB        = Svc{Name: "lb", Type: "LoadBalancer", ClusterIP: "10.96.0.20", Port: 80, NodePort: 30084, LBIP: "192.168.100.5", Ranges: []string{"192.168.1.0/24"}, Slices: [][]Ep{{EpA}}}
+	svcAffinity  = Svc{Name: "affinity", ClusterIP: "10.96.0.21", Port: 80, Affinity: true, Slices: [][]Ep{{EpA, EpB, EpR}}}
+	svcITPLocal  = Svc{Name: "itp-local", ClusterIP: "10.96.0.22", Port: 80, ITPLocal: true, Slices: [][]Ep{{EpA, EpR}}}
+	svcNotReady  = Svc{Name: "notready", ClusterIP: "10.96.0.23", Port: 80, Slices: [][]Ep{{EpA, {IP: PodB, Node: "node-a", Port: 8080, NotReady: true}}}}
+	svcTermOnly  = Svc{Name: "term-only", ClusterIP: "10.96.0.24", Port: 80, Slices: [][]Ep{{{IP: PodB, Node: "node-a", Port: 8080, Terminating: true}}}}
+	svcTermMixed = Svc{Name: "term-mixed", ClusterIP: "10.96.0.25", Port: 80, Slices: [][]Ep{{EpA, {IP: PodB, Node: "node-a", Port: 8080, Terminating: true}}}}
+	svcV6        = Svc{Name: "v6", ClusterIP: "fd00:96::10", Port: 80, Family: "IPv6", Slices: [][]Ep{{{IP: PodA6, Node: "node-a", Port: 8080}, {IP: PodB6, Node: "node-a", Port: 8080}}}}
+	svcEmptyUDP  = Svc{Name: "empty-udp", ClusterIP: "10.96.0.26", Port: 53, Protocol: "UDP", Slices: [][]Ep{{}}}
+	svcUpdate    = Svc{Name: "update", ClusterIP: "10.96.0.30", Port: 80, Slices: [][]Ep{{EpA}}}
+	allServices  = []Svc{svcSpread, svcHairpin, svcNamed, svcUDP, svcEmpty, svcNPCluster, svcNPLocal, svcNPNoLocal, svcExtIP, svcLB, svcAffinity, svcITPLocal, svcNotReady, svcTermOnly, svcTermMixed, svcV6, svcEmptyUDP, svcUpdate}
+	podsAB       = []string{"pod-a", "pod-b"}
+	podsABR      = []string{"pod-a", "pod-b", "pod-r"}
+	podsA        = []string{"pod-a"}
+)
+
+// Check is one behaviour, asserted with real connections.
+type Check struct {
+	Name  string
+	From  string // "pod-a", "pod-b", "node", "client1", "client2"
+	Proto string // tcp (default) or udp
+	Addr  string // IP:PORT
+	Tries int    // connections to make (default 1)
+	// Outcome is "ok" (default), "refused" (a fast reject) or "timeout" (dropped).
+	Outcome string
+	// Pods: every answer comes from one of these; All: each of them answers
+	// at least once (load balancing); Same: every answer from one pod.
+	Pods []string
+	All  bool
+	Same bool
+	// Src: the source address the pod sees; SrcNot: an address it must not see
+	// (the client's, when masqueraded).
+	Src, SrcNot string
+	// Backends limits the check to some backends (default: all).
+	Backends []string
+}
+
+var checks = []Check{
+	{Name: "clusterip-from-pod-source-kept", From: "pod-a", Addr: "10.96.0.19:80", Pods: []string{"pod-b"}, Src: PodA},
+	{Name: "clusterip-from-remote-pod", From: "pod-r", Addr: "10.96.0.11:80", Tries: 5, Pods: podsABR},
+	{Name: "clusterip-from-node", From: "node", Addr: "10.96.0.11:80", Pods: podsABR},
+	{Name: "load-balancing-reaches-every-endpoint", From: "pod-a", Addr: "10.96.0.11:80", Tries: 60, Pods: podsABR, All: true},
+	{Name: "port-to-targetport-remap", From: "client1", Addr: "10.96.0.11:80", Pods: podsABR},
+	{Name: "masquerade-from-outside-cluster-cidr", From: "client1", Addr: "10.96.0.11:80", Tries: 3, Pods: podsABR, SrcNot: Client1},
+	{Name: "hairpin-masqueraded", From: "pod-a", Addr: "10.96.0.12:80", Pods: podsA, Src: BridgeGW},
+	{Name: "named-targetport-per-pod", From: "pod-r", Addr: "10.96.0.13:80", Tries: 40, Pods: podsAB, All: true},
+	{Name: "udp", From: "pod-r", Proto: "udp", Addr: "10.96.0.14:53", Tries: 40, Pods: podsAB, All: true, Src: PodR},
+	{Name: "no-endpoints-rejected-from-pod", From: "pod-a", Addr: "10.96.0.15:80", Outcome: "refused"},
+	{Name: "no-endpoints-rejected-from-node", From: "node", Addr: "10.96.0.15:80", Outcome: "refused"},
+	{Name: "no-endpoints-rejected-udp-port-unreachable", From: "pod-a", Proto: "udp", Addr: "10.96.0.26:53", Outcome: "refused"},
+	{Name: "nodeport-cluster-masqueraded", From: "client1", Addr: NodeIP + ":30080", Tries: 20, Pods: []string{"pod-a", "pod-r"}, All: true, SrcNot: Client1},
+	{Name: "nodeport-local-only-local-pod-source-kept", From: "client1", Addr: NodeIP + ":30081", Tries: 12, Pods: podsA, Src: Client1},
+	{Name: "nodeport-local-no-local-endpoint-dropped", From: "client1", Addr: NodeIP + ":30082", Outcome: "timeout"},
+	{Name: "nodeport-local-no-local-endpoint-pods-still-served", From: "pod-a", Addr: NodeIP + ":30082", Pods: []string{"pod-r"}},
+	{Name: "external-ip", From: "client1", Addr: "172.16.0.5:80", Pods: []string{"pod-b"}, SrcNot: Client1},
+	{Name: "lb-ip-allowed-source", From: "client1", Addr: "192.168.100.5:80", Pods: podsA},
+	{Name: "lb-ip-blocked-source", From: "client2", Addr: "192.168.100.5:80", Outcome: "timeout"},
+	{Name: "lb-nodeport-not-filtered", From: "client2", Addr: NodeIP + ":30084", Pods: podsA},
+	{Name: "session-affinity", From: "pod-a", Addr: "10.96.0.21:80", Tries: 12, Pods: podsABR, Same: true},
+	{Name: "internal-traffic-policy-local", From: "pod-b", Addr: "10.96.0.22:80", Tries: 12, Pods: podsA},
+	{Name: "not-ready-never-used", From: "pod-r", Addr: "10.96.0.23:80", Tries: 15, Pods: podsA},
+	{Name: "terminating-serving-used-when-nothing-ready", From: "pod-a", Addr: "10.96.0.24:80", Pods: []string{"pod-b"}},
+	{Name: "terminating-unused-while-ready-exists", From: "pod-r", Addr: "10.96.0.25:80", Tries: 15, Pods: podsA},
+	{Name: "unknown-port-on-clusterip-rejected", From: "pod-a", Addr: "10.96.0.11:81", Outcome: "refused", Backends: []string{"nftables"}},
+	{Name: "ipv6-clusterip", From: "pod-r", Addr: "[fd00:96::10]:80", Tries: 30, Pods: podsAB, All: true, Src: PodR6},
+	{Name: "ipv6-hairpin", From: "pod-a", Addr: "[fd00:96::10]:80", Tries: 30, Pods: podsAB, All: true},
+	{Name: "ipv6-clusterip-from-node", From: "node", Addr: "[fd00:96::10]:80", Pods: podsAB},
+}
+
+func (tp *Topology) ns(name string) *netnstest.NS {
+	switch name {
+	case "node":
+		return tp.Node
+	case "client1":
+		return tp.Client1
+	case "client2":
+		return tp.Client2
+	}
+	return tp.Pods()[name]
+}
+
+// Apply runs `rulegen --apply` in the node with the given manifests.
+func (tp *Topology) Apply(t testing.TB, backend, manifests string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "manifests.yaml")
+	if err := os.WriteFile(f, []byte(manifests), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tp.Node.MustRun(nil, bins.rulegen, "--apply", "-f", f, "--node-name", "node-a",
+		"--node-ip", NodeIP+","+NodeIP6, "--cluster-cidr", ClusterCIDR+","+ClusterCIDR6, "--backend", backend)
+}
+
+// probe makes one connection and returns "ok POD SRC", "refused" or "timeout".
+func (tp *Topology) probe(t testing.TB, from, proto, addr string) string {
+	t.Helper()
+	out, err := tp.ns(from).Run(nil, bins.server, "-probe", proto, "-addr", addr, "-timeout", "700ms")
+	if err != nil {
+		t.Fatalf("probe from %s to %s: %v: %s", from, addr, err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// Run makes the check's connections and asserts what they saw.
+func (c Check) Run(t *testing.T, tp *Topology) {
+	t.Helper()
+	proto := c.Proto
+	if proto == "" {
+		proto = "tcp"
+	}
+	tries := max(c.Tries, 1)
+	want := c.Outcome
+	if want == "" {
+		want = "ok"
+	}
+	seen := map[string]int{}
+	for i := 0; i < tries; i++ {
+		got := tp.probe(t, c.From, proto, c.Addr)
+		f := strings.Fields(got)
+		if f[0] != want {
+			t.Fatalf("try %d: %s %s from %s: got %q, want %s", i+1, proto, c.Addr, c.From, got, want)
+		}
+		if want != "ok" {
+			continue
+		}
+		pod, src := f[1], f[2]
+		seen[pod]++
+		if !slices.Contains(c.Pods, pod) {
+			t.Errorf("answered by %s, want one of %v", pod, c.Pods)
+		}
+		if c.Src != "" && src != c.Src {
+			t.Errorf("%s saw source %s, want %s", pod, src, c.Src)
+		}
+		if c.SrcNot != "" && src == c.SrcNot {
+			t.Errorf("%s saw source %s: not masqueraded", pod, src)
+		}
+		if c.All && len(seen) == len(c.Pods) && !c.Same && c.Src == "" && c.SrcNot == "" {
+			break // every endpoint reached: enough
+		}
+	}
+	if c.All && len(seen) != len(c.Pods) {
+		t.Errorf("reached %v over %d tries, want every one of %v", seen, tries, c.Pods)
+	}
+	if c.Same && len(seen) != 1 {
+		t.Errorf("session affinity broken: answers from %v", seen)
+	}
+	t.Logf("%s %s from %s: %s %v", proto, c.Addr, c.From, want, seen)
+}
+
+func TestKernel(t *testing.T) {
+	netnstest.Require(t, "nft", "iptables-restore", "ip6tables-restore")
+	for _, backend := range []string{"nftables", "iptables"} {
+		t.Run(backend, func(t *testing.T) {
+			tp := NewTopology(t, bins.server)
+			tp.Apply(t, backend, Manifests(allServices...))
+			for _, c := range checks {
+				if len(c.Backends) > 0 && !slices.Contains(c.Backends, backend) {
+					continue
+				}
+				t.Run(c.Name, func(t *testing.T) { c.Run(t, tp) })
+			}
+			t.Run("update-keeps-established-connection", func(t *testing.T) { testUpdate(t, tp, backend) })
+		})
+	}
+}
+
+// testUpdate changes the endpoints of a service while a TCP connection to
+// one of them is in use: the connection must keep working across the sync,
+// and new connections must reach the new endpoints.
+func testUpdate(t *testing.T, tp *Topology, backend string) {
+	cmd := exec.Command("ip", "netns", "exec", tp.Client1.Name, bins.server, "-hold", "-addr", "10.96.0.30:80", "-for", "3s")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	lines := make(chan string, 4)
+	go func() {
+		defer close(lines)
+		buf := make([]byte, 4096)
+		var acc string
+		for {
+			n, err := stdout.Read(buf)
+			acc += string(buf[:n])
+			for strings.Contains(acc, "\n") {
+				i := strings.Index(acc, "\n")
+				lines <- acc[:i]
+				acc = acc[i+1:]
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case l := <-lines:
+		if l != "connected pod-a" {
+			t.Fatalf("hold: %q, want connected to pod-a", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("hold did not connect within 5s")
+	}
+	moved := svcUpdate
+	moved.Slices = [][]Ep{{EpA, EpB, EpR}}
+	services := append(slices.Clone(allServices[:len(allServices)-1]), moved)
+	tp.Apply(t, backend, Manifests(services...))
+	select {
+	case l := <-lines:
+		if !strings.HasPrefix(l, "held ") {
+			t.Fatalf("established connection broke across the sync: %s", l)
+		}
+		t.Logf("established connection across the sync: %s", l)
+	case <-time.After(10 * time.Second):
+		t.Fatal("hold did not finish within 10s")
+	}
+	Check{From: "client1", Addr: "10.96.0.30:80", Tries: 60, Pods: podsABR, All: true}.Run(t, tp)
+	tp.Apply(t, backend, Manifests(allServices...)) // back to pod-a only
+	Check{From: "client1", Addr: "10.96.0.30:80", Tries: 10, Pods: podsA}.Run(t, tp)
+}

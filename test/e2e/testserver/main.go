@@ -1,0 +1,184 @@
+// Command testserver is the pod and the client of the kernel e2e tests.
+//
+//	testserver -serve NAME -tcp 8080,9090 -udp 5353
+//	    answers every TCP line and UDP datagram with "NAME SRCIP"
+//	testserver -probe tcp|udp -addr IP:PORT [-timeout 700ms]
+//	    prints "ok NAME SRCIP", "refused" or "timeout" (exit 0 for all three)
+//	testserver -hold -addr IP:PORT -for 4s
+//	    connects once, prints "connected NAME", then every 100ms sends a line
+//	    and reads the answer; prints "held N NAME…" or "broken: why"
+//
+// Every loop is bounded in count and time.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	serve := flag.String("serve", "", "serve as this pod name")
+	tcpPorts := flag.String("tcp", "", "TCP ports to serve, comma-separated")
+	udpPorts := flag.String("udp", "", "UDP ports to serve, comma-separated")
+	probe := flag.String("probe", "", "probe with this protocol: tcp or udp")
+	hold := flag.Bool("hold", false, "hold one TCP connection open and use it")
+	addr := flag.String("addr", "", "address to probe, IP:PORT")
+	timeout := flag.Duration("timeout", 700*time.Millisecond, "probe timeout")
+	holdFor := flag.Duration("for", 4*time.Second, "how long -hold keeps the connection")
+	flag.Parse()
+	switch {
+	case *serve != "":
+		os.Exit(runServer(*serve, *tcpPorts, *udpPorts))
+	case *probe != "":
+		fmt.Println(runProbe(*probe, *addr, *timeout))
+	case *hold:
+		runHold(*addr, *holdFor)
+	default:
+		fmt.Fprintln(os.Stderr, "testserver: give -serve, -probe or -hold")
+		os.Exit(2)
+	}
+}
+
+func runServer(name, tcpPorts, udpPorts string) int {
+	for _, p := range split(tcpPorts) {
+		l, err := net.Listen("tcp", ":"+p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go answerTCP(name, c)
+			}
+		}()
+	}
+	for _, p := range split(udpPorts) {
+		pc, err := net.ListenPacket("udp", ":"+p)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				ip := from.(*net.UDPAddr).IP.String()
+				pc.WriteTo([]byte(name+" "+ip+"\n"), from)
+			}
+		}()
+	}
+	fmt.Println("ready")
+	// Serve until told to stop (the test kills this process by PID), and in
+	// any case for at most ten minutes.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case <-sig:
+	case <-time.After(10 * time.Minute):
+	}
+	return 0
+}
+
+func answerTCP(name string, c net.Conn) {
+	defer c.Close()
+	ip := c.RemoteAddr().(*net.TCPAddr).IP.String()
+	r := bufio.NewReader(c)
+	for i := 0; i < 10000; i++ { // bounded: a hold lasts at most that many lines
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := r.ReadString('\n'); err != nil {
+			return
+		}
+		if _, err := c.Write([]byte(name + " " + ip + "\n")); err != nil {
+			return
+		}
+	}
+}
+
+func split(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func classify(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "refused"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "error " + err.Error()
+}
+
+func runProbe(proto, addr string, timeout time.Duration) string {
+	deadline := time.Now().Add(timeout)
+	c, err := net.DialTimeout(proto, addr, timeout)
+	if err != nil {
+		return classify(err)
+	}
+	defer c.Close()
+	c.SetDeadline(deadline)
+	if _, err := c.Write([]byte("hello\n")); err != nil {
+		return classify(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return classify(err)
+	}
+	return "ok " + strings.TrimSpace(line)
+}
+
+func runHold(addr string, d time.Duration) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		fmt.Println("broken: " + classify(err))
+		return
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	ask := func() (string, error) {
+		c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("again\n")); err != nil {
+			return "", err
+		}
+		line, err := r.ReadString('\n')
+		return strings.Fields(line + " ?")[0], err
+	}
+	first, err := ask()
+	if err != nil {
+		fmt.Println("broken: " + classify(err))
+		return
+	}
+	fmt.Println("connected " + first)
+	n := 1
+	for end := time.Now().Add(d); time.Now().Before(end); n++ {
+		time.Sleep(100 * time.Millisecond)
+		name, err := ask()
+		if err != nil {
+			fmt.Printf("broken: after %d answers: %s\n", n, classify(err))
+			return
+		}
+		if name != first {
+			fmt.Printf("broken: answered by %s, then by %s\n", first, name)
+			return
+		}
+	}
+	fmt.Printf("held %d %s\n", n, first)
+}
