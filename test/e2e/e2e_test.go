@@ -128,9 +128,7 @@ func (tp *Topology) ns(name string) *netnstest.NS {
 func (tp *Topology) Apply(t testing.TB, backend, manifests string) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "manifests.yaml")
-	if err := os.WriteFile(f, []byte(manifests), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, f, manifests)
 	tp.Node.MustRun(nil, bins.rulegen, "--apply", "-f", f, "--node-name", "node-a",
 		"--node-ip", NodeIP+","+NodeIP6, "--cluster-cidr", ClusterCIDR+","+ClusterCIDR6, "--backend", backend)
 }
@@ -263,4 +261,11 @@ func testUpdate(t *testing.T, tp *Topology, backend string) {
 	Check{From: "client1", Addr: "10.96.0.30:80", Tries: 60, Pods: podsABR, All: true}.Run(t, tp)
 	tp.Apply(t, backend, Manifests(allServices...)) // back to pod-a only
 	Check{From: "client1", Addr: "10.96.0.30:80", Tries: 10, Pods: podsA}.Run(t, tp)
+}
+
+func writeFile(t testing.TB, name, text string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -15,12 +15,15 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/vishvananda/netns"
 )
 
 var (
@@ -170,4 +173,40 @@ func (ns *NS) IP(args ...string) {
 func (ns *NS) Sysctl(key, value string) {
 	ns.t.Helper()
 	ns.MustRun(nil, "sysctl", "-q", "-w", key+"="+value)
+}
+
+// Do runs f on an OS thread switched into the namespace, so that netlink
+// sockets opened and commands started by f act there. The thread is switched
+// back afterwards (or, if that fails, left locked so that it dies with f's
+// goroutine instead of running other code in the wrong namespace).
+func (ns *NS) Do(f func() error) error {
+	ns.t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer orig.Close()
+		target, err := netns.GetFromName(ns.Name)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			done <- err
+			return
+		}
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			done <- fmt.Errorf("switching back: %w", err)
+			return // keep the thread locked: it exits with this goroutine
+		}
+		runtime.UnlockOSThread()
+		done <- ferr
+	}()
+	return <-done
 }

@@ -45,3 +45,18 @@ func Scale(n, e int) (*rules.State, *rules.Config) {
 func addr(v uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
+
+// DropEndpoint removes the last endpoint of service i of a Scale state (as
+// when a pod goes away).
+func DropEndpoint(st *rules.State, i int) {
+	key := rules.ServiceKey{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("svc-%d", i)}
+	p := st.ServicePorts(key)[0]
+	eps := st.Endpoints(p, rules.IPv4)
+	sl := &rules.Slice{Name: key.Name + "-1", Service: key, Family: rules.IPv4,
+		Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}
+	for _, e := range eps[:len(eps)-1] {
+		e.Port = 0
+		sl.Endpoints = append(sl.Endpoints, e)
+	}
+	st.SetSlice(sl)
+}

@@ -1,0 +1,108 @@
+// Package bench measures writing rules to the kernel, in scratch network
+// namespaces (root only): a full sync of N services x 10 endpoints, and an
+// incremental sync of one endpoint change, for each backend.
+//
+//	sudo go test ./test/bench -run '^$' -bench Apply -benchtime 3x
+package bench
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+	ri "github.com/rulegen/rulegen/pkg/rules/iptables"
+	rn "github.com/rulegen/rulegen/pkg/rules/nftables"
+	"github.com/rulegen/rulegen/pkg/rules/rulestest"
+	"github.com/rulegen/rulegen/pkg/sync/iptwriter"
+	"github.com/rulegen/rulegen/pkg/sync/nftwriter"
+	"github.com/rulegen/rulegen/test/netnstest"
+)
+
+// sizes are the service counts to measure; RULEGEN_BENCH_SERVICES
+// overrides them (comma-separated), e.g. 10000 for the iptables figures,
+// which take minutes with iptables-nft.
+func sizes(def ...int) []int {
+	env := os.Getenv("RULEGEN_BENCH_SERVICES")
+	if env == "" {
+		return def
+	}
+	var out []int
+	for _, f := range strings.Split(env, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// states returns the plan of n services x 10 endpoints, and the same with
+// one endpoint of one service gone.
+func states(n int) (full, changed *rules.Plan) {
+	st, cfg := rulestest.Scale(n, 10)
+	full = rules.NewPlan(st, cfg, rules.IPv4)
+	rulestest.DropEndpoint(st, n/2)
+	return full, rules.NewPlan(st, cfg, rules.IPv4)
+}
+
+func BenchmarkApplyNFTables(b *testing.B) {
+	netnstest.Require(b, "nft")
+	for _, n := range sizes(1000, 10000) {
+		full, changed := states(n)
+		a, c := rn.Render(full), rn.Render(changed)
+		ns := netnstest.New(b, "bench-nft")
+		w := nftwriter.New(ns.Fd())
+		b.Run(fmt.Sprintf("full/services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				w.Invalidate()
+				if _, err := w.Apply(a); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("one-endpoint/services=%d", n), func(b *testing.B) {
+			next := []*rn.Ruleset{c, a}
+			i := 0
+			for b.Loop() {
+				st, err := w.Apply(next[i%2])
+				if err != nil || st.Full {
+					b.Fatalf("incremental apply: %+v %v", st, err)
+				}
+				i++
+			}
+		})
+	}
+}
+
+func BenchmarkApplyIPTables(b *testing.B) {
+	netnstest.Require(b, "iptables-nft-restore")
+	for _, n := range sizes(1000) {
+		full, changed := states(n)
+		a, c := ri.Render(full), ri.Render(changed)
+		ns := netnstest.New(b, "bench-ipt")
+		var w *iptwriter.Writer
+		if err := ns.Do(func() (err error) { w, err = iptwriter.New(rules.IPv4, iptwriter.NFT); return }); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("full/services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				w.Invalidate()
+				if err := ns.Do(func() error { _, err := w.Apply(a); return err }); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("one-endpoint/services=%d", n), func(b *testing.B) {
+			next := []*ri.Ruleset{c, a}
+			i := 0
+			for b.Loop() {
+				if err := ns.Do(func() error { _, err := w.Apply(next[i%2]); return err }); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}
