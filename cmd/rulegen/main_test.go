@@ -46,9 +46,16 @@ func TestExitStatus(t *testing.T) {
 		stderr    string
 		stdoutHas string
 	}{
-		{name: "no mode", args: []string{"-f", "x.yaml"}, code: exitUsage, stderr: "exactly one of"},
-		{name: "two modes", args: []string{"--dry-run", "--apply", "-f", "x.yaml"}, code: exitUsage, stderr: "exactly one of"},
-		{name: "no files", args: []string{"--dry-run"}, code: exitUsage, stderr: "-f PATH"},
+		{name: "files without a mode", args: []string{"-f", "x.yaml"}, code: exitUsage, stderr: "-f is for --dry-run and --apply"},
+		{name: "two modes", args: []string{"--dry-run", "--apply", "-f", "x.yaml"}, code: exitUsage, stderr: "at most one of"},
+		{name: "apply without files", args: []string{"--apply"}, code: exitUsage, stderr: "-f PATH"},
+		{name: "live dry run outside a cluster", args: []string{"--dry-run"}, code: exitUsage, stderr: "give --kubeconfig"},
+		{name: "files and kubeconfig", args: []string{"--dry-run", "-f", "x", "--kubeconfig", "k"}, code: exitUsage, stderr: "not both"},
+		{name: "unknown config key", args: []string{"--dry-run", "-f", "-", "--config", "testdata/bad-config.yaml"}, code: exitUsage, stderr: `unknown setting "nodeNmae"`},
+		{name: "config file", args: []string{"--dry-run", "-f", "-", "--config", "testdata/config.yaml"},
+			stdin: svcYAML("web", "10.96.0.9", "TCP"), code: exitOK, stdoutHas: "-A RG-FILTER"},
+		{name: "config file, flag wins", args: []string{"--dry-run", "-f", "-", "--config", "testdata/config.yaml", "--backend", "nftables"},
+			stdin: svcYAML("web", "10.96.0.9", "TCP"), code: exitOK, stdoutHas: "10.96.0.9 . tcp . 80 : goto reject-chain"},
 		{name: "bad iptables mode", args: []string{"--cleanup", "--iptables-mode", "xt"}, code: exitUsage, stderr: "--iptables-mode"},
 		{name: "bad backend", args: []string{"--dry-run", "-f", "-", "--backend", "ipvs"}, code: exitUsage, stderr: "unknown backend"},
 		{name: "bad cidr", args: []string{"--dry-run", "-f", "-", "--cluster-cidr", "10.0.0.0"}, code: exitUsage, stderr: "--cluster-cidr"},

@@ -18,6 +18,10 @@ type Kernel interface {
 	Apply(d *Desired) (full bool, err error)
 	// Invalidate makes the next Apply of every family a full update.
 	Invalidate()
+	// Intact reports whether the kernel still holds what was last applied,
+	// by a cheap check (a canary): false when someone deleted or flushed
+	// rulegen's rules by hand.
+	Intact() bool
 }
 
 // NewKernel returns the writer for a backend. iptMode picks the iptables
@@ -41,6 +45,8 @@ func (k *nftKernel) Apply(d *Desired) (bool, error) {
 
 func (k *nftKernel) Invalidate() { k.w.Invalidate() }
 
+func (k *nftKernel) Intact() bool { return k.w.Intact() }
+
 type iptKernel struct {
 	mode iptwriter.Mode
 	w    map[rules.Family]*iptwriter.Writer
@@ -60,6 +66,15 @@ func (k *iptKernel) Apply(d *Desired) (bool, error) {
 	}
 	st, err := w.Apply(d.IPTables)
 	return st.Full, err
+}
+
+func (k *iptKernel) Intact() bool {
+	for _, w := range k.w {
+		if !w.Intact() {
+			return false
+		}
+	}
+	return true
 }
 
 func (k *iptKernel) Invalidate() {

@@ -126,6 +126,29 @@ func New(fam rules.Family, mode Mode) (*Writer, error) {
 	return &Writer{fam: fam, mode: mode, save: save, restore: restore, ipt: ipt}, nil
 }
 
+// Intact checks, cheaply, that the jump into rulegen's chains is still in
+// place and that RG-SERVICES holds as many rules as were written: false
+// when the rules were flushed or deleted by hand.
+func (w *Writer) Intact() bool {
+	if w.applied == nil {
+		return true
+	}
+	j := ri.Jumps()[0]
+	if ok, err := w.ipt.Exists(j.Table, j.Chain, j.Args...); err != nil || !ok {
+		return false
+	}
+	rs, err := w.ipt.List("nat", ri.ChainServices)
+	if err != nil {
+		return false
+	}
+	for _, c := range chainsOf(w.applied, "nat") {
+		if c.Name == ri.ChainServices {
+			return len(rs) == len(c.Rules)+1 // List includes the "-N" line
+		}
+	}
+	return true
+}
+
 // Mode returns the flavour this writer uses.
 func (w *Writer) Mode() Mode { return w.mode }
 

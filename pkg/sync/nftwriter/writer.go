@@ -88,6 +88,32 @@ func (w *Writer) conn() (*gnft.Conn, error) {
 // failure elsewhere, or when the table was changed behind rulegen's back).
 func (w *Writer) Invalidate() { clear(w.applied) }
 
+// Intact checks, cheaply, that every table this writer wrote still exists
+// with its dispatch chain holding the rules written there: a table deleted
+// or flushed by hand fails the check. One small netlink dump per family.
+func (w *Writer) Intact() bool {
+	if len(w.applied) == 0 {
+		return true
+	}
+	c, err := w.conn()
+	if err != nil {
+		return false
+	}
+	for f, r := range w.applied {
+		t := &gnft.Table{Name: rn.TableName, Family: family(f)}
+		rs, err := c.GetRules(t, &gnft.Chain{Name: rn.ChainServices, Table: t})
+		if err != nil {
+			return false
+		}
+		for _, ch := range r.Chains {
+			if ch.Name == rn.ChainServices && len(ch.Rules) != len(rs) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // Applied returns the ruleset last written for a family, or nil.
 func (w *Writer) Applied(f rules.Family) *rn.Ruleset { return w.applied[f] }
 

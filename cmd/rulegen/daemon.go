@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rulegen/rulegen/pkg/sync"
+)
+
+// newClient returns a client from a kubeconfig, or in-cluster.
+func newClient(kubeconfig string) (kubernetes.Interface, error) {
+	var cfg *rest.Config
+	var err error
+	if kubeconfig != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		cfg, err = rest.InClusterConfig()
+		if err != nil {
+			err = fmt.Errorf("not running in a cluster (%v): give --kubeconfig", err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	cfg.UserAgent = "rulegen"
+	cfg.QPS, cfg.Burst = 50, 100
+	return kubernetes.NewForConfig(cfg)
+}
+
+// daemon runs the node agent until SIGTERM or SIGINT. Rules are left in
+// place on exit, so that traffic flows while rulegen restarts; the next
+// start replaces them in one transaction once the watches have synced.
+func daemon(o options, s settings, stderr io.Writer) int {
+	level := slog.LevelInfo
+	if o.verbosity > 0 {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	client, err := newClient(o.kubeconfig)
+	if err != nil {
+		log.Error("cannot reach the API server", "error", err.Error())
+		return exitUsage
+	}
+	kernel, err := sync.NewKernel(s.backend, s.iptMode)
+	if err != nil {
+		log.Error("kernel backend", "error", err.Error())
+		return exitSkipped
+	}
+	metrics := sync.NewMetrics()
+	health := sync.NewHealthChecks()
+	defer health.Close()
+	p := sync.NewProxier(sync.Options{
+		Backend: s.backend, NodeName: s.cfg.Node.Name, NodeIPs: s.cfg.Node.IPs,
+		ClusterCIDRs: s.cfg.ClusterCIDRs, NodePortAddresses: s.cfg.NodePortAddresses, MasqueradeAll: s.cfg.MasqueradeAll,
+		Families: s.families, SyncPeriod: o.syncPeriod, HealthTimeout: o.healthTimeout,
+	}, kernel, sync.NetlinkConntrack{}, metrics, health, nil, log)
+	p.SetVerbose(o.verbosity >= 2)
+	runner := sync.NewRunner(p.Sync, o.minSyncPeriod, o.syncPeriod, time.Second, nil)
+	p.SetRequest(runner.Run)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		if err := sync.Serve(ctx, o.healthzAddr, o.metricsAddr, p, metrics); err != nil {
+			log.Error("health and metrics server", "error", err.Error())
+			os.Exit(exitSkipped)
+		}
+	}()
+	log.Info("starting", "node", s.cfg.Node.Name, "backend", s.backend, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
+	if err := sync.Watch(ctx, client, p); err != nil {
+		log.Error("watching the API server", "error", err.Error())
+		return exitSkipped
+	}
+	node := p.Node()
+	log.Info("watches synced", "nodeIPs", fmt.Sprint(node.IPs), "zone", node.Zone)
+	for _, w := range sync.NodeWarnings(nil) {
+		log.Warn(w)
+	}
+	runner.Loop(ctx.Done())
+	log.Info("stopping; rules stay in place")
+	return exitOK
+}

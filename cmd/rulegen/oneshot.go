@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/rulegen/rulegen/pkg/manifest"
+	"github.com/rulegen/rulegen/pkg/rules"
+	"github.com/rulegen/rulegen/pkg/sync"
+)
+
+// fromManifests is --dry-run and --apply with -f.
+func fromManifests(o options, s settings, stdin io.Reader, stdout, stderr io.Writer) int {
+	objs, errs := manifest.Load(o.files, stdin)
+	st, convErrs := objs.BuildState()
+	errs = append(errs, convErrs...)
+	if n := objs.Node(s.cfg.Node.Name); n != nil {
+		node, err := rules.NodeFromObject(n)
+		if err != nil {
+			errs = append(errs, &manifest.Error{Source: objs.SourceOf(n), Err: err})
+		}
+		adoptNode(s.cfg, node)
+	}
+	return render(o.apply, s, st, errs, stdout, stderr)
+}
+
+// liveDryRun is --dry-run against the cluster: list once, print, change nothing.
+func liveDryRun(o options, s settings, stdout, stderr io.Writer) int {
+	client, err := newClient(o.kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "rulegen: %v\n", err)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, node, errs := sync.ListState(ctx, client, s.cfg.Node.Name)
+	if st == nil {
+		for _, e := range errs {
+			fmt.Fprintf(stderr, "rulegen: %v\n", e)
+		}
+		return exitSkipped
+	}
+	if node != nil {
+		adoptNode(s.cfg, *node)
+	}
+	return render(false, s, st, errs, stdout, stderr)
+}
+
+// adoptNode takes the zone, and the IPs unless --node-ip gave them, from
+// the Node object.
+func adoptNode(cfg *rules.Config, n rules.Node) {
+	cfg.Node.Zone = n.Zone
+	if len(cfg.Node.IPs) == 0 {
+		cfg.Node.IPs = n.IPs
+	}
+}
+
+// render prints (or, with apply, writes) the rules of every family.
+func render(apply bool, s settings, st *rules.State, errs []error, stdout, stderr io.Writer) int {
+	fams := families(s, st)
+	if len(s.cfg.Node.IPs) == 0 {
+		fmt.Fprintf(stderr, "rulegen: warning: no IP known for node %q (no --node-ip and no Node object): nodePorts are not rendered\n", s.cfg.Node.Name)
+	}
+	var kernel sync.Kernel
+	if apply {
+		for _, w := range sync.NodeWarnings(fams) {
+			fmt.Fprintf(stderr, "rulegen: warning: %s\n", w)
+		}
+		var err error
+		if kernel, err = sync.NewKernel(s.backend, s.iptMode); err != nil {
+			fmt.Fprintf(stderr, "rulegen: %v\n", err)
+			return exitSkipped
+		}
+	}
+	failed := false
+	for i, fam := range fams {
+		d := sync.Render(st, s.cfg, s.backend, fam)
+		errs = append(errs, d.Plan.Conflicts...)
+		if kernel != nil {
+			if _, err := kernel.Apply(d); err != nil {
+				fmt.Fprintf(stderr, "rulegen: %s %s: %v\n", s.backend, fam, err)
+				failed = true
+			}
+			continue
+		}
+		if len(fams) > 1 {
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			fmt.Fprintf(stdout, "# %s, %s\n", s.backend, fam)
+		}
+		io.WriteString(stdout, d.Text())
+	}
+	for _, e := range errs {
+		fmt.Fprintf(stderr, "rulegen: skipped: %v\n", e)
+	}
+	if len(errs) > 0 || failed {
+		return exitSkipped
+	}
+	return exitOK
+}
+
+// families decides which families to render: --ip-family, else the
+// families of the node's IPs, else of the services' cluster IPs, else IPv4.
+func families(s settings, st *rules.State) []rules.Family {
+	if len(s.families) > 0 {
+		return s.families
+	}
+	has := map[rules.Family]bool{}
+	for _, ip := range s.cfg.Node.IPs {
+		has[rules.FamilyOf(ip)] = true
+	}
+	if len(has) == 0 && st != nil {
+		for _, p := range st.Ports() {
+			for _, ip := range p.ClusterIPs {
+				has[rules.FamilyOf(ip)] = true
+			}
+		}
+	}
+	var out []rules.Family
+	for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
+		if has[f] {
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		out = []rules.Family{rules.IPv4}
+	}
+	return out
+}
+
+// cleanup is --cleanup.
+func cleanup(s settings, stderr io.Writer) int {
+	if err := sync.Cleanup(s.iptMode); err != nil {
+		fmt.Fprintf(stderr, "rulegen: cleanup: %v\n", err)
+		return exitSkipped
+	}
+	return exitOK
+}

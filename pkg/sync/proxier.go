@@ -1,0 +1,383 @@
+package sync
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	gosync "sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+)
+
+// AnnotationTriggerTime is set by the EndpointSlice controller to when the
+// change that produced the slice happened; rulegen measures network
+// programming latency from it.
+const AnnotationTriggerTime = "endpoints.kubernetes.io/last-change-trigger-time"
+
+// Options configure a Proxier.
+type Options struct {
+	Backend  Backend
+	NodeName string
+	// NodeIPs override the Node object's addresses when set.
+	NodeIPs           []netip.Addr
+	ClusterCIDRs      []netip.Prefix
+	NodePortAddresses []netip.Prefix
+	MasqueradeAll     bool
+	// Families to program; empty means the families of the node's IPs.
+	Families []rules.Family
+	// SyncPeriod is the interval of full resyncs; HealthTimeout how long a
+	// change may wait, or the last sync may be old, before /healthz fails.
+	SyncPeriod    time.Duration
+	HealthTimeout time.Duration
+}
+
+// Proxier keeps the kernel in step with the cluster state fed to it by the
+// On* handlers. Handlers only record the change and request a sync; Sync
+// (run by a Runner, never concurrently) renders and applies.
+type Proxier struct {
+	opts      Options
+	kernel    Kernel
+	conntrack Conntrack
+	metrics   *Metrics
+	health    *HealthChecks
+	clock     Clock
+	log       *slog.Logger
+	request   func() // asks the runner for a sync
+	verbose   bool   // log the whole ruleset after each sync
+
+	mu           gosync.Mutex
+	state        *rules.State
+	node         rules.Node
+	dirty        bool
+	pendingSince time.Time
+	triggers     []time.Time
+	reported     map[string]string // object -> last problem logged, to log each once
+
+	// Owned by Sync.
+	lastFull    time.Time
+	lastSuccess time.Time
+	applied     map[rules.Family]*Desired
+	syncedMu    gosync.Mutex // guards lastSuccess for health probes
+}
+
+// NewProxier returns a proxier. request is called (without blocking) when a
+// change needs a sync.
+func NewProxier(opts Options, kernel Kernel, ct Conntrack, m *Metrics, hc *HealthChecks, clock Clock, log *slog.Logger) *Proxier {
+	if clock == nil {
+		clock = RealClock{}
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Proxier{opts: opts, kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
+		request: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs},
+		reported: map[string]string{}, applied: map[rules.Family]*Desired{}}
+}
+
+// SetVerbose makes every sync log the full ruleset it applied (debug level).
+func (p *Proxier) SetVerbose(v bool) { p.verbose = v }
+
+// SetRequest sets the function that asks for a sync (the runner's Run).
+func (p *Proxier) SetRequest(f func()) { p.request = f }
+
+func (p *Proxier) changed(now time.Time) {
+	if !p.dirty {
+		p.dirty = true
+		p.pendingSince = now
+	}
+	p.metrics.pending.Set(1)
+}
+
+// report logs a problem with an object once (until it changes or is fixed).
+func (p *Proxier) report(key string, err error) {
+	if err == nil {
+		delete(p.reported, key)
+		return
+	}
+	if p.reported[key] == err.Error() {
+		return
+	}
+	p.reported[key] = err.Error()
+	p.log.Warn("skipping invalid object", "object", key, "error", err.Error())
+}
+
+// OnService records a Service added, updated or (deleted=true) deleted.
+func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
+	key := rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if deleted {
+		p.state.DeleteService(key)
+		p.report("Service "+key.String(), nil)
+	} else {
+		ports, err := rules.ConvertService(svc)
+		p.report("Service "+key.String(), err)
+		p.state.SetService(key, ports) // an invalid service is skipped: no ports
+	}
+	p.changed(p.clock.Now())
+	p.request()
+}
+
+// OnSlice records an EndpointSlice added, updated or (deleted=true) deleted.
+func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
+	id := "EndpointSlice " + es.Namespace + "/" + es.Name
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	svc, ok := rules.ServiceNameOf(es)
+	if deleted {
+		if ok {
+			p.state.DeleteSlice(svc, es.Name)
+		}
+		p.report(id, nil)
+	} else {
+		sl, errs := rules.ConvertSlice(es)
+		p.report(id, errors.Join(errs...))
+		if sl != nil {
+			p.state.SetSlice(sl)
+		} else if ok {
+			p.state.DeleteSlice(svc, es.Name)
+		}
+		if t, err := time.Parse(time.RFC3339, es.Annotations[AnnotationTriggerTime]); err == nil {
+			p.triggers = append(p.triggers, t)
+		}
+	}
+	p.changed(p.clock.Now())
+	p.request()
+}
+
+// OnNode records this node's Node object (its addresses and zone).
+func (p *Proxier) OnNode(n *v1.Node, deleted bool) {
+	if n.Name != p.opts.NodeName || deleted {
+		return
+	}
+	node, err := rules.NodeFromObject(n)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.report("Node "+n.Name, err)
+	if len(p.opts.NodeIPs) > 0 {
+		node.IPs = p.opts.NodeIPs
+	}
+	if node.Zone == p.node.Zone && slices.Equal(node.IPs, p.node.IPs) {
+		return
+	}
+	p.node = node
+	p.changed(p.clock.Now())
+	p.request()
+}
+
+// Node returns what the proxier knows of its node.
+func (p *Proxier) Node() rules.Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.node
+}
+
+func (p *Proxier) families() []rules.Family {
+	if len(p.opts.Families) > 0 {
+		return p.opts.Families
+	}
+	var out []rules.Family
+	for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
+		if slices.ContainsFunc(p.node.IPs, func(a netip.Addr) bool { return rules.FamilyOf(a) == f }) {
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		out = []rules.Family{rules.IPv4}
+	}
+	return out
+}
+
+// Sync renders the current state and applies it. A full update is made at
+// the first sync, after a failure, every SyncPeriod, and when the kernel no
+// longer holds what rulegen wrote; otherwise the update is incremental.
+func (p *Proxier) Sync() error {
+	start := p.clock.Now()
+	p.mu.Lock()
+	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, MasqueradeAll: p.opts.MasqueradeAll}
+	var desired []*Desired
+	for _, f := range p.families() {
+		desired = append(desired, Render(p.state, cfg, p.opts.Backend, f))
+	}
+	triggers := p.triggers
+	p.triggers = nil
+	wasDirty, pendingSince := p.dirty, p.pendingSince
+	p.dirty = false
+	p.mu.Unlock()
+
+	for _, d := range desired {
+		for _, c := range d.Plan.Conflicts {
+			p.mu.Lock()
+			p.report("conflict "+c.Error(), c)
+			p.mu.Unlock()
+		}
+	}
+	periodic := start.Sub(p.lastFull) >= p.opts.SyncPeriod
+	if periodic || !p.kernel.Intact() {
+		p.kernel.Invalidate()
+	}
+	full := false
+	for _, d := range desired {
+		f, err := p.kernel.Apply(d)
+		full = full || f
+		if err != nil {
+			p.kernel.Invalidate()
+			p.metrics.failures.Inc()
+			p.mu.Lock()
+			p.triggers = append(triggers, p.triggers...)
+			if wasDirty {
+				p.changed(pendingSince)
+			}
+			p.mu.Unlock()
+			p.log.Error("sync failed; the previous rules stay in place, retrying with a full sync", "family", d.Plan.Family, "error", err.Error())
+			return fmt.Errorf("sync %s: %w", d.Plan.Family, err)
+		}
+	}
+	end := p.clock.Now()
+	if full {
+		p.lastFull = start
+	}
+	p.syncedMu.Lock()
+	p.lastSuccess = end
+	p.syncedMu.Unlock()
+	p.metrics.observeSync(full, end.Sub(start), end, desired)
+	for _, t := range triggers {
+		p.metrics.programming.Observe(end.Sub(t).Seconds())
+	}
+	p.mu.Lock()
+	if !p.dirty {
+		p.metrics.pending.Set(0)
+	}
+	p.mu.Unlock()
+
+	p.cleanConntrack(desired)
+	p.updateHealthChecks(desired)
+	for _, d := range desired {
+		p.applied[d.Plan.Family] = d
+	}
+	p.log.Debug("synced", "full", full, "duration", end.Sub(start), "families", len(desired))
+	if p.verbose {
+		for _, d := range desired {
+			p.log.Debug("ruleset", "family", d.Plan.Family, "rules", d.Text())
+		}
+	}
+	return nil
+}
+
+// Healthy reports whether the proxier is keeping up: it has synced, a
+// pending change has not waited longer than HealthTimeout, and the last
+// successful sync is not older than SyncPeriod + HealthTimeout.
+func (p *Proxier) Healthy() (bool, string) {
+	now := p.clock.Now()
+	p.syncedMu.Lock()
+	last := p.lastSuccess
+	p.syncedMu.Unlock()
+	p.mu.Lock()
+	dirty, since := p.dirty, p.pendingSince
+	p.mu.Unlock()
+	switch {
+	case last.IsZero():
+		return false, "no successful sync yet"
+	case dirty && now.Sub(since) > p.opts.HealthTimeout:
+		return false, fmt.Sprintf("a change has waited %s for a sync", now.Sub(since).Round(time.Millisecond))
+	case now.Sub(last) > p.opts.SyncPeriod+p.opts.HealthTimeout:
+		return false, fmt.Sprintf("last successful sync %s ago", now.Sub(last).Round(time.Millisecond))
+	}
+	return true, fmt.Sprintf("last successful sync %s ago", now.Sub(last).Round(time.Millisecond))
+}
+
+// cleanConntrack deletes UDP conntrack entries that would keep sending
+// clients to an endpoint that is gone, or around a service that just got
+// its first endpoint. TCP entries are left alone: TCP notices by itself.
+func (p *Proxier) cleanConntrack(desired []*Desired) {
+	if p.conntrack == nil {
+		return
+	}
+	var specs []ConntrackSpec
+	for _, d := range desired {
+		prev := map[rules.ServicePortName]*rules.ServicePlan{}
+		if old := p.applied[d.Plan.Family]; old != nil {
+			for _, s := range old.Plan.Services {
+				prev[s.Name] = s
+			}
+		}
+		for _, s := range d.Plan.Services {
+			if s.Name.Protocol != rules.UDP {
+				continue
+			}
+			o := prev[s.Name]
+			now := s.UsedEndpoints()
+			dests := serviceDests(s)
+			if o == nil || len(o.UsedEndpoints()) == 0 {
+				if len(now) > 0 && o != nil {
+					for _, dst := range dests {
+						specs = append(specs, ConntrackSpec{OrigDst: dst.addr, OrigPort: dst.port})
+					}
+				}
+				continue
+			}
+			for _, e := range o.UsedEndpoints() {
+				if slices.ContainsFunc(now, func(n rules.Endpoint) bool { return n.IP == e.IP && n.Port == e.Port }) {
+					continue
+				}
+				for _, dst := range dests {
+					specs = append(specs, ConntrackSpec{OrigDst: dst.addr, OrigPort: dst.port, ReplySrc: e.IP})
+				}
+			}
+		}
+	}
+	if len(specs) == 0 {
+		return
+	}
+	n, err := p.conntrack.DeleteUDP(specs)
+	if err != nil {
+		p.log.Warn("deleting stale UDP conntrack entries", "error", err.Error())
+	}
+	p.metrics.conntrack.Add(float64(n))
+}
+
+type dest struct {
+	addr netip.Addr // invalid for a nodePort: any node address
+	port uint16
+}
+
+func serviceDests(s *rules.ServicePlan) []dest {
+	var out []dest
+	if s.ClusterIP.IsValid() {
+		out = append(out, dest{s.ClusterIP, uint16(s.Port)})
+	}
+	for _, ip := range append(slices.Clone(s.ExtIPs), s.LBIPs...) {
+		out = append(out, dest{ip, uint16(s.Port)})
+	}
+	if s.HasNodePort {
+		out = append(out, dest{port: uint16(s.NodePort)})
+	}
+	return out
+}
+
+func (p *Proxier) updateHealthChecks(desired []*Desired) {
+	if p.health == nil {
+		return
+	}
+	want := map[int32]HealthCheck{}
+	for _, d := range desired {
+		for _, s := range d.Plan.Services {
+			if s.HealthCheckNodePort == 0 {
+				continue
+			}
+			hc := want[s.HealthCheckNodePort]
+			hc.Service = s.Name.ServiceKey
+			hc.LocalEndpoints = max(hc.LocalEndpoints, len(s.LocalEndpoints))
+			want[s.HealthCheckNodePort] = hc
+		}
+	}
+	if err := p.health.Update(want); err != nil {
+		p.log.Warn("health check node ports", "error", err.Error())
+	}
+}

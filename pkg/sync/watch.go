@@ -1,0 +1,155 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+)
+
+// Label selectors of the watches: like kube-proxy, rulegen does not even
+// receive services that name another proxy, nor headless services' slices.
+const (
+	serviceSelector = "!" + rules.LabelServiceProxyName
+	sliceSelector   = "!" + rules.LabelHeadless
+)
+
+// Watch starts informers for Services, EndpointSlices (all namespaces) and
+// this node's Node object, feeding p, and returns once all of them have
+// synced (or ctx ends). Handlers only record the change; resync is off (the
+// proxier resyncs the kernel itself).
+func Watch(ctx context.Context, client kubernetes.Interface, p *Proxier) error {
+	svcs := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = serviceSelector }))
+	slicesF := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sliceSelector }))
+	nodes := informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + p.opts.NodeName }))
+
+	si := svcs.Core().V1().Services().Informer()
+	ei := slicesF.Discovery().V1().EndpointSlices().Informer()
+	ni := nodes.Core().V1().Nodes().Informer()
+	if _, err := si.AddEventHandler(handler(func(o *v1.Service, del bool) { p.OnService(o, del) })); err != nil {
+		return err
+	}
+	if _, err := ei.AddEventHandler(handler(func(o *discovery.EndpointSlice, del bool) { p.OnSlice(o, del) })); err != nil {
+		return err
+	}
+	if _, err := ni.AddEventHandler(handler(func(o *v1.Node, del bool) { p.OnNode(o, del) })); err != nil {
+		return err
+	}
+	for _, f := range []informers.SharedInformerFactory{svcs, slicesF, nodes} {
+		f.Start(ctx.Done())
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), si.HasSynced, ei.HasSynced, ni.HasSynced) {
+		return errors.New("informers did not sync before shutdown")
+	}
+	return nil
+}
+
+// handler adapts a typed callback to informer events, unwrapping
+// tombstones (a delete seen only after a re-list).
+func handler[T any](f func(obj T, deleted bool)) cache.ResourceEventHandlerFuncs {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { f(obj.(T), false) },
+		UpdateFunc: func(_, obj any) { f(obj.(T), false) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if o, ok := obj.(T); ok {
+				f(o, true)
+			}
+		},
+	}
+}
+
+// ListState reads the cluster once (for a live --dry-run): every Service
+// and EndpointSlice, and the named Node if it exists. Invalid objects are
+// reported in errs and skipped.
+func ListState(ctx context.Context, client kubernetes.Interface, nodeName string) (*rules.State, *rules.Node, []error) {
+	st := rules.NewState()
+	var errs []error
+	svcs, err := client.CoreV1().Services("").List(ctx, metav1.ListOptions{LabelSelector: serviceSelector})
+	if err != nil {
+		return nil, nil, []error{fmt.Errorf("listing services: %w", err)}
+	}
+	for i := range svcs.Items {
+		svc := &svcs.Items[i]
+		ports, err := rules.ConvertService(svc)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		st.SetService(rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}, ports)
+	}
+	sl, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{LabelSelector: sliceSelector})
+	if err != nil {
+		return nil, nil, []error{fmt.Errorf("listing endpointslices: %w", err)}
+	}
+	for i := range sl.Items {
+		s, serrs := rules.ConvertSlice(&sl.Items[i])
+		errs = append(errs, serrs...)
+		if s != nil {
+			st.SetSlice(s)
+		}
+	}
+	var node *rules.Node
+	if n, err := client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{}); err == nil {
+		nd, err := rules.NodeFromObject(n)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		node = &nd
+	}
+	return st, node, errs
+}
+
+// Serve serves /healthz and /livez (200 or 503 from p.Healthy) on
+// healthAddr and /metrics on metricsAddr (the same server when equal),
+// until ctx ends. An empty address disables that endpoint.
+func Serve(ctx context.Context, healthAddr, metricsAddr string, p *Proxier, m *Metrics) error {
+	health := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := p.Healthy()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
+	})
+	muxes := map[string]*http.ServeMux{}
+	mux := func(addr string) *http.ServeMux {
+		if muxes[addr] == nil {
+			muxes[addr] = http.NewServeMux()
+		}
+		return muxes[addr]
+	}
+	if healthAddr != "" {
+		mux(healthAddr).Handle("/healthz", health)
+		mux(healthAddr).Handle("/livez", health)
+	}
+	if metricsAddr != "" {
+		mux(metricsAddr).Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	}
+	errc := make(chan error, len(muxes))
+	for addr, mx := range muxes {
+		srv := &http.Server{Addr: addr, Handler: mx, ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- srv.ListenAndServe() }()
+		go func() { <-ctx.Done(); srv.Close() }()
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
