@@ -3,9 +3,13 @@ SHELL   := bash
 GO      ?= go
 BIN     := bin/rulegen
 PKGS    := ./...
+KUBE_VERSION := v1.37.2
+KUBE_BIN     ?= $(HOME)/.cache/rulegen/kube-$(KUBE_VERSION)
+KUBE_BINS    := $(KUBE_BIN)/kube-apiserver $(KUBE_BIN)/server $(KUBE_BIN)/kube-proxy $(KUBE_BIN)/kubectl
+export RULEGEN_KUBE_BIN := $(KUBE_BIN)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test test-unit deps bench lint fmt clean
+.PHONY: help build test test-unit deps kube-bins bench bench-apply lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -16,17 +20,28 @@ build: ## build bin/rulegen
 deps: ## install missing kernel tools (nft, iptables, conntrack, ip) with apt-get when root
 	@hack/install-deps.sh
 
-test: deps ## run every test: unit, golden, kernel (as root) — what CI runs
+kube-bins: $(KUBE_BINS) ## build kube-apiserver, etcd, kube-proxy, kubectl (the release pinned in hack/kube) from the Go module proxy, once
+
+$(KUBE_BINS) &:
+	@mkdir -p $(KUBE_BIN)
+	@echo "building the Kubernetes $(KUBE_VERSION) control plane into $(KUBE_BIN) (minutes the first time, cached afterwards)"
+	cd hack/kube && $(GO) build -o $(KUBE_BIN)/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3
+	@touch $(KUBE_BINS)
+
+test: deps kube-bins ## run every test: unit, golden, kernel and cluster (as root) — what CI runs
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 ./cmd/... ./pkg/... ./test/golden/...
-	@# the kernel suites log every scenario by name
-	set -o pipefail; $(GO) test -count=1 -v ./test/e2e/... 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT'
+	@# the kernel and cluster suites log every scenario by name
+	set -o pipefail; $(GO) test -count=1 -timeout 20m -v ./test/e2e/... ./test/cluster/... 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT' -e 'spec.externalIPs is deprecated'
 
 test-unit: ## fast tests only (no kernel, no cluster)
 	$(GO) test -count=1 -short $(PKGS)
 
-bench: ## run the Go benchmarks and print ns/op, B/op, allocs/op
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5x $(PKGS)
+bench: ## run the Go benchmarks of the pure parts (render) and print ns/op, B/op, allocs/op
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5x ./pkg/...
+
+bench-apply: ## (root) time kernel writes: full and one-endpoint syncs, both backends, in scratch namespaces
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./test/bench/
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi

@@ -12,7 +12,9 @@ package netnstest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -180,7 +182,6 @@ func (ns *NS) Sysctl(key, value string) {
 // back afterwards (or, if that fails, left locked so that it dies with f's
 // goroutine instead of running other code in the wrong namespace).
 func (ns *NS) Do(f func() error) error {
-	ns.t.Helper()
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -209,4 +210,37 @@ func (ns *NS) Do(f func() error) error {
 		done <- ferr
 	}()
 	return <-done
+}
+
+// StartLogged is Start with the command's output appended to logFile.
+func (ns *NS) StartLogged(logFile, name string, args ...string) *exec.Cmd {
+	ns.t.Helper()
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		ns.t.Fatal(err)
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		ns.t.Fatalf("in %s: start %s: %v", ns.Name, name, err)
+	}
+	ns.t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		f.Close()
+	})
+	return cmd
+}
+
+// DialContext dials from inside the namespace (the socket is created there
+// and stays there), so that a client in the test process can reach a server
+// listening on the namespace's loopback.
+func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(func() error {
+		var err error
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }

@@ -4,6 +4,8 @@
 //	    answers every TCP line and UDP datagram with "NAME SRCIP"
 //	testserver -probe tcp|udp -addr IP:PORT [-timeout 700ms]
 //	    prints "ok NAME SRCIP", "refused" or "timeout" (exit 0 for all three)
+//	testserver -http URL
+//	    prints "STATUS BODY" of a GET
 //	testserver -hold -addr IP:PORT -for 4s
 //	    connects once, prints "connected NAME", then every 100ms sends a line
 //	    and reads the answer; prints "held N NAME…" or "broken: why"
@@ -16,7 +18,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -33,14 +37,26 @@ func main() {
 	addr := flag.String("addr", "", "address to probe, IP:PORT")
 	timeout := flag.Duration("timeout", 700*time.Millisecond, "probe timeout")
 	holdFor := flag.Duration("for", 4*time.Second, "how long -hold keeps the connection")
+	get := flag.String("http", "", "GET this URL and print \"STATUS BODY\" (or the error)")
+	sport := flag.Int("sport", 0, "probe from this local port (UDP: the same conntrack entry every time)")
 	flag.Parse()
 	switch {
 	case *serve != "":
 		os.Exit(runServer(*serve, *tcpPorts, *udpPorts))
 	case *probe != "":
-		fmt.Println(runProbe(*probe, *addr, *timeout))
+		fmt.Println(runProbe(*probe, *addr, *timeout, *sport))
 	case *hold:
 		runHold(*addr, *holdFor)
+	case *get != "":
+		c := &http.Client{Timeout: *timeout}
+		resp, err := c.Get(*get)
+		if err != nil {
+			fmt.Println("error " + classify(err))
+			return
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		fmt.Printf("%d %s\n", resp.StatusCode, strings.TrimSpace(string(body)))
 	default:
 		fmt.Fprintln(os.Stderr, "testserver: give -serve, -probe or -hold")
 		os.Exit(2)
@@ -127,9 +143,15 @@ func classify(err error) string {
 	return "error " + err.Error()
 }
 
-func runProbe(proto, addr string, timeout time.Duration) string {
+func runProbe(proto, addr string, timeout time.Duration, sport int) string {
 	deadline := time.Now().Add(timeout)
-	c, err := net.DialTimeout(proto, addr, timeout)
+	d := net.Dialer{Timeout: timeout}
+	if sport != 0 && proto == "udp" {
+		d.LocalAddr = &net.UDPAddr{Port: sport}
+	} else if sport != 0 {
+		d.LocalAddr = &net.TCPAddr{Port: sport}
+	}
+	c, err := d.Dial(proto, addr)
 	if err != nil {
 		return classify(err)
 	}
