@@ -62,7 +62,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	p := sync.NewProxier(sync.Options{
 		Backend: s.backend, NodeName: s.cfg.Node.Name, NodeIPs: s.cfg.Node.IPs,
 		ClusterCIDRs: s.cfg.ClusterCIDRs, NodePortAddresses: s.cfg.NodePortAddresses, MasqueradeAll: s.cfg.MasqueradeAll,
-		Families: s.families, SyncPeriod: o.syncPeriod, HealthTimeout: o.healthTimeout,
+		Families: s.families, SyncPeriod: o.syncPeriod, FullSyncPeriod: o.fullSyncPeriod, HealthTimeout: o.healthTimeout,
 	}, kernel, sync.NetlinkConntrack{}, metrics, health, nil, log)
 	p.SetVerbose(o.verbosity >= 2)
 	runner := sync.NewRunner(p.Sync, o.minSyncPeriod, o.syncPeriod, time.Second, nil)

@@ -48,6 +48,7 @@ type options struct {
 	masqueradeAll          bool
 	minSyncPeriod          time.Duration
 	syncPeriod             time.Duration
+	fullSyncPeriod         time.Duration
 	healthTimeout          time.Duration
 	healthzAddr            string
 	metricsAddr            string
@@ -73,7 +74,8 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "open nodePorts only on node IPs inside these CIDRs (default: every node IP)")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic to ClusterIPs")
 	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", 0, "daemon: least time between two syncs; changes arriving meanwhile are applied together (0: apply every change at once)")
-	fs.DurationVar(&o.syncPeriod, "sync-period", 30*time.Second, "daemon: interval of full resyncs, which also repair rules changed behind rulegen's back")
+	fs.DurationVar(&o.syncPeriod, "sync-period", 30*time.Second, "daemon: interval of periodic syncs, which also check that the kernel still holds rulegen's rules and repair them")
+	fs.DurationVar(&o.fullSyncPeriod, "full-sync-period", time.Hour, "daemon: interval of full rewrites of the ruleset (other syncs send only what changed)")
 	fs.DurationVar(&o.healthTimeout, "health-timeout", 60*time.Second, "daemon: /healthz fails when a change has waited this long, or the last sync is older than sync-period plus this")
 	fs.StringVar(&o.healthzAddr, "healthz-bind-address", "127.0.0.1:10266", "daemon: address of /healthz and /livez (empty: off)")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:10267", "daemon: address of /metrics (empty: off)")
@@ -84,7 +86,11 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 			"  rulegen --dry-run -f PATH [-f PATH...] [flags]   print the rules for manifests, change nothing\n"+
 			"  rulegen --dry-run --kubeconfig FILE [flags]      print the rules for the live cluster, change nothing\n"+
 			"  rulegen --apply -f PATH [-f PATH...] [flags]     write the rules for manifests once\n"+
-			"  rulegen --cleanup                                remove everything rulegen installed\n\n"+
+			"  rulegen --cleanup                                remove everything rulegen installed\n"+
+			"  rulegen trace --src IP --dst IP:PORT[/PROTO] [--from pod|node|external] (-f PATH | --kubeconfig FILE)\n"+
+			"                                                   say what happens to a packet, offline\n"+
+			"  rulegen explain NAMESPACE/NAME (-f PATH | --kubeconfig FILE)\n"+
+			"                                                   explain one service's ports, endpoints and rules\n\n"+
 			"Rules go to stdout, logs and problems to stderr. Exit status: 0 ok, 1 some input\n"+
 			"was invalid and skipped (or the kernel refused the rules), 2 usage error.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -102,7 +108,15 @@ type settings struct {
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o options
+	var sub string // "trace" or "explain"
+	if len(args) > 0 && (args[0] == "trace" || args[0] == "explain") {
+		sub, args = args[0], args[1:]
+	}
 	fs := newFlags(&o, stderr)
+	var q query
+	if sub != "" {
+		addQueryFlags(fs, sub, &q)
+	}
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return exitOK
@@ -118,7 +132,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return usage("--config: %v", err)
 		}
 	}
-	if fs.NArg() > 0 {
+	if sub == "explain" && fs.NArg() == 1 {
+		q.service = fs.Arg(0)
+	} else if fs.NArg() > 0 {
 		return usage("unexpected argument %q (manifests are given with -f)", fs.Arg(0))
 	}
 	modes := 0
@@ -177,15 +193,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		s.families = []rules.Family{f}
 	}
 	switch {
+	case sub != "":
+		if o.dryRun || o.apply || o.cleanup {
+			return usage("%s reads only; it takes no --dry-run, --apply or --cleanup", sub)
+		}
+		return runQuery(sub, q, o, s, stdin, stdout, stderr)
 	case (o.dryRun || o.apply) && len(o.files) > 0:
 		if o.kubeconfig != "" {
 			return usage("give either -f manifests or --kubeconfig, not both")
 		}
-		return fromManifests(o, s, stdin, stdout, stderr)
+		return dryRunOrApply(o, s, stdin, stdout, stderr)
 	case o.apply:
 		return usage("--apply needs manifests: -f PATH")
 	case o.dryRun:
-		return liveDryRun(o, s, stdout, stderr)
+		return dryRunOrApply(o, s, stdin, stdout, stderr)
 	case len(o.files) > 0:
 		return usage("-f is for --dry-run and --apply; the daemon watches the cluster")
 	}

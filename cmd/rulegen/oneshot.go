@@ -11,27 +11,27 @@ import (
 	"github.com/rulegen/rulegen/pkg/sync"
 )
 
-// fromManifests is --dry-run and --apply with -f.
-func fromManifests(o options, s settings, stdin io.Reader, stdout, stderr io.Writer) int {
-	objs, errs := manifest.Load(o.files, stdin)
-	st, convErrs := objs.BuildState()
-	errs = append(errs, convErrs...)
-	if n := objs.Node(s.cfg.Node.Name); n != nil {
-		node, err := rules.NodeFromObject(n)
-		if err != nil {
-			errs = append(errs, &manifest.Error{Source: objs.SourceOf(n), Err: err})
+// loadState reads the state from -f manifests, or else lists the cluster
+// once. It adopts the Node object's zone and (unless --node-ip) addresses.
+// A nil state means the source could not be read at all (code says how to exit).
+func loadState(o options, s settings, stdin io.Reader, stderr io.Writer) (*rules.State, []error, int) {
+	if len(o.files) > 0 {
+		objs, errs := manifest.Load(o.files, stdin)
+		st, convErrs := objs.BuildState()
+		errs = append(errs, convErrs...)
+		if n := objs.Node(s.cfg.Node.Name); n != nil {
+			node, err := rules.NodeFromObject(n)
+			if err != nil {
+				errs = append(errs, &manifest.Error{Source: objs.SourceOf(n), Err: err})
+			}
+			adoptNode(s.cfg, node)
 		}
-		adoptNode(s.cfg, node)
+		return st, errs, exitOK
 	}
-	return render(o.apply, s, st, errs, stdout, stderr)
-}
-
-// liveDryRun is --dry-run against the cluster: list once, print, change nothing.
-func liveDryRun(o options, s settings, stdout, stderr io.Writer) int {
 	client, err := newClient(o.kubeconfig)
 	if err != nil {
 		fmt.Fprintf(stderr, "rulegen: %v\n", err)
-		return exitUsage
+		return nil, nil, exitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -40,12 +40,21 @@ func liveDryRun(o options, s settings, stdout, stderr io.Writer) int {
 		for _, e := range errs {
 			fmt.Fprintf(stderr, "rulegen: %v\n", e)
 		}
-		return exitSkipped
+		return nil, nil, exitSkipped
 	}
 	if node != nil {
 		adoptNode(s.cfg, *node)
 	}
-	return render(false, s, st, errs, stdout, stderr)
+	return st, errs, exitOK
+}
+
+// dryRunOrApply is --dry-run (from manifests or the live cluster) and --apply.
+func dryRunOrApply(o options, s settings, stdin io.Reader, stdout, stderr io.Writer) int {
+	st, errs, code := loadState(o, s, stdin, stderr)
+	if st == nil {
+		return code
+	}
+	return render(o.apply, s, st, errs, stdout, stderr)
 }
 
 // adoptNode takes the zone, and the IPs unless --node-ip gave them, from

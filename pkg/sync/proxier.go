@@ -31,10 +31,13 @@ type Options struct {
 	MasqueradeAll     bool
 	// Families to program; empty means the families of the node's IPs.
 	Families []rules.Family
-	// SyncPeriod is the interval of full resyncs; HealthTimeout how long a
-	// change may wait, or the last sync may be old, before /healthz fails.
-	SyncPeriod    time.Duration
-	HealthTimeout time.Duration
+	// SyncPeriod is the interval of periodic syncs (which check that the
+	// kernel still holds rulegen's rules); FullSyncPeriod the interval of
+	// full rewrites; HealthTimeout how long a change may wait, or the last
+	// sync may be old, before /healthz fails.
+	SyncPeriod     time.Duration
+	FullSyncPeriod time.Duration
+	HealthTimeout  time.Duration
 }
 
 // Proxier keeps the kernel in step with the cluster state fed to it by the
@@ -195,8 +198,9 @@ func (p *Proxier) families() []rules.Family {
 }
 
 // Sync renders the current state and applies it. A full update is made at
-// the first sync, after a failure, every SyncPeriod, and when the kernel no
-// longer holds what rulegen wrote; otherwise the update is incremental.
+// the first sync, after a failure, every FullSyncPeriod, and when the kernel
+// no longer holds what rulegen wrote (checked at every sync, so within
+// SyncPeriod); otherwise the update is incremental.
 func (p *Proxier) Sync() error {
 	start := p.clock.Now()
 	p.mu.Lock()
@@ -218,7 +222,7 @@ func (p *Proxier) Sync() error {
 			p.mu.Unlock()
 		}
 	}
-	periodic := start.Sub(p.lastFull) >= p.opts.SyncPeriod
+	periodic := p.opts.FullSyncPeriod > 0 && start.Sub(p.lastFull) >= p.opts.FullSyncPeriod
 	if periodic || !p.kernel.Intact() {
 		p.kernel.Invalidate()
 	}
