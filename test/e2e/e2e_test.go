@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -129,9 +130,12 @@ func (tp *Topology) Apply(t testing.TB, backend, manifests string) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "manifests.yaml")
 	writeFile(t, f, manifests)
-	tp.Node.MustRun(nil, bins.rulegen, "--apply", "-f", f, "--node-name", "node-a",
-		"--node-ip", NodeIP+","+NodeIP6, "--cluster-cidr", ClusterCIDR+","+ClusterCIDR6, "--backend", backend)
+	tp.Node.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", backend}, nodeFlags...)...)
+	tp.manifests, tp.backend = f, backend
 }
+
+// nodeFlags describe the node to rulegen, for --apply and trace alike.
+var nodeFlags = []string{"--node-name", "node-a", "--node-ip", NodeIP + "," + NodeIP6, "--cluster-cidr", ClusterCIDR + "," + ClusterCIDR6}
 
 // probe makes one connection and returns "ok POD SRC", "refused" or "timeout".
 func (tp *Topology) probe(t testing.TB, from, proto, addr string) string {
@@ -156,6 +160,7 @@ func (c Check) Run(t *testing.T, tp *Topology) {
 		want = "ok"
 	}
 	seen := map[string]int{}
+	sources := map[string]map[string]bool{} // pod -> sources it saw
 	for i := 0; i < tries; i++ {
 		got := tp.probe(t, c.From, proto, c.Addr)
 		f := strings.Fields(got)
@@ -167,6 +172,10 @@ func (c Check) Run(t *testing.T, tp *Topology) {
 		}
 		pod, src := f[1], f[2]
 		seen[pod]++
+		if sources[pod] == nil {
+			sources[pod] = map[string]bool{}
+		}
+		sources[pod][src] = true
 		if !slices.Contains(c.Pods, pod) {
 			t.Errorf("answered by %s, want one of %v", pod, c.Pods)
 		}
@@ -187,6 +196,114 @@ func (c Check) Run(t *testing.T, tp *Topology) {
 		t.Errorf("session affinity broken: answers from %v", seen)
 	}
 	t.Logf("%s %s from %s: %s %v", proto, c.Addr, c.From, want, seen)
+	if tp.manifests != "" {
+		c.checkTrace(t, tp, proto, want, seen, sources)
+	}
+}
+
+// checkTrace asks `rulegen trace` what should have happened to the
+// check's connections and compares with what did: the pods that may answer,
+// masquerading, reject versus drop. A disagreement is a bug in one of them.
+func (c Check) checkTrace(t *testing.T, tp *Topology, proto, observed string, seen map[string]int, sources map[string]map[string]bool) {
+	t.Helper()
+	v6 := strings.HasPrefix(c.Addr, "[")
+	src, from := sourceOf(c.From, v6)
+	cmd := exec.Command(bins.rulegen, append([]string{"trace", "-f", tp.manifests, "--backend", tp.backend, "--output", "json",
+		"--src", src, "--dst", c.Addr + "/" + proto, "--from", from}, nodeFlags...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("rulegen trace: %v\n%s", err, stderr.String())
+	}
+	var res struct {
+		Outcomes []struct {
+			Verdict    string
+			Endpoint   string
+			Masquerade bool
+		}
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("rulegen trace output: %v\n%s", err, out)
+	}
+	predicted := map[string]bool{}
+	masq := map[string]bool{}
+	verdicts := map[string]bool{}
+	for _, o := range res.Outcomes {
+		verdicts[o.Verdict] = true
+		if o.Verdict == "dnat" {
+			pod := podOf(o.Endpoint)
+			predicted[pod] = true
+			masq[pod] = o.Masquerade
+		}
+	}
+	wantVerdict := map[string]string{"ok": "dnat", "refused": "reject", "timeout": "drop"}[observed]
+	if observed == "timeout" && verdicts["pass"] {
+		wantVerdict = "pass" // routed to the silent next hop
+	}
+	if len(verdicts) != 1 || !verdicts[wantVerdict] {
+		t.Errorf("trace predicted %v, the kernel did %q", verdicts, observed)
+	}
+	for pod := range seen {
+		if !predicted[pod] {
+			t.Errorf("trace: %s answered but was not predicted (predicted %v)", pod, predicted)
+		}
+		for s := range sources[pod] {
+			if masq[pod] && !nodeAddrs[s] {
+				t.Errorf("trace predicted masquerading to %s, but it saw %s", pod, s)
+			}
+			if !masq[pod] && s != src {
+				t.Errorf("trace predicted no masquerading to %s, but it saw %s instead of %s", pod, s, src)
+			}
+		}
+	}
+	if c.All && len(predicted) != len(seen) {
+		t.Errorf("trace predicted %v, every one of %v answered", predicted, seen)
+	}
+}
+
+// nodeAddrs are the node's own addresses: what a masqueraded connection
+// comes from.
+var nodeAddrs = map[string]bool{NodeIP: true, "192.168.2.1": true, BridgeGW: true, RemoteLink: true,
+	NodeIP6: true, "fd00:2::1": true, "fd00:244:1::1": true, "fd00:100::1": true}
+
+// sourceOf is the source address and origin of a check's connections.
+func sourceOf(from string, v6 bool) (string, string) {
+	pick := func(a, b string) string {
+		if v6 {
+			return b
+		}
+		return a
+	}
+	switch from {
+	case "pod-a":
+		return pick(PodA, PodA6), "pod"
+	case "pod-b":
+		return pick(PodB, PodB6), "pod"
+	case "pod-r":
+		return pick(PodR, PodR6), "pod"
+	case "node": // the node's address toward the silent next hop that routes service ranges
+		return pick(RemoteLink, "fd00:100::1"), "node"
+	case "client1":
+		return pick(Client1, Client16), "external"
+	}
+	return pick(Client2, "fd00:2::100"), "external"
+}
+
+func podOf(endpoint string) string {
+	ip := endpoint
+	if i := strings.LastIndex(endpoint, ":"); i > 0 {
+		ip = strings.Trim(endpoint[:i], "[]")
+	}
+	switch ip {
+	case PodA, PodA6:
+		return "pod-a"
+	case PodB, PodB6:
+		return "pod-b"
+	case PodR, PodR6:
+		return "pod-r"
+	}
+	return ip
 }
 
 func TestKernel(t *testing.T) {

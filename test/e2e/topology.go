@@ -58,6 +58,8 @@ const (
 // Topology is the set of namespaces of one test.
 type Topology struct {
 	Node, PodA, PodB, Remote, Client1, Client2 *netnstest.NS
+	// manifests and backend of the last Apply (for trace checks).
+	manifests, backend string
 }
 
 // Pods lists the namespaces that run a test server, by pod name.
