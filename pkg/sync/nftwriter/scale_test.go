@@ -1,0 +1,57 @@
+package nftwriter
+
+import (
+	"net/netip"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+	rn "github.com/rulegen/rulegen/pkg/rules/nftables"
+	"github.com/rulegen/rulegen/pkg/rules/rulestest"
+	"github.com/rulegen/rulegen/test/netnstest"
+)
+
+// TestIncrementalAtScale: on a large table, adding a service (first without
+// endpoints, then with) and changing an endpoint are incremental updates the
+// kernel accepts. RULEGEN_SCALE_SERVICES sets the size (default 1000).
+func TestIncrementalAtScale(t *testing.T) {
+	netnstest.Require(t, "nft")
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("RULEGEN_SCALE_SERVICES")); err == nil {
+		n = v
+	}
+	ns := netnstest.New(t, "scale")
+	w := New(ns.Fd())
+	st, cfg := rulestest.Scale(n, 10)
+	apply := func(what string, wantFull bool) {
+		t.Helper()
+		r := rn.Render(rules.NewPlan(st, cfg, rules.IPv4))
+		s, err := w.Apply(r)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if s.Full != wantFull {
+			t.Errorf("%s: full=%v", what, s.Full)
+		}
+	}
+	apply("initial", true)
+	key := rules.ServiceKey{Namespace: "default", Name: "probe"}
+	st.SetService(key, []*rules.ServicePort{{Name: rules.ServicePortName{ServiceKey: key, Port: "http", Protocol: rules.TCP},
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.111.0.1")}, Port: 80}})
+	apply("new service without endpoints", false)
+	st.SetSlice(&rules.Slice{Name: "probe-1", Service: key, Family: rules.IPv4, Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}},
+		Endpoints: []rules.Endpoint{{IP: netip.MustParseAddr("10.244.1.5"), Ready: true, Serving: true, NodeName: "node-0"}}})
+	apply("its endpoints", false)
+	rulestest.DropEndpoint(st, n/2)
+	apply("one endpoint less elsewhere", false)
+	key2 := rules.ServiceKey{Namespace: "default", Name: "probe2"}
+	st.SetService(key2, []*rules.ServicePort{{Name: rules.ServicePortName{ServiceKey: key2, Port: "http", Protocol: rules.TCP},
+		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.111.0.2")}, Port: 80}})
+	st.SetSlice(&rules.Slice{Name: "probe2-1", Service: key2, Family: rules.IPv4, Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}},
+		Endpoints: []rules.Endpoint{{IP: netip.MustParseAddr("10.244.1.5"), Ready: true, Serving: true, NodeName: "node-0"}}})
+	apply("a service with its endpoints at once", false)
+	st.SetSlice(&rules.Slice{Name: "probe2-1", Service: key2, Family: rules.IPv4, Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}},
+		Endpoints: []rules.Endpoint{{IP: netip.MustParseAddr("10.244.1.6"), Ready: true, Serving: true, NodeName: "node-0"}}})
+	apply("its endpoint replaced", false)
+}
