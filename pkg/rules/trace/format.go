@@ -28,3 +28,23 @@ func (res *Result) Text() string {
 	}
 	return b.String()
 }
+
+// Summary is Text without the paths: one line per outcome.
+func (res *Result) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n", res.Packet)
+	for _, o := range res.Outcomes {
+		fmt.Fprintf(&b, "  %5.1f%%  %s", 100*o.Probability, o.Verdict)
+		if o.Verdict == DNAT {
+			fmt.Fprintf(&b, " to %s", o.Endpoint)
+		}
+		fmt.Fprintf(&b, ": %s\n", o.Why)
+	}
+	if res.Affinity {
+		b.WriteString("  (sessionAffinity ClientIP: later connections stick to the first endpoint)\n")
+	}
+	if res.Note != "" {
+		fmt.Fprintf(&b, "  note: %s\n", res.Note)
+	}
+	return b.String()
+}
