@@ -52,6 +52,7 @@ type env struct {
 	backend string
 	daemon  *exec.Cmd
 	logFile string
+	diag    string // an address to look for in the kernel's table when a step fails
 }
 
 func newEnv(t *testing.T, backend string) *env {
@@ -107,6 +108,10 @@ func (e *env) stopDaemon(sig syscall.Signal) {
 func (e *env) dumpLog() {
 	b, _ := os.ReadFile(e.logFile)
 	e.t.Logf("rulegen log (tail):\n%s", tail(string(b), 4000))
+	if e.diag != "" && e.backend == "nftables" {
+		out, _ := e.tp.Node.Run(nil, "sh", "-c", "nft list table ip rulegen | grep -n -e '"+e.diag+"' | head -20; nft list table ip rulegen | wc -l")
+		e.t.Logf("kernel lines mentioning %s:\n%s", e.diag, out)
+	}
 }
 
 // eventually polls cond every 50 ms until it holds or timeout passes.

@@ -73,6 +73,7 @@ func TestProgrammingLatency(t *testing.T) {
 	e.startDaemon("--min-sync-period", "0")
 	probe := e.createService("probe", v1.ServiceTypeClusterIP)
 	e.setSlice("probe", podA)
+	e.diag = probe.Spec.ClusterIP
 	d := e.answeredBy(addr(probe), "pod-a")
 	t.Logf("first sync with %d services: probe service answered %s after the daemon started", n, d.Round(time.Millisecond))
 
