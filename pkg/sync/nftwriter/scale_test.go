@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -14,7 +15,9 @@ import (
 
 // TestIncrementalAtScale: on a large table, adding a service (first without
 // endpoints, then with) and changing an endpoint are incremental updates the
-// kernel accepts. RULEGEN_SCALE_SERVICES sets the size (default 1000).
+// kernel accepts, and after each the kernel's maps hold exactly the
+// elements written (large element lists must be split over several netlink
+// messages). RULEGEN_SCALE_SERVICES sets the size (default 1000).
 func TestIncrementalAtScale(t *testing.T) {
 	netnstest.Require(t, "nft")
 	n := 1000
@@ -33,6 +36,16 @@ func TestIncrementalAtScale(t *testing.T) {
 		}
 		if s.Full != wantFull {
 			t.Errorf("%s: full=%v", what, s.Full)
+		}
+		// The kernel must hold exactly the elements of every map.
+		for _, set := range r.Sets {
+			if !set.IsMap {
+				continue
+			}
+			out := ns.MustRun(nil, "nft", "list", "map", "ip", "rulegen", set.Name)
+			if got := strings.Count(out, " : ") - 1; got != len(set.Elements) { // minus the "type … : verdict" line
+				t.Errorf("%s: map %s holds %d elements in the kernel, %d written", what, set.Name, got, len(set.Elements))
+			}
 		}
 	}
 	apply("initial", true)

@@ -27,10 +27,35 @@ import (
 // (NFT_NAME_MAXLEN - 1).
 const MaxNameLen = 255
 
-// elementsPerMessage bounds one netlink message: an attribute length is 16
-// bits, so a long element list is split over several messages of the same
-// transaction.
-const elementsPerMessage = 1000
+// maxElementBytes bounds the encoded element list of one netlink message.
+// An attribute's length is 16 bits and google/nftables does not check it:
+// a longer list wraps around and the kernel silently reads only part of it.
+// So a long element list is split over several messages of the same
+// transaction, by size.
+const maxElementBytes = 60000
+
+// chunks splits elements into runs whose encoded list stays under
+// maxElementBytes (a generous estimate: key, verdict chain name, and the
+// netlink headers around them).
+func chunks(els []gnft.SetElement) [][]gnft.SetElement {
+	var out [][]gnft.SetElement
+	start, size := 0, 0
+	for i, e := range els {
+		n := 64 + len(e.Key) + len(e.Val)
+		if e.VerdictData != nil {
+			n += len(e.VerdictData.Chain)
+		}
+		if size+n > maxElementBytes && i > start {
+			out = append(out, els[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(els) {
+		out = append(out, els[start:])
+	}
+	return out
+}
 
 // Stats describes one update.
 type Stats struct {
@@ -263,8 +288,8 @@ func (b *batch) addSet(s *rn.Set) {
 
 func (b *batch) addElements(s *rn.Set) {
 	gs := b.sets[s.Name]
-	for i := 0; i < len(s.Elements); i += elementsPerMessage {
-		b.fail(b.conn.SetAddElements(gs, elements(b.fam, s, i, min(i+elementsPerMessage, len(s.Elements)))))
+	for _, c := range chunks(elements(b.fam, s, 0, len(s.Elements))) {
+		b.fail(b.conn.SetAddElements(gs, c))
 	}
 	b.stats.Elements += len(s.Elements)
 }
@@ -365,11 +390,11 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 		}
 		gs := b.sets[s.Name]
 		del, add := elementDiff(f, o, s)
-		for i := 0; i < len(del); i += elementsPerMessage {
-			b.fail(b.conn.SetDeleteElements(gs, del[i:min(i+elementsPerMessage, len(del))]))
+		for _, c := range chunks(del) {
+			b.fail(b.conn.SetDeleteElements(gs, c))
 		}
-		for i := 0; i < len(add); i += elementsPerMessage {
-			b.fail(b.conn.SetAddElements(gs, add[i:min(i+elementsPerMessage, len(add))]))
+		for _, c := range chunks(add) {
+			b.fail(b.conn.SetAddElements(gs, c))
 		}
 		b.stats.Elements += len(del) + len(add)
 	}
