@@ -77,6 +77,13 @@ func daemon(o options, s settings, stderr io.Writer) int {
 		}
 	}()
 	log.Info("starting", "node", s.cfg.Node.Name, "backend", s.backend, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
+	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
+	err = sync.CheckPermissions(pctx, client)
+	pcancel()
+	if err != nil {
+		log.Error("cannot run: the service account lacks permissions (see deploy/rbac.yaml)", "error", err.Error())
+		return exitSkipped
+	}
 	if err := sync.Watch(ctx, client, p); err != nil {
 		log.Error("watching the API server", "error", err.Error())
 		return exitSkipped

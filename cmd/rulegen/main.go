@@ -35,6 +35,7 @@ func main() {
 
 type options struct {
 	dryRun, apply, cleanup bool
+	cleanupKubeProxy       bool
 	config                 string
 	iptablesMode           string
 	files                  []string
@@ -62,6 +63,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the rules rulegen would write (from -f manifests, or from the cluster with --kubeconfig), and change nothing")
 	fs.BoolVar(&o.apply, "apply", false, "render the manifests given with -f and write the rules once to this network namespace")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "remove everything rulegen installed (its nftables tables, RG- chains and jump rules, both backends and families) and exit")
+	fs.BoolVar(&o.cleanupKubeProxy, "cleanup-kube-proxy", false, "DESTRUCTIVE: remove kube-proxy's rules (its nftables tables, its KUBE- iptables chains and the jumps to them) and exit; only once kube-proxy is stopped and rulegen serves the node")
 	fs.StringVar(&o.config, "config", "", "YAML file with settings: keys are flag names in camelCase (nodeName, syncPeriod, ...); flags given on the command line win")
 	fs.StringVar(&o.iptablesMode, "iptables-mode", "auto", "iptables flavour for the iptables backend: auto (the one holding more rules), nft or legacy")
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "read Services, EndpointSlices and Nodes from this file, directory or - (stdin); YAML or JSON, multi-document, kind List; repeatable")
@@ -87,6 +89,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 			"  rulegen --dry-run --kubeconfig FILE [flags]      print the rules for the live cluster, change nothing\n"+
 			"  rulegen --apply -f PATH [-f PATH...] [flags]     write the rules for manifests once\n"+
 			"  rulegen --cleanup                                remove everything rulegen installed\n"+
+			"  rulegen --cleanup-kube-proxy                     remove kube-proxy's rules (destructive; migration)\n"+
 			"  rulegen trace --src IP --dst IP:PORT[/PROTO] [--from pod|node|external] (-f PATH | --kubeconfig FILE)\n"+
 			"                                                   say what happens to a packet, offline\n"+
 			"  rulegen explain NAMESPACE/NAME (-f PATH | --kubeconfig FILE)\n"+
@@ -138,13 +141,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return usage("unexpected argument %q (manifests are given with -f)", fs.Arg(0))
 	}
 	modes := 0
-	for _, m := range []bool{o.dryRun, o.apply, o.cleanup} {
+	for _, m := range []bool{o.dryRun, o.apply, o.cleanup, o.cleanupKubeProxy} {
 		if m {
 			modes++
 		}
 	}
 	if modes > 1 {
-		return usage("give at most one of --dry-run, --apply, --cleanup; see rulegen --help")
+		return usage("give at most one of --dry-run, --apply, --cleanup, --cleanup-kube-proxy; see rulegen --help")
 	}
 	var s settings
 	s.iptMode = iptwriter.Mode(o.iptablesMode)
@@ -155,6 +158,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if o.cleanup {
 		return cleanup(s, stderr)
+	}
+	if o.cleanupKubeProxy {
+		n, err := sync.CleanupKubeProxy()
+		if err != nil {
+			fmt.Fprintf(stderr, "rulegen: cleanup of kube-proxy: %v\n", err)
+			return exitSkipped
+		}
+		fmt.Fprintf(stderr, "rulegen: removed %d kube-proxy objects (tables, chains, jump rules)\n", n)
+		return exitOK
 	}
 	var err error
 	if s.backend, err = sync.ParseBackend(o.backend); err != nil {

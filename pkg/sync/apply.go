@@ -125,3 +125,30 @@ func NodeWarnings(fams []rules.Family) []string {
 	}
 	return out
 }
+
+// CleanupKubeProxy removes kube-proxy's leftovers from the caller's network
+// namespace: its nftables tables ("kube-proxy" in ip and ip6) and its
+// iptables chains and the jumps to them, in every installed iptables
+// flavour. It is destructive: run it only after kube-proxy is stopped and
+// rulegen serves the node. It returns how many objects it removed.
+func CleanupKubeProxy() (int, error) {
+	var errs []error
+	removed, err := nftwriter.DeleteForeignTable("kube-proxy")
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
+		for _, m := range []iptwriter.Mode{iptwriter.NFT, iptwriter.Legacy} {
+			w, err := iptwriter.New(f, m)
+			if err != nil {
+				continue // that flavour is not installed
+			}
+			n, err := w.CleanupKubeProxy()
+			removed += n
+			if err != nil {
+				errs = append(errs, fmt.Errorf("iptables %s %s: %w", m, f, err))
+			}
+		}
+	}
+	return removed, errors.Join(errs...)
+}

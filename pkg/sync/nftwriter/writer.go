@@ -447,3 +447,31 @@ func elementDiff(f rules.Family, old, next *rn.Set) (del, add []gnft.SetElement)
 	}
 	return del, add
 }
+
+// DeleteForeignTable deletes the nftables tables of that name in the ip and
+// ip6 families, if they exist, in one transaction (for --cleanup-kube-proxy:
+// kube-proxy's nftables mode keeps its rules in tables named "kube-proxy").
+// It returns how many tables it deleted.
+func DeleteForeignTable(name string) (int, error) {
+	c, err := gnft.New()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, f := range []gnft.TableFamily{gnft.TableFamilyIPv4, gnft.TableFamilyIPv6} {
+		ts, err := c.ListTablesOfFamily(f)
+		if err != nil {
+			return 0, fmt.Errorf("listing nftables tables: %w", err)
+		}
+		for _, t := range ts {
+			if t.Name == name {
+				c.DelTable(t)
+				n++
+			}
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	return n, c.Flush()
+}

@@ -1,0 +1,17 @@
+# Build: a static binary. (No container engine on the development machines:
+# this file is kept simple and is not built in CI.)
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /rulegen ./cmd/rulegen
+
+# Runtime: the iptables tools (both flavours) for the iptables backend and
+# nft for debugging; the nftables backend itself talks netlink.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables nftables conntrack \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /rulegen /usr/local/bin/rulegen
+ENTRYPOINT ["/usr/local/bin/rulegen"]

@@ -1,0 +1,53 @@
+package sync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	authz "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// Permission is one API permission the daemon needs.
+type Permission struct {
+	Verb, Group, Resource string
+}
+
+func (p Permission) String() string {
+	g := p.Group
+	if g == "" {
+		g = "core"
+	}
+	return fmt.Sprintf("%s %s (%s), cluster-wide", p.Verb, p.Resource, g)
+}
+
+// Permissions are exactly what the daemon's informers use; deploy/rbac.yaml
+// grants these and nothing else.
+var Permissions = []Permission{
+	{"list", "", "services"}, {"watch", "", "services"},
+	{"list", "discovery.k8s.io", "endpointslices"}, {"watch", "discovery.k8s.io", "endpointslices"},
+	{"list", "", "nodes"}, {"watch", "", "nodes"},
+}
+
+// CheckPermissions asks the API server (SelfSubjectAccessReview, which every
+// authenticated user may do) whether the daemon's identity has every
+// permission it needs, so that a missing one fails the start with its name
+// instead of leaving a watch retrying forever.
+func CheckPermissions(ctx context.Context, client kubernetes.Interface) error {
+	var missing []error
+	for _, p := range Permissions {
+		r, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authz.SelfSubjectAccessReview{
+			Spec: authz.SelfSubjectAccessReviewSpec{ResourceAttributes: &authz.ResourceAttributes{
+				Verb: p.Verb, Group: p.Group, Resource: p.Resource}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("checking permissions: %w", err)
+		}
+		if !r.Status.Allowed {
+			missing = append(missing, fmt.Errorf("missing permission: %s", p))
+		}
+	}
+	return errors.Join(missing...)
+}
