@@ -1,0 +1,218 @@
+package cluster
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/rulegen/rulegen/test/e2e"
+)
+
+func (e *env) kubectl(args ...string) (string, error) {
+	return e.tp.Node.Run(nil, filepath.Join(KubeBinDir(), "kubectl"), append([]string{"--kubeconfig", e.cp.Kubeconfig}, args...)...)
+}
+
+// TestDeploy validates deploy/ against the real API server (server-side dry
+// run, then a real apply), runs the daemon with the ServiceAccount's token
+// bound by the ClusterRoleBinding, and checks that the ClusterRole is
+// exactly what rulegen needs: without any one of its permissions, rulegen
+// refuses to start and names the missing permission.
+func TestDeploy(t *testing.T) {
+	e := newEnv(t, "nftables")
+	deploy, _ := filepath.Abs("../../deploy")
+	t.Run("kubectl-apply-k-dry-run-server", func(t *testing.T) {
+		if out, err := e.kubectl("apply", "-k", deploy, "--dry-run=server"); err != nil {
+			t.Fatalf("kubectl apply -k deploy/ --dry-run=server: %v\n%s", err, out)
+		} else {
+			t.Logf("%s", out)
+		}
+		// The cleanup Job, for node node-a, as its header says to use it.
+		job, err := os.ReadFile(filepath.Join(deploy, "cleanup-job.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(t.TempDir(), "job.yaml")
+		os.WriteFile(f, []byte(strings.ReplaceAll(string(job), "the-node", "node-a")), 0o644)
+		if out, err := e.kubectl("apply", "-f", f, "--dry-run=server"); err != nil {
+			t.Fatalf("cleanup job: %v\n%s", err, out)
+		}
+	})
+	if out, err := e.kubectl("apply", "-k", deploy); err != nil {
+		t.Fatalf("kubectl apply -k deploy/: %v\n%s", err, out)
+	}
+	tok, err := e.cp.Client.CoreV1().ServiceAccounts("kube-system").CreateToken(e.ctx(), "rulegen",
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	saKubeconfig := e.cp.KubeconfigFor("rulegen-sa", tok.Status.Token)
+
+	t.Run("daemon-syncs-with-the-service-account", func(t *testing.T) {
+		web := e.createService("web", v1.ServiceTypeClusterIP)
+		e.setSlice("web", podA)
+		// The config file of deploy/configmap.yaml, as the DaemonSet mounts it.
+		b, err := os.ReadFile(filepath.Join(deploy, "configmap.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cm v1.ConfigMap
+		if err := yaml.Unmarshal(b, &cm); err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(cfg, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.daemon = e.tp.Node.StartLogged(e.logFile, bins.rulegen, "--kubeconfig", saKubeconfig, "--node-name", "node-a", "--config", cfg)
+		e.answeredBy(addr(web), "pod-a")
+		e.stopDaemon(syscall.SIGTERM)
+	})
+
+	t.Run("each-permission-is-needed", func(t *testing.T) {
+		roles := e.cp.Client.RbacV1().ClusterRoles()
+		orig, err := roles.Get(e.ctx(), "rulegen", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cur, _ := roles.Get(context.Background(), "rulegen", metav1.GetOptions{})
+			cur.Rules = orig.Rules
+			roles.Update(context.Background(), cur, metav1.UpdateOptions{})
+		}()
+		type perm struct{ rule, verb int }
+		var perms []perm
+		for i, r := range orig.Rules {
+			for j := range r.Verbs {
+				perms = append(perms, perm{i, j})
+			}
+		}
+		if len(perms) != 6 {
+			t.Fatalf("the role grants %d permissions; this test expects list+watch on services, endpointslices, nodes", len(perms))
+		}
+		for _, p := range perms {
+			r := orig.Rules[p.rule]
+			verb := r.Verbs[p.verb]
+			name := verb + " " + r.Resources[0]
+			t.Run("without-"+strings.ReplaceAll(name, " ", "-"), func(t *testing.T) {
+				cur, err := roles.Get(e.ctx(), "rulegen", metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				cur.Rules = slices.Clone(orig.Rules)
+				cut := cur.Rules[p.rule].DeepCopy()
+				cut.Verbs = slices.Delete(slices.Clone(cut.Verbs), p.verb, p.verb+1)
+				cur.Rules[p.rule] = *cut
+				if _, err := roles.Update(e.ctx(), cur, metav1.UpdateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				// RBAC changes reach the authorizer through a watch: allow a moment.
+				time.Sleep(300 * time.Millisecond)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.tp.Node.Name, bins.rulegen, "--kubeconfig", saKubeconfig,
+					"--node-name", "node-a", "--healthz-bind-address", "", "--metrics-bind-address", "")
+				out, err := cmd.CombinedOutput()
+				if ctx.Err() != nil {
+					t.Fatalf("rulegen kept running without %s", name)
+				}
+				if err == nil || !strings.Contains(string(out), "missing permission: "+name) {
+					t.Errorf("without %s: want a failed start naming it, got %v:\n%s", name, err, out)
+				}
+			})
+		}
+	})
+}
+
+// TestMigrationFromKubeProxy moves a node from the real kube-proxy (built
+// from the Go module proxy like the API server) to rulegen, as the README
+// describes: rulegen starts beside kube-proxy, kube-proxy stops, rulegen
+// --cleanup-kube-proxy removes its leftovers. An established connection and
+// new connections keep working through every step.
+func TestMigrationFromKubeProxy(t *testing.T) {
+	for _, mode := range []string{"nftables", "iptables"} {
+		t.Run(mode, func(t *testing.T) { testMigration(t, mode) })
+	}
+}
+
+func testMigration(t *testing.T, mode string) {
+	e := newEnv(t, "nftables")
+	if _, err := os.Stat(filepath.Join(KubeBinDir(), "kube-proxy")); err != nil {
+		t.Fatalf("kube-proxy not built: %v (make kube-bins)", err)
+	}
+	web := e.createService("web", v1.ServiceTypeClusterIP)
+	e.setSlice("web", podA, podB, podR)
+	kpLog := filepath.Join(t.TempDir(), "kube-proxy.log")
+	kp := e.tp.Node.StartLogged(kpLog, filepath.Join(KubeBinDir(), "kube-proxy"),
+		"--kubeconfig", e.cp.Kubeconfig, "--hostname-override", "node-a", "--proxy-mode", mode,
+		"--cluster-cidr", e2e.ClusterCIDR, "--conntrack-max-per-core", "0",
+		"--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
+		"--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249", "--v", "1")
+	step := func(what string) {
+		t.Helper()
+		t.Logf("step: %s", what)
+		for i := 0; i < 30; i++ { // new connections, bounded
+			if r := e.probe(e.tp.Client1, addr(web)); !strings.HasPrefix(r, "ok ") {
+				b, _ := os.ReadFile(kpLog)
+				t.Fatalf("%s: a new connection failed: %s\nkube-proxy log tail:\n%s", what, r, tail(string(b), 2000))
+			}
+		}
+	}
+	e.eventually(60*time.Second, "kube-proxy serving the service", func() (bool, string) {
+		r := e.probe(e.tp.Client1, addr(web))
+		return strings.HasPrefix(r, "ok "), r
+	})
+	step("kube-proxy alone")
+
+	hold := exec.Command("ip", "netns", "exec", e.tp.Client1.Name, bins.server, "-hold", "-addr", addr(web), "-for", "12s")
+	var holdOut strings.Builder
+	hold.Stdout = &holdOut
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { hold.Process.Kill(); hold.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+
+	e.startDaemon()
+	e.eventually(20*time.Second, "rulegen synced beside kube-proxy", func() (bool, string) {
+		out, _ := e.tp.Node.Run(nil, "nft", "list", "table", "ip", "rulegen")
+		return strings.Contains(out, addr(web)[:strings.LastIndex(addr(web), ":")]), "no rules yet"
+	})
+	step("kube-proxy and rulegen side by side")
+
+	kp.Process.Signal(syscall.SIGTERM)
+	kp.Wait()
+	step("kube-proxy stopped, its rules still there")
+
+	out, err := e.tp.Node.Run(nil, bins.rulegen, "--cleanup-kube-proxy")
+	if err != nil {
+		t.Fatalf("rulegen --cleanup-kube-proxy: %v\n%s", err, out)
+	}
+	t.Logf("%s", strings.TrimSpace(out))
+	if out, _ := e.tp.Node.Run(nil, "nft", "list", "tables"); strings.Contains(out, "kube-proxy") {
+		t.Errorf("kube-proxy's nftables table is still there:\n%s", out)
+	}
+	if out, _ := e.tp.Node.Run(nil, "iptables-save"); strings.Contains(out, "KUBE-SERVICES") || strings.Contains(out, "KUBE-SVC-") {
+		t.Errorf("kube-proxy's iptables chains are still there")
+	}
+	step("rulegen alone")
+
+	if err := hold.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if r := holdOut.String(); !strings.HasPrefix(r, "connected ") || !strings.Contains(r, "held ") {
+		t.Errorf("the established connection did not survive the migration: %s", r)
+	} else {
+		t.Logf("established connection: %s", strings.ReplaceAll(strings.TrimSpace(r), "\n", "; "))
+	}
+}
