@@ -9,13 +9,16 @@ KUBE_BINS    := $(KUBE_BIN)/kube-apiserver $(KUBE_BIN)/server $(KUBE_BIN)/kube-p
 export RULEGEN_KUBE_BIN := $(KUBE_BIN)
 
 .DEFAULT_GOAL := help
-.PHONY: help build test test-unit deps kube-bins bench bench-apply lint fmt clean
+.PHONY: help build image test test-unit deps kube-bins bench bench-apply lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 build: ## build bin/rulegen
 	$(GO) build -o $(BIN) ./cmd/rulegen
+
+image: ## build the container image rulegen:latest (needs a container engine; there is none on the dev machines)
+	docker build -t rulegen:latest .
 
 deps: ## install missing kernel tools (nft, iptables, conntrack, ip) with apt-get when root
 	@hack/install-deps.sh
