@@ -23,7 +23,8 @@ import (
 
 // sizes are the service counts to measure; RULEGEN_BENCH_SERVICES
 // overrides them (comma-separated), e.g. 10000 for the iptables figures,
-// which take minutes with iptables-nft.
+// which take many minutes with iptables-nft (RULEGEN_BENCH_IPTABLES_MODE=legacy
+// measures iptables-legacy instead).
 func sizes(def ...int) []int {
 	env := os.Getenv("RULEGEN_BENCH_SERVICES")
 	if env == "" {
@@ -77,13 +78,17 @@ func BenchmarkApplyNFTables(b *testing.B) {
 }
 
 func BenchmarkApplyIPTables(b *testing.B) {
-	netnstest.Require(b, "iptables-nft-restore")
+	mode := iptwriter.NFT
+	if os.Getenv("RULEGEN_BENCH_IPTABLES_MODE") == "legacy" {
+		mode = iptwriter.Legacy
+	}
+	netnstest.Require(b, "iptables-"+string(mode)+"-restore")
 	for _, n := range sizes(1000) {
 		full, changed := states(n)
 		a, c := ri.Render(full), ri.Render(changed)
 		ns := netnstest.New(b, "bench-ipt")
 		var w *iptwriter.Writer
-		if err := ns.Do(func() (err error) { w, err = iptwriter.New(rules.IPv4, iptwriter.NFT); return }); err != nil {
+		if err := ns.Do(func() (err error) { w, err = iptwriter.New(rules.IPv4, mode); return }); err != nil {
 			b.Fatal(err)
 		}
 		b.Run(fmt.Sprintf("full/services=%d", n), func(b *testing.B) {

@@ -325,12 +325,10 @@ func (b *batch) full(r *rn.Ruleset) {
 	}
 }
 
-func ruleText(c *rn.Chain, f rules.Family) []string {
-	out := make([]string, len(c.Rules))
-	for i, r := range c.Rules {
-		out[i] = r.String(f)
-	}
-	return out
+// sameRules compares two chains' rules statement by statement (every
+// statement type is a comparable value), without printing them.
+func sameRules(a, b *rn.Chain) bool {
+	return slices.EqualFunc(a.Rules, b.Rules, func(x, y rn.Rule) bool { return slices.Equal(x, y) })
 }
 
 // diff sends what changed from prev to next, ordered so that nothing is
@@ -370,7 +368,7 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 		switch {
 		case !ok:
 			write = append(write, todo{c, b.conn.AddChain(b.chainObj(c))})
-		case !slices.Equal(ruleText(o, f), ruleText(c, f)):
+		case !sameRules(o, c):
 			ch := b.chainObj(c)
 			b.conn.FlushChain(ch)
 			write = append(write, todo{c, ch})
