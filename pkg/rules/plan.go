@@ -192,7 +192,37 @@ func (s *ServicePlan) NeedsExternalChain() bool {
 // NewPlan decides everything for one family: which service ports have rules,
 // which endpoints each policy uses, and where nodePorts open.
 func NewPlan(st *State, cfg *Config, fam Family) *Plan {
-	p := &Plan{Family: fam, MasqueradeAll: cfg.MasqueradeAll}
+	return NewPlanner(fam).Plan(st, cfg)
+}
+
+// Planner plans one family again and again (the daemon's syncs), reusing
+// the plan of every service port that did not change since the previous
+// call: same State generation for its service, same node configuration,
+// and no destination conflict. A reused plan is the same *ServicePlan, so
+// the renderers can reuse what they made of it too; the cost of a sync then
+// grows with what changed, not with the number of services.
+type Planner struct {
+	fam    Family
+	cfgKey string
+	cache  map[ServicePortName]planEntry
+}
+
+type planEntry struct {
+	gen     uint64
+	plan    *ServicePlan // nil: the port has nothing in this family
+	trimmed bool         // lost a destination to a conflict: always re-plan
+}
+
+// NewPlanner returns a planner for one family.
+func NewPlanner(fam Family) *Planner { return &Planner{fam: fam} }
+
+// Plan returns the plan for the current state.
+func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
+	fam := pl.fam
+	if key := fmt.Sprintf("%+v|%v|%v|%v", cfg.Node, cfg.NodePortAddresses, cfg.ClusterCIDRs, cfg.MasqueradeAll); key != pl.cfgKey {
+		pl.cfgKey, pl.cache = key, nil
+	}
+	p := &Plan{Family: fam, MasqueradeAll: cfg.MasqueradeAll, Services: make([]*ServicePlan, 0, len(pl.cache))}
 	for _, c := range cfg.ClusterCIDRs {
 		if FamilyOf(c.Addr()) == fam {
 			p.ClusterCIDR = c.Masked()
@@ -208,12 +238,27 @@ func NewPlan(st *State, cfg *Config, fam Family) *Plan {
 		p.NodePortIPs = append(p.NodePortIPs, ip)
 	}
 	slices.SortFunc(p.NodePortIPs, netip.Addr.Compare)
-	claims := claims{owner: map[claimKey]ServicePortName{}}
-	for _, sp := range st.Ports() {
-		if s := planService(st, cfg, p, sp, claims); s != nil {
+	ports := st.Ports()
+	claims := claims{owner: make(map[claimKey]ServicePortName, len(ports)+len(ports)/4)}
+	next := make(map[ServicePortName]planEntry, len(ports))
+	for _, sp := range ports {
+		gen := st.Gen(sp.Name.ServiceKey)
+		if e, ok := pl.cache[sp.Name]; ok && e.gen == gen && !e.trimmed && (e.plan == nil || claims.free(e.plan)) {
+			if e.plan != nil {
+				claims.claim(e.plan)
+				p.Services = append(p.Services, e.plan)
+			}
+			next[sp.Name] = e
+			continue
+		}
+		before := len(p.Conflicts)
+		s := planService(st, cfg, p, sp, claims)
+		next[sp.Name] = planEntry{gen: gen, plan: s, trimmed: len(p.Conflicts) > before}
+		if s != nil {
 			p.Services = append(p.Services, s)
 		}
 	}
+	pl.cache = next
 	return p
 }
 
@@ -225,6 +270,43 @@ type claimKey struct {
 }
 
 type claims struct{ owner map[claimKey]ServicePortName }
+
+// eachDest calls f with each of a plan's destinations as a claim key,
+// until f returns false.
+func (s *ServicePlan) eachDest(f func(claimKey) bool) {
+	if s.ClusterIP.IsValid() && !f(claimKey{s.ClusterIP, s.Name.Protocol, s.Port}) {
+		return
+	}
+	for _, ip := range s.ExtIPs {
+		if !f(claimKey{ip, s.Name.Protocol, s.Port}) {
+			return
+		}
+	}
+	for _, ip := range s.LBIPs {
+		if !f(claimKey{ip, s.Name.Protocol, s.Port}) {
+			return
+		}
+	}
+	if s.HasNodePort {
+		f(claimKey{netip.Addr{}, s.Name.Protocol, s.NodePort})
+	}
+}
+
+// free reports whether none of a plan's destinations is taken yet.
+func (c claims) free(s *ServicePlan) bool {
+	free := true
+	s.eachDest(func(k claimKey) bool {
+		_, taken := c.owner[k]
+		free = !taken
+		return free
+	})
+	return free
+}
+
+// claim takes every destination of a plan (known to be free).
+func (c claims) claim(s *ServicePlan) {
+	s.eachDest(func(k claimKey) bool { c.owner[k] = s.Name; return true })
+}
 
 // take claims the destinations of s, removing from s those another port
 // already holds, and reports each as a conflict.

@@ -89,3 +89,43 @@ func TestHashStable(t *testing.T) {
 		t.Errorf("Hash length %d", got)
 	}
 }
+
+func TestPlannerReusesUnchangedServices(t *testing.T) {
+	st := NewState()
+	cfg := &Config{Node: Node{Name: "n"}}
+	svc := func(name, ext string) {
+		key := ServiceKey{"ns", name}
+		st.SetService(key, []*ServicePort{{Name: ServicePortName{ServiceKey: key, Protocol: TCP},
+			ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0." + map[string]string{"a": "1", "b": "2", "c": "3"}[name])},
+			Port:       80, ExternalIPs: []netip.Addr{netip.MustParseAddr(ext)}}})
+	}
+	svc("a", "172.16.0.1")
+	svc("b", "172.16.0.1") // conflicts with a on the external IP
+	svc("c", "172.16.0.3")
+	pl := NewPlanner(IPv4)
+	p1 := pl.Plan(st, cfg)
+	if len(p1.Conflicts) != 1 || len(p1.Services[1].ExtIPs) != 0 {
+		t.Fatalf("b should lose the external IP: %v", p1.Conflicts)
+	}
+	p2 := pl.Plan(st, cfg)
+	if p2.Services[0] != p1.Services[0] || p2.Services[2] != p1.Services[2] {
+		t.Error("unchanged services were planned again")
+	}
+	if p2.Services[1] == p1.Services[1] {
+		t.Error("a service that lost a destination must be re-planned")
+	}
+	svc("c", "172.16.0.4")
+	p3 := pl.Plan(st, cfg)
+	if p3.Services[2] == p2.Services[2] || p3.Services[0] != p2.Services[0] {
+		t.Error("only the changed service must be planned again")
+	}
+	st.DeleteService(ServiceKey{"ns", "a"})
+	p4 := pl.Plan(st, cfg)
+	if len(p4.Conflicts) != 0 || len(p4.Services[0].ExtIPs) != 1 {
+		t.Errorf("with a gone, b gets the external IP back: %+v", p4.Services[0].ExtIPs)
+	}
+	cfg.MasqueradeAll = true
+	if p5 := pl.Plan(st, cfg); p5.Services[1] == p4.Services[1] {
+		t.Error("a config change must re-plan everything")
+	}
+}

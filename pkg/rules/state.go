@@ -11,16 +11,32 @@ import (
 type State struct {
 	services map[ServiceKey][]*ServicePort
 	slices   map[ServiceKey]map[string]*Slice
+	// gen counts changes per service (its ports or its slices), so that a
+	// Planner can reuse what it planned for an unchanged service.
+	gen     map[ServiceKey]uint64
+	counter uint64
+	sorted  []*ServicePort // Ports(), cached until the set of ports changes
 }
 
 // NewState returns an empty State.
 func NewState() *State {
-	return &State{services: map[ServiceKey][]*ServicePort{}, slices: map[ServiceKey]map[string]*Slice{}}
+	return &State{services: map[ServiceKey][]*ServicePort{}, slices: map[ServiceKey]map[string]*Slice{}, gen: map[ServiceKey]uint64{}}
 }
+
+func (s *State) touch(key ServiceKey) {
+	s.counter++
+	s.gen[key] = s.counter
+}
+
+// Gen returns a number that changes whenever the service or one of its
+// EndpointSlices changes.
+func (s *State) Gen(key ServiceKey) uint64 { return s.gen[key] }
 
 // SetService records the ports of a service, replacing any earlier version.
 // Setting no ports removes the service.
 func (s *State) SetService(key ServiceKey, ports []*ServicePort) {
+	s.touch(key)
+	s.sorted = nil
 	if len(ports) == 0 {
 		delete(s.services, key)
 		return
@@ -29,10 +45,15 @@ func (s *State) SetService(key ServiceKey, ports []*ServicePort) {
 }
 
 // DeleteService forgets a service (its EndpointSlices stay until deleted).
-func (s *State) DeleteService(key ServiceKey) { delete(s.services, key) }
+func (s *State) DeleteService(key ServiceKey) {
+	s.touch(key)
+	s.sorted = nil
+	delete(s.services, key)
+}
 
 // SetSlice records an EndpointSlice, replacing any earlier version of it.
 func (s *State) SetSlice(sl *Slice) {
+	s.touch(sl.Service)
 	m := s.slices[sl.Service]
 	if m == nil {
 		m = map[string]*Slice{}
@@ -43,6 +64,7 @@ func (s *State) SetSlice(sl *Slice) {
 
 // DeleteSlice forgets an EndpointSlice of a service.
 func (s *State) DeleteSlice(svc ServiceKey, name string) {
+	s.touch(svc)
 	if m := s.slices[svc]; m != nil {
 		delete(m, name)
 		if len(m) == 0 {
@@ -51,8 +73,12 @@ func (s *State) DeleteSlice(svc ServiceKey, name string) {
 	}
 }
 
-// Ports returns every service port, sorted by name.
+// Ports returns every service port, sorted by name. The slice is shared:
+// callers must not modify it.
 func (s *State) Ports() []*ServicePort {
+	if s.sorted != nil {
+		return s.sorted
+	}
 	n := 0
 	for _, ps := range s.services {
 		n += len(ps)
@@ -62,6 +88,7 @@ func (s *State) Ports() []*ServicePort {
 		out = append(out, ps...)
 	}
 	slices.SortFunc(out, func(a, b *ServicePort) int { return comparePortNames(a.Name, b.Name) })
+	s.sorted = out
 	return out
 }
 

@@ -45,6 +45,7 @@ type Options struct {
 // (run by a Runner, never concurrently) renders and applies.
 type Proxier struct {
 	opts      Options
+	renderer  *Renderer
 	kernel    Kernel
 	conntrack Conntrack
 	metrics   *Metrics
@@ -78,7 +79,7 @@ func NewProxier(opts Options, kernel Kernel, ct Conntrack, m *Metrics, hc *Healt
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Proxier{opts: opts, kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
+	return &Proxier{opts: opts, renderer: NewRenderer(opts.Backend), kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
 		request: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs},
 		reported: map[string]string{}, applied: map[rules.Family]*Desired{}}
 }
@@ -207,7 +208,7 @@ func (p *Proxier) Sync() error {
 	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, MasqueradeAll: p.opts.MasqueradeAll}
 	var desired []*Desired
 	for _, f := range p.families() {
-		desired = append(desired, Render(p.state, cfg, p.opts.Backend, f))
+		desired = append(desired, p.renderer.Render(p.state, cfg, f))
 	}
 	triggers := p.triggers
 	p.triggers = nil

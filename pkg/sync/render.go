@@ -52,3 +52,38 @@ func Render(st *rules.State, cfg *rules.Config, b Backend, fam rules.Family) *De
 	}
 	return d
 }
+
+// Renderer renders repeatedly for the daemon: it keeps a rules.Planner and
+// an nftables renderer per family, so that a sync re-plans and re-renders
+// only the services that changed. Not safe for concurrent use.
+type Renderer struct {
+	backend  Backend
+	planners map[rules.Family]*rules.Planner
+	nft      map[rules.Family]*nftables.Renderer
+}
+
+// NewRenderer returns a renderer for a backend.
+func NewRenderer(b Backend) *Renderer {
+	return &Renderer{backend: b, planners: map[rules.Family]*rules.Planner{}, nft: map[rules.Family]*nftables.Renderer{}}
+}
+
+// Render is like the package's Render, reusing unchanged services.
+func (r *Renderer) Render(st *rules.State, cfg *rules.Config, fam rules.Family) *Desired {
+	pl := r.planners[fam]
+	if pl == nil {
+		pl = rules.NewPlanner(fam)
+		r.planners[fam] = pl
+	}
+	d := &Desired{Plan: pl.Plan(st, cfg)}
+	if r.backend == IPTables {
+		d.IPTables = iptables.Render(d.Plan)
+		return d
+	}
+	nr := r.nft[fam]
+	if nr == nil {
+		nr = nftables.NewRenderer()
+		r.nft[fam] = nr
+	}
+	d.NFTables = nr.Render(d.Plan)
+	return d
+}

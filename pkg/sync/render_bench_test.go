@@ -26,3 +26,23 @@ func BenchmarkRender(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRenderOneChange measures what a partial sync renders after one
+// endpoint change among n services x 10 endpoints: the daemon's Renderer
+// re-plans and re-renders only the changed service.
+func BenchmarkRenderOneChange(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		for _, be := range []Backend{NFTables, IPTables} {
+			b.Run(fmt.Sprintf("%s/services=%d", be, n), func(b *testing.B) {
+				st, cfg := rulestest.Scale(n, 10)
+				r := NewRenderer(be)
+				r.Render(st, cfg, rules.IPv4)
+				b.ReportAllocs()
+				for b.Loop() {
+					rulestest.DropEndpoint(st, n/2)
+					r.Render(st, cfg, rules.IPv4)
+				}
+			})
+		}
+	}
+}

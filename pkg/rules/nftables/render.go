@@ -92,7 +92,30 @@ func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen
 
 // Render turns a plan into rulegen's table for the plan's family. It is a
 // pure function: the same plan always gives the same ruleset.
-func Render(p *rules.Plan) *Ruleset {
+func Render(p *rules.Plan) *Ruleset { return NewRenderer().Render(p) }
+
+// Renderer renders plans again and again (the daemon's syncs), reusing the
+// chains and elements it made for every *ServicePlan it sees again (a
+// rules.Planner hands out the same *ServicePlan for an unchanged service).
+// The output is identical to Render's.
+type Renderer struct {
+	cache  map[*rules.ServicePlan]*fragment
+	chains int // how many chains the last render had (to size the next)
+}
+
+// NewRenderer returns a renderer with an empty cache.
+func NewRenderer() *Renderer { return &Renderer{} }
+
+// fragment is what one service port contributes to the table.
+type fragment struct {
+	clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts *Set
+	affinity                                                      []*Set
+	chains                                                        []*Chain
+}
+
+// Render renders a plan.
+func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
+	next := make(map[*rules.ServicePlan]*fragment, len(p.Services))
 	r := &Ruleset{Family: p.Family}
 	clusterIPs := &Set{Name: SetClusterIPs, Key: KeyAddr}
 	nodePortIPs := &Set{Name: SetNodePortIPs, Key: KeyAddr}
@@ -106,147 +129,22 @@ func Render(p *rules.Plan) *Ruleset {
 	var affinity []*Set
 	var svcChains []*Chain
 
-	masq := Rule{Verdict{Kind: Jump, Chain: ChainMarkMasq}}
 	for _, s := range p.Services {
-		name := s.Name
-		proto := name.Protocol
-		internal := ClusterChain(name)
-		if s.InternalPolicyLocal {
-			internal = LocalChain(name)
+		f := rd.cache[s]
+		if f == nil {
+			f = renderService(p, s)
 		}
-		add := func(m *Set, ip netip.Addr, port int32, v Verdict) {
-			m.Elements = append(m.Elements, Element{Addr: ip, Proto: proto, Port: uint16(port), Verdict: v})
-		}
-		addFilter := func(m *Set, ip netip.Addr, port int32, v rules.Verdict) {
-			switch v {
-			case rules.Reject:
-				add(m, ip, port, Verdict{Kind: Goto, Chain: ChainReject})
-			case rules.Drop:
-				add(m, ip, port, Verdict{Kind: Drop})
-			}
-		}
-
-		// Destinations.
-		if s.ClusterIP.IsValid() {
-			clusterIPs.Elements = append(clusterIPs.Elements, Element{Addr: s.ClusterIP})
-			if len(s.InternalEndpoints()) > 0 {
-				add(serviceIPs, s.ClusterIP, s.Port, Verdict{Kind: Goto, Chain: internal})
-			}
-			addFilter(filterIPs, s.ClusterIP, s.Port, s.InternalVerdict())
-		}
-		ext := Verdict{Kind: Goto, Chain: ExternalChain(name)}
-		if s.NeedsExternalChain() {
-			for _, ip := range s.ExtIPs {
-				add(serviceIPs, ip, s.Port, ext)
-			}
-			lb := ext
-			if s.Firewalled {
-				lb = Verdict{Kind: Goto, Chain: FirewallChain(name)}
-			}
-			for _, ip := range s.LBIPs {
-				add(serviceIPs, ip, s.Port, lb)
-			}
-			if s.HasNodePort {
-				add(nodePorts, netip.Addr{}, s.NodePort, ext)
-			}
-		}
-		for _, ip := range s.ExtIPs {
-			addFilter(filterIPs, ip, s.Port, s.ExternalVerdict())
-		}
-		for _, ip := range s.LBIPs {
-			addFilter(filterIPs, ip, s.Port, s.LBVerdict())
-		}
-		if s.HasNodePort {
-			addFilter(filterNodePorts, netip.Addr{}, s.NodePort, s.ExternalVerdict())
-		}
-
-		// Chains.
-		masqFromOutside := func() Rule {
-			if !s.ClusterIP.IsValid() {
-				return nil
-			}
-			daddr := AddrMatch{Prefix: hostPrefix(s.ClusterIP)}
-			switch {
-			case p.MasqueradeAll:
-				return Rule{daddr, Verdict{Kind: Jump, Chain: ChainMarkMasq}}
-			case p.ClusterCIDR.IsValid():
-				return Rule{daddr, AddrMatch{Src: true, Prefix: p.ClusterCIDR, Negate: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}}
-			}
-			return nil
-		}
-		used := s.UsedEndpoints()
-		epNames := make(map[netip.AddrPort]string, len(used))
-		for _, e := range used {
-			epNames[endpointID(e)] = EndpointChain(name, e)
-		}
-		dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) *Chain {
-			c := &Chain{Name: chain}
-			if isInternal {
-				if m := masqFromOutside(); m != nil {
-					c.Rules = append(c.Rules, m)
-				}
-			}
-			targets := make([]string, len(eps))
-			for i, e := range eps {
-				targets[i] = epNames[endpointID(e)]
-				if s.AffinitySeconds > 0 {
-					c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: targets[i]}})
-				}
-			}
-			for i, target := range targets {
-				if left := len(targets) - i; left > 1 {
-					c.Rules = append(c.Rules, Rule{NumgenZero{Mod: left}, Verdict{Kind: Goto, Chain: target}})
-				} else {
-					c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: target}})
-				}
-			}
-			return c
-		}
-		if s.NeedsClusterChain() {
-			svcChains = append(svcChains, dispatch(ClusterChain(name), s.ClusterEndpoints, !s.InternalPolicyLocal))
-		}
-		if s.NeedsLocalChain() {
-			svcChains = append(svcChains, dispatch(LocalChain(name), s.LocalEndpoints, s.InternalPolicyLocal))
-		}
-		if s.NeedsExternalChain() {
-			c := &Chain{Name: ExternalChain(name)}
-			if !s.ExternalPolicyLocal {
-				c.Rules = append(c.Rules, masq, Rule{Verdict{Kind: Goto, Chain: ClusterChain(name)}})
-			} else {
-				if s.ShortCircuit() {
-					if p.ClusterCIDR.IsValid() {
-						c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: p.ClusterCIDR}, Verdict{Kind: Goto, Chain: internal}})
-					}
-					c.Rules = append(c.Rules,
-						Rule{FibLocal{Src: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}},
-						Rule{FibLocal{Src: true}, Verdict{Kind: Goto, Chain: internal}})
-				}
-				if len(s.LocalEndpoints) > 0 {
-					c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: LocalChain(name)}})
-				}
-			}
-			svcChains = append(svcChains, c)
-			if s.Firewalled {
-				fw := &Chain{Name: FirewallChain(name)}
-				for _, rg := range s.Ranges {
-					fw.Rules = append(fw.Rules, Rule{AddrMatch{Src: true, Prefix: rg}, Verdict{Kind: Goto, Chain: ExternalChain(name)}})
-				}
-				svcChains = append(svcChains, fw)
-			}
-		}
-		// Endpoint chains, one per endpoint used by any policy.
-		for _, e := range used {
-			c := &Chain{Name: epNames[endpointID(e)]}
-			c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: hostPrefix(e.IP)}, Verdict{Kind: Jump, Chain: ChainMarkMasq}})
-			if s.AffinitySeconds > 0 {
-				set := AffinitySet(name, e)
-				affinity = append(affinity, &Set{Name: set, Key: KeyAddr, Timeout: s.AffinitySeconds})
-				c.Rules = append(c.Rules, Rule{UpdateSet{Set: set}})
-			}
-			c.Rules = append(c.Rules, Rule{L4Proto{Proto: proto}, DNAT{Addr: e.IP, Port: uint16(e.Port)}})
-			svcChains = append(svcChains, c)
-		}
+		next[s] = f
+		clusterIPs.Elements = append(clusterIPs.Elements, f.clusterIPs.Elements...)
+		serviceIPs.Elements = append(serviceIPs.Elements, f.serviceIPs.Elements...)
+		nodePorts.Elements = append(nodePorts.Elements, f.nodePorts.Elements...)
+		filterIPs.Elements = append(filterIPs.Elements, f.filterIPs.Elements...)
+		filterNodePorts.Elements = append(filterNodePorts.Elements, f.filterNodePorts.Elements...)
+		affinity = append(affinity, f.affinity...)
+		svcChains = append(svcChains, f.chains...)
 	}
+	rd.cache = next
+	rd.chains = len(svcChains)
 
 	for _, s := range []*Set{clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts} {
 		slices.SortFunc(s.Elements, compareElements)
@@ -298,4 +196,152 @@ func compareElements(a, b Element) int {
 		return c
 	}
 	return cmp.Compare(a.Port, b.Port)
+}
+
+// renderService renders one service port's chains and elements.
+func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
+	clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts := &Set{}, &Set{}, &Set{}, &Set{}, &Set{}
+	var affinity []*Set
+	var svcChains []*Chain
+	masq := Rule{Verdict{Kind: Jump, Chain: ChainMarkMasq}}
+	name := s.Name
+	proto := name.Protocol
+	internal := ClusterChain(name)
+	if s.InternalPolicyLocal {
+		internal = LocalChain(name)
+	}
+	add := func(m *Set, ip netip.Addr, port int32, v Verdict) {
+		m.Elements = append(m.Elements, Element{Addr: ip, Proto: proto, Port: uint16(port), Verdict: v})
+	}
+	addFilter := func(m *Set, ip netip.Addr, port int32, v rules.Verdict) {
+		switch v {
+		case rules.Reject:
+			add(m, ip, port, Verdict{Kind: Goto, Chain: ChainReject})
+		case rules.Drop:
+			add(m, ip, port, Verdict{Kind: Drop})
+		}
+	}
+
+	// Destinations.
+	if s.ClusterIP.IsValid() {
+		clusterIPs.Elements = append(clusterIPs.Elements, Element{Addr: s.ClusterIP})
+		if len(s.InternalEndpoints()) > 0 {
+			add(serviceIPs, s.ClusterIP, s.Port, Verdict{Kind: Goto, Chain: internal})
+		}
+		addFilter(filterIPs, s.ClusterIP, s.Port, s.InternalVerdict())
+	}
+	ext := Verdict{Kind: Goto, Chain: ExternalChain(name)}
+	if s.NeedsExternalChain() {
+		for _, ip := range s.ExtIPs {
+			add(serviceIPs, ip, s.Port, ext)
+		}
+		lb := ext
+		if s.Firewalled {
+			lb = Verdict{Kind: Goto, Chain: FirewallChain(name)}
+		}
+		for _, ip := range s.LBIPs {
+			add(serviceIPs, ip, s.Port, lb)
+		}
+		if s.HasNodePort {
+			add(nodePorts, netip.Addr{}, s.NodePort, ext)
+		}
+	}
+	for _, ip := range s.ExtIPs {
+		addFilter(filterIPs, ip, s.Port, s.ExternalVerdict())
+	}
+	for _, ip := range s.LBIPs {
+		addFilter(filterIPs, ip, s.Port, s.LBVerdict())
+	}
+	if s.HasNodePort {
+		addFilter(filterNodePorts, netip.Addr{}, s.NodePort, s.ExternalVerdict())
+	}
+
+	// Chains.
+	masqFromOutside := func() Rule {
+		if !s.ClusterIP.IsValid() {
+			return nil
+		}
+		daddr := AddrMatch{Prefix: hostPrefix(s.ClusterIP)}
+		switch {
+		case p.MasqueradeAll:
+			return Rule{daddr, Verdict{Kind: Jump, Chain: ChainMarkMasq}}
+		case p.ClusterCIDR.IsValid():
+			return Rule{daddr, AddrMatch{Src: true, Prefix: p.ClusterCIDR, Negate: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}}
+		}
+		return nil
+	}
+	used := s.UsedEndpoints()
+	epNames := make(map[netip.AddrPort]string, len(used))
+	for _, e := range used {
+		epNames[endpointID(e)] = EndpointChain(name, e)
+	}
+	dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) *Chain {
+		c := &Chain{Name: chain}
+		if isInternal {
+			if m := masqFromOutside(); m != nil {
+				c.Rules = append(c.Rules, m)
+			}
+		}
+		targets := make([]string, len(eps))
+		for i, e := range eps {
+			targets[i] = epNames[endpointID(e)]
+			if s.AffinitySeconds > 0 {
+				c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: targets[i]}})
+			}
+		}
+		for i, target := range targets {
+			if left := len(targets) - i; left > 1 {
+				c.Rules = append(c.Rules, Rule{NumgenZero{Mod: left}, Verdict{Kind: Goto, Chain: target}})
+			} else {
+				c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: target}})
+			}
+		}
+		return c
+	}
+	if s.NeedsClusterChain() {
+		svcChains = append(svcChains, dispatch(ClusterChain(name), s.ClusterEndpoints, !s.InternalPolicyLocal))
+	}
+	if s.NeedsLocalChain() {
+		svcChains = append(svcChains, dispatch(LocalChain(name), s.LocalEndpoints, s.InternalPolicyLocal))
+	}
+	if s.NeedsExternalChain() {
+		c := &Chain{Name: ExternalChain(name)}
+		if !s.ExternalPolicyLocal {
+			c.Rules = append(c.Rules, masq, Rule{Verdict{Kind: Goto, Chain: ClusterChain(name)}})
+		} else {
+			if s.ShortCircuit() {
+				if p.ClusterCIDR.IsValid() {
+					c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: p.ClusterCIDR}, Verdict{Kind: Goto, Chain: internal}})
+				}
+				c.Rules = append(c.Rules,
+					Rule{FibLocal{Src: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}},
+					Rule{FibLocal{Src: true}, Verdict{Kind: Goto, Chain: internal}})
+			}
+			if len(s.LocalEndpoints) > 0 {
+				c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: LocalChain(name)}})
+			}
+		}
+		svcChains = append(svcChains, c)
+		if s.Firewalled {
+			fw := &Chain{Name: FirewallChain(name)}
+			for _, rg := range s.Ranges {
+				fw.Rules = append(fw.Rules, Rule{AddrMatch{Src: true, Prefix: rg}, Verdict{Kind: Goto, Chain: ExternalChain(name)}})
+			}
+			svcChains = append(svcChains, fw)
+		}
+	}
+	// Endpoint chains, one per endpoint used by any policy.
+	for _, e := range used {
+		c := &Chain{Name: epNames[endpointID(e)]}
+		c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: hostPrefix(e.IP)}, Verdict{Kind: Jump, Chain: ChainMarkMasq}})
+		if s.AffinitySeconds > 0 {
+			set := AffinitySet(name, e)
+			affinity = append(affinity, &Set{Name: set, Key: KeyAddr, Timeout: s.AffinitySeconds})
+			c.Rules = append(c.Rules, Rule{UpdateSet{Set: set}})
+		}
+		c.Rules = append(c.Rules, Rule{L4Proto{Proto: proto}, DNAT{Addr: e.IP, Port: uint16(e.Port)}})
+		svcChains = append(svcChains, c)
+	}
+	return &fragment{clusterIPs: clusterIPs, serviceIPs: serviceIPs, nodePorts: nodePorts, filterIPs: filterIPs,
+		filterNodePorts: filterNodePorts, affinity: affinity, chains: svcChains}
 }

@@ -24,7 +24,7 @@ func Scale(n, e int) (*rules.State, *rules.Config) {
 			TargetPort: "8080",
 		}
 		if i%4 == 0 {
-			p.NodePort = int32(30000 + i%2768)
+			p.NodePort = int32(30000 + (i/4)%2768) // unique up to 11,072 NodePort services
 		}
 		sl := &rules.Slice{Name: key.Name + "-1", Service: key, Family: rules.IPv4,
 			Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}

@@ -368,7 +368,7 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 		switch {
 		case !ok:
 			write = append(write, todo{c, b.conn.AddChain(b.chainObj(c))})
-		case !sameRules(o, c):
+		case o != c && !sameRules(o, c): // a chain reused by the renderer is unchanged
 			ch := b.chainObj(c)
 			b.conn.FlushChain(ch)
 			write = append(write, todo{c, ch})
