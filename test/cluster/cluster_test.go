@@ -24,20 +24,14 @@ import (
 var bins struct{ rulegen, server string }
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "rulegen-cluster-")
+	b, err := e2e.BuildBinaries()
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	bins.rulegen = filepath.Join(dir, "rulegen")
-	bins.server = filepath.Join(dir, "testserver")
-	for out, pkg := range map[string]string{bins.rulegen: "../../cmd/rulegen", bins.server: "../e2e/testserver"} {
-		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
-			os.Exit(1)
-		}
-	}
+	bins.rulegen, bins.server = b.Rulegen, b.Server
 	code := m.Run()
-	os.RemoveAll(dir)
+	b.Remove()
 	os.Exit(code)
 }
 
@@ -93,17 +87,7 @@ func (e *env) startDaemon(extra ...string) {
 	e.daemon = e.tp.Node.StartLogged(e.logFile, bins.rulegen, args...)
 }
 
-func (e *env) stopDaemon(sig syscall.Signal) {
-	e.daemon.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { e.daemon.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		e.daemon.Process.Kill()
-		<-done
-	}
-}
+func (e *env) stopDaemon(sig syscall.Signal) { netnstest.Stop(e.daemon, sig, 10*time.Second) }
 
 func (e *env) dumpLog() {
 	b, _ := os.ReadFile(e.logFile)

@@ -136,15 +136,7 @@ func (cp *ControlPlane) WaitReady() {
 
 // StopAPIServer stops kube-apiserver (by PID); StartAPIServer starts it again.
 func (cp *ControlPlane) StopAPIServer() {
-	cp.apiserver.Process.Signal(syscall.SIGKILL) // as a crash: no goodbye to the watchers
-	done := make(chan struct{})
-	go func() { cp.apiserver.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		cp.apiserver.Process.Kill()
-		<-done
-	}
+	netnstest.Stop(cp.apiserver, syscall.SIGKILL, 15*time.Second) // as a crash: no goodbye to the watchers
 }
 
 // StartAPIServer restarts kube-apiserver after StopAPIServer and waits until ready.

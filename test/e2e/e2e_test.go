@@ -17,20 +17,14 @@ import (
 var bins struct{ rulegen, server string }
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "rulegen-e2e-")
+	b, err := BuildBinaries()
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	bins.rulegen = filepath.Join(dir, "rulegen")
-	bins.server = filepath.Join(dir, "testserver")
-	for out, pkg := range map[string]string{bins.rulegen: "../../cmd/rulegen", bins.server: "./testserver"} {
-		if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", pkg, err, b)
-			os.Exit(1)
-		}
-	}
+	bins.rulegen, bins.server = b.Rulegen, b.Server
 	code := m.Run()
-	os.RemoveAll(dir)
+	b.Remove()
 	os.Exit(code)
 }
 

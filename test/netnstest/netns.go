@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -243,4 +244,18 @@ func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, 
 		return err
 	})
 	return c, err
+}
+
+// Stop signals a command started by Start (by its PID) and waits for it to
+// exit, killing it if it has not within timeout.
+func Stop(cmd *exec.Cmd, sig os.Signal, timeout time.Duration) {
+	cmd.Process.Signal(sig)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		<-done
+	}
 }

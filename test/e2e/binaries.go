@@ -1,0 +1,35 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// Binaries are the programs the kernel and cluster suites run: rulegen
+// itself and the test server/client.
+type Binaries struct {
+	Rulegen, Server string
+	dir             string
+}
+
+// BuildBinaries builds rulegen and the test server into a temporary
+// directory (for a TestMain); Remove deletes it.
+func BuildBinaries() (*Binaries, error) {
+	dir, err := os.MkdirTemp("", "rulegen-test-bin-")
+	if err != nil {
+		return nil, err
+	}
+	b := &Binaries{Rulegen: filepath.Join(dir, "rulegen"), Server: filepath.Join(dir, "testserver"), dir: dir}
+	for out, pkg := range map[string]string{b.Rulegen: "github.com/rulegen/rulegen/cmd/rulegen", b.Server: "github.com/rulegen/rulegen/test/e2e/testserver"} {
+		if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
+		}
+	}
+	return b, nil
+}
+
+// Remove deletes the binaries.
+func (b *Binaries) Remove() { os.RemoveAll(b.dir) }
