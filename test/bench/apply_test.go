@@ -16,6 +16,7 @@ import (
 	ri "github.com/rulegen/rulegen/pkg/rules/iptables"
 	rn "github.com/rulegen/rulegen/pkg/rules/nftables"
 	"github.com/rulegen/rulegen/pkg/rules/rulestest"
+	"github.com/rulegen/rulegen/pkg/sync"
 	"github.com/rulegen/rulegen/pkg/sync/iptwriter"
 	"github.com/rulegen/rulegen/pkg/sync/nftwriter"
 	"github.com/rulegen/rulegen/test/netnstest"
@@ -72,6 +73,31 @@ func BenchmarkApplyNFTables(b *testing.B) {
 					b.Fatalf("incremental apply: %+v %v", st, err)
 				}
 				i++
+			}
+		})
+	}
+}
+
+// BenchmarkDaemonOneChange is a daemon's partial sync after one endpoint
+// change, end to end but for the API: the daemon's Renderer (which reuses
+// unchanged services) plus the nftables writer's incremental transaction.
+func BenchmarkDaemonOneChange(b *testing.B) {
+	netnstest.Require(b, "nft")
+	for _, n := range sizes(1000, 10000) {
+		st, cfg := rulestest.Scale(n, 10)
+		ns := netnstest.New(b, "bench-daemon")
+		w := nftwriter.New(ns.Fd())
+		r := sync.NewRenderer(sync.NFTables)
+		if _, err := w.Apply(r.Render(st, cfg, rules.IPv4).NFTables); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				rulestest.DropEndpoint(st, n/2)
+				s, err := w.Apply(r.Render(st, cfg, rules.IPv4).NFTables)
+				if err != nil || s.Full {
+					b.Fatalf("%+v %v", s, err)
+				}
 			}
 		})
 	}
