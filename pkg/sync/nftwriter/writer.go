@@ -339,8 +339,14 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 	for _, s := range prev.Sets {
 		oldSets[s.Name] = s
 	}
-	oldChains := map[string]*rn.Chain{}
-	for _, c := range prev.Chains {
+	// Chains come grouped by service in service order, and the renderer
+	// reuses the *Chain of every unchanged service: the runs at both ends
+	// where the two lists hold the same pointers are unchanged, and only
+	// the window between them needs comparing by name. One changed service
+	// makes that window a handful of chains, whatever the table's size.
+	prevWin, nextWin := changedWindow(prev.Chains, next.Chains)
+	oldChains := make(map[string]*rn.Chain, len(prevWin))
+	for _, c := range prevWin {
 		oldChains[c.Name] = c
 	}
 	// 1. New sets (their elements come after the new chains).
@@ -361,8 +367,8 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 		ch *gnft.Chain
 	}
 	var write []todo
-	newChains := map[string]bool{}
-	for _, c := range next.Chains {
+	newChains := make(map[string]bool, len(nextWin))
+	for _, c := range nextWin {
 		newChains[c.Name] = true
 		o, ok := oldChains[c.Name]
 		switch {
@@ -398,7 +404,7 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 	}
 	// 5. Stale chains: flush all, then delete all (they may jump to each other).
 	var stale []*gnft.Chain
-	for _, c := range prev.Chains {
+	for _, c := range prevWin {
 		if !newChains[c.Name] {
 			ch := b.chainObj(c)
 			b.conn.FlushChain(ch)
@@ -416,9 +422,28 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 	}
 }
 
+// changedWindow trims the common prefix and suffix (same pointers) of two
+// lists and returns what is left of each.
+func changedWindow[T comparable](a, b []T) ([]T, []T) {
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	j := 0
+	for j < len(a)-i && j < len(b)-i && a[len(a)-1-j] == b[len(b)-1-j] {
+		j++
+	}
+	return a[i : len(a)-j], b[i : len(b)-j]
+}
+
 // elementDiff returns the elements to delete from and add to a set so that
 // old becomes next. A map element whose verdict changed is deleted and added.
-func elementDiff(f rules.Family, old, next *rn.Set) (del, add []gnft.SetElement) {
+// Elements are sorted the same way on both sides, so equal runs at both
+// ends are skipped before anything is hashed.
+func elementDiff(f rules.Family, oldSet, nextSet *rn.Set) (del, add []gnft.SetElement) {
+	ow, nw := changedWindow(oldSet.Elements, nextSet.Elements)
+	old := &rn.Set{Name: oldSet.Name, Key: oldSet.Key, IsMap: oldSet.IsMap, Timeout: oldSet.Timeout, Elements: ow}
+	next := &rn.Set{Name: nextSet.Name, Key: nextSet.Key, IsMap: nextSet.IsMap, Timeout: nextSet.Timeout, Elements: nw}
 	type val struct {
 		i int
 		v rn.Verdict
