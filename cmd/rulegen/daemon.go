@@ -90,7 +90,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	}
 	node := p.Node()
 	log.Info("watches synced", "nodeIPs", fmt.Sprint(node.IPs), "zone", node.Zone)
-	for _, w := range sync.NodeWarnings(nil) {
+	for _, w := range sync.NodeWarnings(p.Families()) {
 		log.Warn(w)
 	}
 	runner.Loop(ctx.Done())

@@ -182,6 +182,13 @@ func (p *Proxier) Node() rules.Node {
 	return p.node
 }
 
+// Families returns the families the proxier programs.
+func (p *Proxier) Families() []rules.Family {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.families()
+}
+
 func (p *Proxier) families() []rules.Family {
 	if len(p.opts.Families) > 0 {
 		return p.opts.Families

@@ -49,6 +49,7 @@ type Stats struct {
 type Writer struct {
 	fam     rules.Family
 	mode    Mode
+	cmd     string // iptables binary
 	save    string // iptables-save binary
 	restore string // iptables-restore binary
 	ipt     *iptables.IPTables
@@ -123,12 +124,12 @@ func New(fam rules.Family, mode Mode) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("iptables %s: %w", fam, err)
 	}
-	return &Writer{fam: fam, mode: mode, save: save, restore: restore, ipt: ipt}, nil
+	return &Writer{fam: fam, mode: mode, cmd: path, save: save, restore: restore, ipt: ipt}, nil
 }
 
 // Intact checks, cheaply, that the jump into rulegen's chains is still in
-// place and that RG-SERVICES holds as many rules as were written: false
-// when the rules were flushed or deleted by hand.
+// place and that RG-SERVICES still has its rules: false when the rules were
+// flushed or deleted by hand.
 func (w *Writer) Intact() bool {
 	if w.applied == nil {
 		return true
@@ -137,13 +138,12 @@ func (w *Writer) Intact() bool {
 	if ok, err := w.ipt.Exists(j.Table, j.Chain, j.Args...); err != nil || !ok {
 		return false
 	}
-	rs, err := w.ipt.List("nat", ri.ChainServices)
-	if err != nil {
-		return false
-	}
 	for _, c := range chainsOf(w.applied, "nat") {
-		if c.Name == ri.ChainServices {
-			return len(rs) == len(c.Rules)+1 // List includes the "-N" line
+		if c.Name == ri.ChainServices && len(c.Rules) > 0 {
+			// Its first rule is still there (listing the whole chain would
+			// cost a rule per service on every sync).
+			out, err := exec.Command(w.cmd, "-w", "-t", "nat", "-S", ri.ChainServices, "1").Output()
+			return err == nil && len(bytes.TrimSpace(out)) > 0
 		}
 	}
 	return true
