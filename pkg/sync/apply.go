@@ -14,8 +14,8 @@ import (
 // Kernel writes desired rulesets to the kernel of the caller's network
 // namespace. One call of Apply is one atomic update per family.
 type Kernel interface {
-	// Apply writes the desired state of one family.
-	Apply(d *Desired) (full bool, err error)
+	// Apply writes the desired state of one family and says what it wrote.
+	Apply(d *Desired) (Written, error)
 	// Invalidate makes the next Apply of every family a full update.
 	Invalidate()
 	// Intact reports whether the kernel still holds what was last applied,
@@ -33,14 +33,20 @@ func NewKernel(b Backend, iptMode iptwriter.Mode) (Kernel, error) {
 	return &iptKernel{mode: iptMode, w: map[rules.Family]*iptwriter.Writer{}}, nil
 }
 
+// Written is what one Apply sent to the kernel.
+type Written struct {
+	Full                    bool
+	Chains, Rules, Elements int
+}
+
 type nftKernel struct{ w *nftwriter.Writer }
 
-func (k *nftKernel) Apply(d *Desired) (bool, error) {
+func (k *nftKernel) Apply(d *Desired) (Written, error) {
 	if d.NFTables == nil {
-		return false, fmt.Errorf("nftables writer given a %s ruleset", IPTables)
+		return Written{}, fmt.Errorf("nftables writer given a %s ruleset", IPTables)
 	}
 	st, err := k.w.Apply(d.NFTables)
-	return st.Full, err
+	return Written{Full: st.Full, Chains: st.Chains, Rules: st.Rules, Elements: st.Elements}, err
 }
 
 func (k *nftKernel) Invalidate() { k.w.Invalidate() }
@@ -52,20 +58,20 @@ type iptKernel struct {
 	w    map[rules.Family]*iptwriter.Writer
 }
 
-func (k *iptKernel) Apply(d *Desired) (bool, error) {
+func (k *iptKernel) Apply(d *Desired) (Written, error) {
 	if d.IPTables == nil {
-		return false, fmt.Errorf("iptables writer given an %s ruleset", NFTables)
+		return Written{}, fmt.Errorf("iptables writer given an %s ruleset", NFTables)
 	}
 	w := k.w[d.Plan.Family]
 	if w == nil {
 		var err error
 		if w, err = iptwriter.New(d.Plan.Family, k.mode); err != nil {
-			return false, err
+			return Written{}, err
 		}
 		k.w[d.Plan.Family] = w
 	}
 	st, err := w.Apply(d.IPTables)
-	return st.Full, err
+	return Written{Full: st.Full, Chains: st.Chains, Rules: st.Rules}, err
 }
 
 func (k *iptKernel) Intact() bool {

@@ -23,7 +23,7 @@ type Metrics struct {
 //	rulegen_sync_duration_seconds{kind="full|partial"}   time to render and apply
 //	rulegen_last_sync_timestamp_seconds                  end of the last successful sync
 //	rulegen_network_programming_duration_seconds         from an EndpointSlice's last-change-trigger-time to applied
-//	rulegen_sync_objects_total{kind="chains|rules|elements"} objects in the rulesets written
+//	rulegen_sync_objects_total{kind="chains|rules|elements"} objects sent to the kernel (a partial sync sends only what changed)
 //	rulegen_sync_failures_total                          syncs the kernel refused
 //	rulegen_changes_pending                              1 while a change waits for a sync
 //	rulegen_conntrack_entries_deleted_total              stale UDP conntrack entries deleted
@@ -38,7 +38,7 @@ func NewMetrics() *Metrics {
 		programming: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rulegen_network_programming_duration_seconds",
 			Help: "Time from an EndpointSlice change (its last-change-trigger-time annotation) to the rules being applied.", Buckets: buckets}),
 		written: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rulegen_sync_objects_total",
-			Help: "Chains, rules and set elements in the rulesets applied, summed over syncs."}, []string{"kind"}),
+			Help: "Chains, rules and set elements sent to the kernel, summed over syncs (a partial sync sends only what changed)."}, []string{"kind"}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "rulegen_sync_failures_total",
 			Help: "Syncs that failed (the kernel refused the update); each is retried with a full sync."}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rulegen_changes_pending",
@@ -50,34 +50,14 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-func (m *Metrics) observeSync(full bool, d time.Duration, end time.Time, desired []*Desired) {
+func (m *Metrics) observeSync(d time.Duration, end time.Time, w Written) {
 	kind := "partial"
-	if full {
+	if w.Full {
 		kind = "full"
 	}
 	m.syncs.WithLabelValues(kind).Observe(d.Seconds())
 	m.lastSync.Set(float64(end.UnixNano()) / 1e9)
-	var chains, rls, elements int
-	for _, d := range desired {
-		if r := d.NFTables; r != nil {
-			chains += len(r.Chains)
-			for _, c := range r.Chains {
-				rls += len(c.Rules)
-			}
-			for _, s := range r.Sets {
-				elements += len(s.Elements)
-			}
-		}
-		if r := d.IPTables; r != nil {
-			for _, t := range r.Tables {
-				chains += len(t.Chains)
-				for _, c := range t.Chains {
-					rls += len(c.Rules)
-				}
-			}
-		}
-	}
-	m.written.WithLabelValues("chains").Add(float64(chains))
-	m.written.WithLabelValues("rules").Add(float64(rls))
-	m.written.WithLabelValues("elements").Add(float64(elements))
+	m.written.WithLabelValues("chains").Add(float64(w.Chains))
+	m.written.WithLabelValues("rules").Add(float64(w.Rules))
+	m.written.WithLabelValues("elements").Add(float64(w.Elements))
 }

@@ -234,10 +234,13 @@ func (p *Proxier) Sync() error {
 	if periodic || !p.kernel.Intact() {
 		p.kernel.Invalidate()
 	}
-	full := false
+	var written Written
 	for _, d := range desired {
-		f, err := p.kernel.Apply(d)
-		full = full || f
+		w, err := p.kernel.Apply(d)
+		written.Full = written.Full || w.Full
+		written.Chains += w.Chains
+		written.Rules += w.Rules
+		written.Elements += w.Elements
 		if err != nil {
 			p.kernel.Invalidate()
 			p.metrics.failures.Inc()
@@ -252,13 +255,14 @@ func (p *Proxier) Sync() error {
 		}
 	}
 	end := p.clock.Now()
+	full := written.Full
 	if full {
 		p.lastFull = start
 	}
 	p.syncedMu.Lock()
 	p.lastSuccess = end
 	p.syncedMu.Unlock()
-	p.metrics.observeSync(full, end.Sub(start), end, desired)
+	p.metrics.observeSync(end.Sub(start), end, written)
 	for _, t := range triggers {
 		p.metrics.programming.Observe(end.Sub(t).Seconds())
 	}
