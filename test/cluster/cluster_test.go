@@ -24,15 +24,7 @@ import (
 var bins struct{ rulegen, server string }
 
 func TestMain(m *testing.M) {
-	b, err := e2e.BuildBinaries()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins.rulegen, bins.server = b.Rulegen, b.Server
-	code := m.Run()
-	b.Remove()
-	os.Exit(code)
+	os.Exit(e2e.RunTests(m, func(rulegen, server string) { bins.rulegen, bins.server = rulegen, server }))
 }
 
 const ns = "default"

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 )
 
 // Binaries are the programs the kernel and cluster suites run: rulegen
@@ -33,3 +34,16 @@ func BuildBinaries() (*Binaries, error) {
 
 // Remove deletes the binaries.
 func (b *Binaries) Remove() { os.RemoveAll(b.dir) }
+
+// RunTests is a TestMain: it builds the binaries, hands their paths to set,
+// runs the tests and removes the binaries, returning the exit code.
+func RunTests(m *testing.M, set func(rulegen, server string)) int {
+	b, err := BuildBinaries()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer b.Remove()
+	set(b.Rulegen, b.Server)
+	return m.Run()
+}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,15 +16,7 @@ import (
 var bins struct{ rulegen, server string }
 
 func TestMain(m *testing.M) {
-	b, err := BuildBinaries()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bins.rulegen, bins.server = b.Rulegen, b.Server
-	code := m.Run()
-	b.Remove()
-	os.Exit(code)
+	os.Exit(RunTests(m, func(rulegen, server string) { bins.rulegen, bins.server = rulegen, server }))
 }
 
 // The services of the suite: one per behaviour, all applied at once.

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 )
@@ -45,22 +46,8 @@ type Svc struct {
 // YAML returns the Service and its EndpointSlices as manifests.
 func (s Svc) YAML() string {
 	var b strings.Builder
-	typ := s.Type
-	if typ == "" {
-		typ = "ClusterIP"
-	}
-	proto := s.Protocol
-	if proto == "" {
-		proto = "TCP"
-	}
-	pname := s.PortName
-	if pname == "" {
-		pname = "p"
-	}
-	fam := s.Family
-	if fam == "" {
-		fam = "IPv4"
-	}
+	typ, proto := cmp.Or(s.Type, "ClusterIP"), cmp.Or(s.Protocol, "TCP")
+	pname, fam := cmp.Or(s.PortName, "p"), cmp.Or(s.Family, "IPv4")
 	fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata: {name: %s, namespace: e2e}\nspec:\n  type: %s\n  clusterIP: %q\n  clusterIPs: [%q]\n", s.Name, typ, s.ClusterIP, s.ClusterIP)
 	fmt.Fprintf(&b, "  ports:\n  - name: %s\n    protocol: %s\n    port: %d\n", pname, proto, s.Port)
 	if s.TargetPort != "" {
