@@ -71,7 +71,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {
-		if err := sync.Serve(ctx, o.healthzAddr, o.metricsAddr, p, metrics); err != nil {
+		if err := sync.Serve(ctx, o.healthzAddr, o.metricsAddr, o.profiling, p, metrics); err != nil {
 			log.Error("health and metrics server", "error", err.Error())
 			os.Exit(exitSkipped)
 		}

@@ -35,6 +35,7 @@ func main() {
 
 type options struct {
 	dryRun, apply, cleanup bool
+	profiling              bool
 	cleanupKubeProxy       bool
 	config                 string
 	iptablesMode           string
@@ -81,6 +82,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.healthTimeout, "health-timeout", 60*time.Second, "daemon: /healthz fails when a change has waited this long, or the last sync is older than sync-period plus this")
 	fs.StringVar(&o.healthzAddr, "healthz-bind-address", "127.0.0.1:10266", "daemon: address of /healthz and /livez (empty: off)")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:10267", "daemon: address of /metrics (empty: off)")
+	fs.BoolVar(&o.profiling, "profiling", false, "daemon: also serve Go's /debug/pprof/ (CPU and heap profiles) on the metrics address")
 	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 1 debug (every sync), 2 also the full ruleset")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage:\n"+

@@ -60,6 +60,8 @@ func (v Verdict) String() string {
 // decision made: the backends only spell it out.
 type Plan struct {
 	Family Family
+	// NodeName is the node the plan is for (its endpoints are local).
+	NodeName string
 	// NodePortIPs are the node addresses that accept nodePorts.
 	NodePortIPs []netip.Addr
 	// ClusterCIDR is the pod range of this family (invalid if not set).
@@ -72,6 +74,13 @@ type Plan struct {
 	// port by name keeps it, the other loses that destination only.
 	Conflicts []error
 }
+
+// MayHairpin reports whether a connection from endpoint e could reach this
+// node's rules and be sent back to e itself, so that it must be
+// masqueraded: e runs on this node, or its node is not known. A pod on
+// another node reaches services through that node's proxy (kube-proxy
+// decides the same way).
+func (p *Plan) MayHairpin(e Endpoint) bool { return e.NodeName == "" || e.NodeName == p.NodeName }
 
 // ServicePlan is one service port in one family, with its endpoints chosen.
 type ServicePlan struct {
@@ -222,7 +231,7 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	if key := fmt.Sprintf("%+v|%v|%v|%v", cfg.Node, cfg.NodePortAddresses, cfg.ClusterCIDRs, cfg.MasqueradeAll); key != pl.cfgKey {
 		pl.cfgKey, pl.cache = key, nil
 	}
-	p := &Plan{Family: fam, MasqueradeAll: cfg.MasqueradeAll, Services: make([]*ServicePlan, 0, len(pl.cache))}
+	p := &Plan{Family: fam, NodeName: cfg.Node.Name, MasqueradeAll: cfg.MasqueradeAll, Services: make([]*ServicePlan, 0, len(pl.cache))}
 	for _, c := range cfg.ClusterCIDRs {
 		if FamilyOf(c.Addr()) == fam {
 			p.ClusterCIDR = c.Masked()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -117,8 +118,10 @@ func ListState(ctx context.Context, client kubernetes.Interface, nodeName string
 
 // Serve serves /healthz and /livez (200 or 503 from p.Healthy) on
 // healthAddr and /metrics on metricsAddr (the same server when equal),
-// until ctx ends. An empty address disables that endpoint.
-func Serve(ctx context.Context, healthAddr, metricsAddr string, p *Proxier, m *Metrics) error {
+// until ctx ends. An empty address disables that endpoint. With profiling,
+// the metrics address also serves Go's /debug/pprof/ (CPU and heap
+// profiles of the running daemon).
+func Serve(ctx context.Context, healthAddr, metricsAddr string, profiling bool, p *Proxier, m *Metrics) error {
 	health := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		ok, why := p.Healthy()
 		if !ok {
@@ -139,6 +142,14 @@ func Serve(ctx context.Context, healthAddr, metricsAddr string, p *Proxier, m *M
 	}
 	if metricsAddr != "" {
 		mux(metricsAddr).Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+		if profiling {
+			mx := mux(metricsAddr)
+			mx.HandleFunc("/debug/pprof/", pprof.Index)
+			mx.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mx.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mx.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mx.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 	}
 	errc := make(chan error, len(muxes))
 	for addr, mx := range muxes {

@@ -311,7 +311,9 @@ func Render(p *rules.Plan) *Ruleset {
 		}
 		for _, e := range used {
 			sep := seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]
-			per.add(sep, new(line).comment(desc).addr("-s", e.IP).w("-j", ChainMarkMasq))
+			if p.MayHairpin(e) {
+				per.add(sep, new(line).comment(desc).addr("-s", e.IP).w("-j", ChainMarkMasq))
+			}
 			if s.AffinitySeconds > 0 {
 				per.add(sep, new(line).comment(desc).w("-m recent --name", sep, "--mask", mask, "--rsource --set"))
 			}

@@ -43,6 +43,11 @@ const (
 	MapServiceNodePort = "service-nodeports"
 	MapFilterIPs       = "filter-service-ips"
 	MapFilterNodePorts = "filter-service-nodeports"
+	// SetHairpin pairs every endpoint on this node (or on an unknown node)
+	// with itself: a connection from a pod DNATed back to that same pod is
+	// masqueraded, or the pod would answer itself directly and the reply
+	// would not match the connection it opened.
+	SetHairpin = "hairpin-endpoints"
 )
 
 // Hook priorities (the numbers nft spells dstnat, srcnat and filter).
@@ -108,9 +113,9 @@ func NewRenderer() *Renderer { return &Renderer{} }
 
 // fragment is what one service port contributes to the table.
 type fragment struct {
-	clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts *Set
-	affinity                                                      []*Set
-	chains                                                        []*Chain
+	clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin *Set
+	affinity                                                               []*Set
+	chains                                                                 []*Chain
 }
 
 // Render renders a plan.
@@ -123,6 +128,7 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	nodePorts := &Set{Name: MapServiceNodePort, Key: KeyProtoPort, IsMap: true}
 	filterIPs := &Set{Name: MapFilterIPs, Key: KeyAddrProtoPort, IsMap: true}
 	filterNodePorts := &Set{Name: MapFilterNodePorts, Key: KeyProtoPort, IsMap: true}
+	hairpin := &Set{Name: SetHairpin, Key: KeyAddrPair}
 	for _, ip := range p.NodePortIPs {
 		nodePortIPs.Elements = append(nodePortIPs.Elements, Element{Addr: ip})
 	}
@@ -140,17 +146,18 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 		nodePorts.Elements = append(nodePorts.Elements, f.nodePorts.Elements...)
 		filterIPs.Elements = append(filterIPs.Elements, f.filterIPs.Elements...)
 		filterNodePorts.Elements = append(filterNodePorts.Elements, f.filterNodePorts.Elements...)
+		hairpin.Elements = append(hairpin.Elements, f.hairpin.Elements...)
 		affinity = append(affinity, f.affinity...)
 		svcChains = append(svcChains, f.chains...)
 	}
 	rd.cache = next
 	rd.chains = len(svcChains)
 
-	for _, s := range []*Set{clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts} {
+	for _, s := range []*Set{clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin} {
 		slices.SortFunc(s.Elements, compareElements)
 		s.Elements = slices.CompactFunc(s.Elements, func(a, b Element) bool { return compareElements(a, b) == 0 })
 	}
-	r.Sets = append(r.Sets, clusterIPs, nodePortIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts)
+	r.Sets = append(r.Sets, clusterIPs, nodePortIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin)
 	slices.SortFunc(affinity, func(a, b *Set) int { return cmp.Compare(a.Name, b.Name) })
 	r.Sets = append(r.Sets, affinity...)
 
@@ -174,6 +181,7 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 		{Name: ChainReject, Rules: []Rule{{Reject{}}}},
 		{Name: ChainMarkMasq, Rules: []Rule{{MarkOr{Mark: MasqueradeMark}}}},
 		{Name: ChainMasquerading, Rules: []Rule{
+			{CtDNAT{}, AddrPairInSet{Set: SetHairpin}, Verdict{Kind: Jump, Chain: ChainMarkMasq}},
 			{MarkUnset{Mark: MasqueradeMark}, Verdict{Kind: Return}},
 			{MarkXor{Mark: MasqueradeMark}},
 			{Masquerade{}},
@@ -200,7 +208,7 @@ func compareElements(a, b Element) int {
 
 // renderService renders one service port's chains and elements.
 func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
-	clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts := &Set{}, &Set{}, &Set{}, &Set{}, &Set{}
+	clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin := &Set{}, &Set{}, &Set{}, &Set{}, &Set{}, &Set{}
 	var affinity []*Set
 	var svcChains []*Chain
 	masq := Rule{Verdict{Kind: Jump, Chain: ChainMarkMasq}}
@@ -271,9 +279,19 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 		return nil
 	}
 	used := s.UsedEndpoints()
-	epNames := make(map[netip.AddrPort]string, len(used))
 	for _, e := range used {
-		epNames[endpointID(e)] = EndpointChain(name, e)
+		if p.MayHairpin(e) {
+			hairpin.Elements = append(hairpin.Elements, Element{Addr: e.IP})
+		}
+	}
+	// Without session affinity a service chain sends each new connection
+	// straight to an endpoint: "numgen random mod k == 0 … dnat to POD" for
+	// k = n, n-1, …, 2, then the last endpoint. No chain per endpoint: fewer
+	// kernel objects, and no jumps for the kernel to validate below the
+	// service chain. With affinity, each endpoint keeps a chain that
+	// records the client in the endpoint's affinity set.
+	dnat := func(e rules.Endpoint) Rule {
+		return Rule{L4Proto{Proto: proto}, DNAT{Addr: e.IP, Port: uint16(e.Port)}}
 	}
 	dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) *Chain {
 		c := &Chain{Name: chain}
@@ -282,18 +300,20 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 				c.Rules = append(c.Rules, m)
 			}
 		}
-		targets := make([]string, len(eps))
-		for i, e := range eps {
-			targets[i] = epNames[endpointID(e)]
-			if s.AffinitySeconds > 0 {
-				c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: targets[i]}})
+		if s.AffinitySeconds > 0 {
+			for _, e := range eps {
+				c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: EndpointChain(name, e)}})
 			}
 		}
-		for i, target := range targets {
-			if left := len(targets) - i; left > 1 {
-				c.Rules = append(c.Rules, Rule{NumgenZero{Mod: left}, Verdict{Kind: Goto, Chain: target}})
+		for i, e := range eps {
+			var pick Rule
+			if left := len(eps) - i; left > 1 {
+				pick = Rule{NumgenZero{Mod: left}}
+			}
+			if s.AffinitySeconds > 0 {
+				c.Rules = append(c.Rules, append(pick, Verdict{Kind: Goto, Chain: EndpointChain(name, e)}))
 			} else {
-				c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: target}})
+				c.Rules = append(c.Rules, append(pick, dnat(e)...))
 			}
 		}
 		return c
@@ -330,18 +350,14 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 			svcChains = append(svcChains, fw)
 		}
 	}
-	// Endpoint chains, one per endpoint used by any policy.
-	for _, e := range used {
-		c := &Chain{Name: epNames[endpointID(e)]}
-		c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: hostPrefix(e.IP)}, Verdict{Kind: Jump, Chain: ChainMarkMasq}})
-		if s.AffinitySeconds > 0 {
+	// With session affinity, a chain per endpoint used by any policy.
+	if s.AffinitySeconds > 0 {
+		for _, e := range used {
 			set := AffinitySet(name, e)
 			affinity = append(affinity, &Set{Name: set, Key: KeyAddr, Timeout: s.AffinitySeconds})
-			c.Rules = append(c.Rules, Rule{UpdateSet{Set: set}})
+			svcChains = append(svcChains, &Chain{Name: EndpointChain(name, e), Rules: []Rule{{UpdateSet{Set: set}}, dnat(e)}})
 		}
-		c.Rules = append(c.Rules, Rule{L4Proto{Proto: proto}, DNAT{Addr: e.IP, Port: uint16(e.Port)}})
-		svcChains = append(svcChains, c)
 	}
 	return &fragment{clusterIPs: clusterIPs, serviceIPs: serviceIPs, nodePorts: nodePorts, filterIPs: filterIPs,
-		filterNodePorts: filterNodePorts, affinity: affinity, chains: svcChains}
+		filterNodePorts: filterNodePorts, hairpin: hairpin, affinity: affinity, chains: svcChains}
 }

@@ -49,6 +49,9 @@ const (
 	KeyAddrProtoPort
 	// KeyProtoPort is "l4proto . dport".
 	KeyProtoPort
+	// KeyAddrPair is "saddr . daddr"; rulegen's only set of this type holds
+	// each local endpoint paired with itself (hairpin connections).
+	KeyAddrPair
 )
 
 // Set is a named set, or a verdict map when IsMap.
@@ -65,7 +68,7 @@ type Set struct {
 // Element is one element of a set or map; which fields count depends on the
 // set's KeyType.
 type Element struct {
-	Addr    netip.Addr
+	Addr    netip.Addr // for KeyAddrPair: both addresses (an endpoint and itself)
 	Prefix  netip.Prefix
 	Proto   rules.Protocol
 	Port    uint16
@@ -146,6 +149,13 @@ type AddrInSet struct {
 // this host ("fib saddr type local").
 type FibLocal struct{ Src bool }
 
+// CtDNAT matches packets of a connection whose destination was rewritten
+// ("ct status dnat").
+type CtDNAT struct{}
+
+// AddrPairInSet matches "saddr . daddr" against a named set of address pairs.
+type AddrPairInSet struct{ Set string }
+
 // MarkUnset matches packets without the mark bit ("meta mark & bit == 0").
 type MarkUnset struct{ Mark uint32 }
 
@@ -159,11 +169,13 @@ type VmapLookup struct {
 }
 
 // NumgenZero matches with probability 1/Mod ("numgen random mod N == 0").
-// A chain of such rules with Mod = n, n-1, …, 2 and a final goto picks each of
-// n endpoints with probability 1/n. (A numgen verdict map would do it in one
-// lookup, but an anonymous map written over netlink by google/nftables is
-// tagged big-endian and `nft list` would then print its keys wrong; the
-// cascade costs a few comparisons on the first packet of a connection only.)
+// A chain of such rules with Mod = n, n-1, …, 2 and a final rule without it
+// picks each of n endpoints with probability 1/n. (A numgen map would do it
+// in one lookup, but nft cannot declare a named map keyed by numgen without
+// "typeof", which google/nftables cannot write, and an anonymous one written
+// over netlink is tagged big-endian so that `nft list` prints its keys
+// wrong; the cascade costs a few comparisons on the first packet of a
+// connection only.)
 type NumgenZero struct{ Mod int }
 
 // MarkOr sets a mark bit; MarkXor flips it.
@@ -226,6 +238,13 @@ func (s AddrMatch) write(b *strings.Builder, f rules.Family) {
 	} else {
 		b.Write(s.Prefix.AppendTo(buf[:0]))
 	}
+}
+
+func (CtDNAT) write(b *strings.Builder, _ rules.Family) { b.WriteString("ct status dnat") }
+
+func (s AddrPairInSet) write(b *strings.Builder, f rules.Family) {
+	w := familyWord(f)
+	b.WriteString(w + " saddr . " + w + " daddr @" + s.Set)
 }
 
 func (s AddrInSet) write(b *strings.Builder, f rules.Family) {
@@ -308,6 +327,8 @@ func (s *Set) typeString(f rules.Family) string {
 		t = addr + " . inet_proto . inet_service"
 	case KeyProtoPort:
 		t = "inet_proto . inet_service"
+	case KeyAddrPair:
+		t = addr + " . " + addr
 	}
 	if s.IsMap {
 		t += " : verdict"
@@ -322,6 +343,12 @@ func (e *Element) write(b *strings.Builder, key KeyType, isMap bool) {
 		b.Write(e.Addr.AppendTo(buf[:0]))
 	case KeyPrefix:
 		b.WriteString(e.Prefix.String())
+	case KeyAddrPair:
+		var buf [64]byte
+		a := e.Addr.AppendTo(buf[:0])
+		b.Write(a)
+		b.WriteString(" . ")
+		b.Write(a)
 	case KeyAddrProtoPort:
 		var buf [64]byte
 		b.Write(e.Addr.AppendTo(buf[:0]))

@@ -287,6 +287,20 @@ func (t *tracer) rule(p *path, c *rn.Chain, r rn.Rule) []branch {
 				} else {
 					missed = append(missed, q)
 				}
+			case rn.CtDNAT:
+				if q.dnat {
+					next = append(next, q)
+				} else {
+					missed = append(missed, q)
+				}
+			case rn.AddrPairInSet:
+				set := t.sets[s.Set]
+				src, dst := t.pkt.Src, q.dst.Addr()
+				if set != nil && src == dst && slices.ContainsFunc(set.Elements, func(e rn.Element) bool { return e.Addr == src }) {
+					next = append(next, q)
+				} else {
+					missed = append(missed, q)
+				}
 			case rn.AddrInSet:
 				set := t.sets[s.Set]
 				if set != nil && set.Timeout > 0 {
@@ -434,9 +448,12 @@ func (t *tracer) dropWhy(p *path) string {
 
 // masqReason says why a rule marked the packet for masquerading.
 func masqReason(c *rn.Chain, r rn.Rule) string {
+	for _, s := range r {
+		if _, ok := s.(rn.AddrPairInSet); ok {
+			return "hairpin: the pod reaches itself through its service"
+		}
+	}
 	switch {
-	case strings.HasPrefix(c.Name, "endpoint-"):
-		return "hairpin: the pod reaches itself through its service"
 	case strings.HasPrefix(c.Name, "external-"):
 		for _, s := range r {
 			if _, ok := s.(rn.FibLocal); ok {

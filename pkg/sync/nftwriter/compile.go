@@ -26,6 +26,8 @@ const (
 	reg2   = 2
 	reg32  = 8 // first 32-bit register
 	rtnLoc = 2 // RTN_LOCAL, the fib address type "local"
+
+	ipsDstNAT = 1 << 5 // IPS_DST_NAT, the "dnat" bit of ct status
 )
 
 func family(f rules.Family) gnft.TableFamily {
@@ -94,6 +96,8 @@ func setKey(f rules.Family, k rn.KeyType) (gnft.SetDatatype, bool) {
 		return gnft.MustConcatSetType(addrType(f), gnft.TypeInetProto, gnft.TypeInetService), true
 	case rn.KeyProtoPort:
 		return gnft.MustConcatSetType(gnft.TypeInetProto, gnft.TypeInetService), true
+	case rn.KeyAddrPair:
+		return gnft.MustConcatSetType(addrType(f), addrType(f)), true
 	}
 	return addrType(f), false
 }
@@ -130,6 +134,9 @@ func verdictExpr(v rn.Verdict) *expr.Verdict {
 // ports in network order, each field of a concatenation padded to 4 bytes.
 func elementKey(f rules.Family, k rn.KeyType, e *rn.Element) []byte {
 	var b []byte
+	if k == rn.KeyAddrPair {
+		return append(e.Addr.AsSlice(), e.Addr.AsSlice()...)
+	}
 	if k == rn.KeyAddr || k == rn.KeyAddrProtoPort {
 		b = append(b, e.Addr.AsSlice()...)
 	}
@@ -193,6 +200,19 @@ func (c *compiler) stmt(s rn.Stmt) []expr.Any {
 		}
 	case rn.AddrMatch:
 		return c.addrMatch(s)
+	case rn.CtDNAT:
+		return []expr.Any{
+			&expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
+			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+		}
+	case rn.AddrPairInSet:
+		return []expr.Any{
+			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset(f, true), Len: addrLen(f)},
+			&expr.Payload{DestRegister: reg32 + addrLen(f)/4, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset(f, false), Len: addrLen(f)},
+			&expr.Lookup{SourceRegister: reg1, SetName: s.Set, SetID: c.setID(s.Set)},
+		}
 	case rn.AddrInSet:
 		return []expr.Any{
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset(f, s.Src), Len: addrLen(f)},

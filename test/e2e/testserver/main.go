@@ -1,7 +1,10 @@
 // Command testserver is the pod and the client of the kernel e2e tests.
 //
-//	testserver -serve NAME -tcp 8080,9090 -udp 5353
-//	    answers every TCP line and UDP datagram with "NAME SRCIP"
+//	testserver -serve NAME -tcp 8080,9090 -udp 5353 [-lifetime 10m]
+//	    answers every TCP line and UDP datagram with "NAME SRCIP"; NAME
+//	    "@local" answers with the address the connection reached instead (a
+//	    namespace with a local route for a whole range then serves every
+//	    address of it as a separate pod)
 //	testserver -probe tcp|udp -addr IP:PORT [-timeout 700ms]
 //	    prints "ok NAME SRCIP", "refused" or "timeout" (exit 0 for all three)
 //	testserver -http URL
@@ -39,10 +42,11 @@ func main() {
 	holdFor := flag.Duration("for", 4*time.Second, "how long -hold keeps the connection")
 	get := flag.String("http", "", "GET this URL and print \"STATUS BODY\" (or the error)")
 	sport := flag.Int("sport", 0, "probe from this local port (UDP: the same conntrack entry every time)")
+	lifetime := flag.Duration("lifetime", 10*time.Minute, "-serve exits after this long at the latest")
 	flag.Parse()
 	switch {
 	case *serve != "":
-		os.Exit(runServer(*serve, *tcpPorts, *udpPorts))
+		os.Exit(runServer(*serve, *tcpPorts, *udpPorts, *lifetime))
 	case *probe != "":
 		fmt.Println(runProbe(*probe, *addr, *timeout, *sport))
 	case *hold:
@@ -63,7 +67,7 @@ func main() {
 	}
 }
 
-func runServer(name, tcpPorts, udpPorts string) int {
+func runServer(name, tcpPorts, udpPorts string, lifetime time.Duration) int {
 	for _, p := range split(tcpPorts) {
 		l, err := net.Listen("tcp", ":"+p)
 		if err != nil {
@@ -100,12 +104,12 @@ func runServer(name, tcpPorts, udpPorts string) int {
 	}
 	fmt.Println("ready")
 	// Serve until told to stop (the test kills this process by PID), and in
-	// any case for at most ten minutes.
+	// any case for at most lifetime.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case <-sig:
-	case <-time.After(10 * time.Minute):
+	case <-time.After(lifetime):
 	}
 	return 0
 }
@@ -113,6 +117,9 @@ func runServer(name, tcpPorts, udpPorts string) int {
 func answerTCP(name string, c net.Conn) {
 	defer c.Close()
 	ip := c.RemoteAddr().(*net.TCPAddr).IP.String()
+	if name == "@local" {
+		name = c.LocalAddr().(*net.TCPAddr).IP.String()
+	}
 	r := bufio.NewReader(c)
 	for i := 0; i < 10000; i++ { // bounded: a hold lasts at most that many lines
 		c.SetDeadline(time.Now().Add(30 * time.Second))

@@ -1,0 +1,702 @@
+// Package scale is the side-by-side harness of rulegen and kube-proxy at
+// scale: one real kube-apiserver, N services x E endpoints, and each proxy in
+// turn on the same node namespace, measured black-box with real TCP
+// connections.
+//
+//	make bench-scale                       # N=5000 E=10, every proxy
+//	RULEGEN_SCALE_SERVICES=50000 RULEGEN_SCALE_PROXIES=rulegen-nft make bench-scale
+//
+// Settings (environment):
+//
+//	RULEGEN_SCALE_SERVICES   N services (default 200: the smoke run of make test)
+//	RULEGEN_SCALE_ENDPOINTS  E endpoints per service (default 10)
+//	RULEGEN_SCALE_CHANGES    changes of each kind per proxy (default 3; make bench-scale: 10)
+//	RULEGEN_SCALE_GAP        pause before each change (default 1.1s: longer than
+//	                         kube-proxy's default min-sync-period, so every
+//	                         change meets an idle proxy)
+//	RULEGEN_SCALE_TIMEOUT    give up on a cold start after this long (default 10m)
+//	RULEGEN_SCALE_PROXIES    comma-separated subset of the proxies below
+//	RULEGEN_SCALE_OUT        also write the table to this file
+//	RULEGEN_SCALE_PROFILE    a directory: rulegen runs with --profiling, and its
+//	                         heap profile (allocations since start included) is
+//	                         saved there after the cold start and after the changes
+//
+// Topology: "node" runs etcd, kube-apiserver and the proxy under test;
+// "client" (192.168.1.100) is outside the cluster and opens the connections;
+// "pods" holds every endpoint: a local route for 10.128.0.0/12 makes each
+// of its addresses answer, so E x N endpoints are E x N distinct pod IPs with
+// one server (it answers with the address it was reached at, so a probe
+// knows which endpoint answered). No namespace has a route out of the
+// machine.
+package scale
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/rulegen/rulegen/test/cluster"
+	"github.com/rulegen/rulegen/test/e2e"
+	"github.com/rulegen/rulegen/test/netnstest"
+)
+
+var bins struct{ rulegen, server string }
+
+func TestMain(m *testing.M) {
+	os.Exit(e2e.RunTests(m, func(rulegen, server string) { bins.rulegen, bins.server = rulegen, server }))
+}
+
+const (
+	nodeName    = "node-a"
+	nodeIP      = "192.168.1.10"
+	clientIP    = "192.168.1.100"
+	clusterCIDR = "10.128.0.0/12"
+	podPort     = 8080
+	namespace   = "default"
+)
+
+// proxy is one configuration under test.
+type proxy struct {
+	name    string
+	kube    bool // kube-proxy (else rulegen)
+	mode    string
+	minSync string // "" = the proxy's default
+	kind    string // "nft" or "ipt": how to count its kernel objects
+}
+
+var proxies = []proxy{
+	{name: "rulegen-nft", mode: "nftables", kind: "nft"},
+	{name: "rulegen-ipt", mode: "iptables", kind: "ipt"},
+	{name: "kube-proxy-nft", kube: true, mode: "nftables", kind: "nft"},
+	{name: "kube-proxy-nft-minsync0", kube: true, mode: "nftables", minSync: "0s", kind: "nft"},
+	{name: "kube-proxy-ipt", kube: true, mode: "iptables", kind: "ipt"},
+}
+
+func (p proxy) args(kubeconfig string) (bin string, args []string) {
+	if !p.kube {
+		args = []string{"--kubeconfig", kubeconfig, "--node-name", nodeName, "--cluster-cidr", clusterCIDR,
+			"--backend", p.mode, "-v", "1"}
+		if os.Getenv("RULEGEN_SCALE_PROFILE") != "" {
+			args = append(args, "--profiling")
+		}
+		return bins.rulegen, args
+	}
+	args = []string{"--kubeconfig", kubeconfig, "--hostname-override", nodeName, "--proxy-mode", p.mode,
+		"--cluster-cidr", clusterCIDR, "--conntrack-max-per-core", "0",
+		"--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
+		"--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249", "--v", "1"}
+	if p.minSync != "" {
+		// kube-proxy's flag for the min-sync-period of both the iptables and
+		// the nftables mode.
+		args = append(args, "--iptables-min-sync-period", p.minSync)
+	}
+	return filepath.Join(cluster.KubeBinDir(), "kube-proxy"), args
+}
+
+// result is what the harness measured for one proxy.
+type result struct {
+	proxy
+	cold          time.Duration // 0: did not finish
+	newSvc, epChg []time.Duration
+	rssKiB        int
+	objects       string
+	note          string
+}
+
+type settings struct {
+	n, e, changes int
+	gap, timeout  time.Duration
+}
+
+func envInt(key string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(key)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func envDuration(key string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(key)); err == nil && v >= 0 {
+		return v
+	}
+	return def
+}
+
+// harness is the cluster and topology shared by every proxy of one run.
+type harness struct {
+	t                  *testing.T
+	s                  settings
+	node, client, pods *netnstest.NS
+	cp                 *cluster.ControlPlane
+	clusterIPs         []string      // by service index
+	endpoints          [][]string    // by service index
+	sample             []int         // service indexes probed for the cold start
+	nextIP             atomic.Uint32 // fresh pod IPs for changes
+	logDir             string
+}
+
+func TestScale(t *testing.T) {
+	netnstest.Require(t, "nft", "iptables-save", "conntrack")
+	cluster.RequireKubeBins(t)
+	s := settings{
+		n:       envInt("RULEGEN_SCALE_SERVICES", 200),
+		e:       envInt("RULEGEN_SCALE_ENDPOINTS", 10),
+		changes: envInt("RULEGEN_SCALE_CHANGES", 3),
+		gap:     envDuration("RULEGEN_SCALE_GAP", 1100*time.Millisecond),
+		timeout: envDuration("RULEGEN_SCALE_TIMEOUT", 10*time.Minute),
+	}
+	run := proxies
+	if v := os.Getenv("RULEGEN_SCALE_PROXIES"); v != "" {
+		want := strings.Split(v, ",")
+		run = slices.DeleteFunc(slices.Clone(proxies), func(p proxy) bool { return !slices.Contains(want, p.name) })
+		if len(run) == 0 {
+			t.Fatalf("RULEGEN_SCALE_PROXIES=%q names none of the proxies", v)
+		}
+	}
+	h := newHarness(t, s)
+	var results []*result
+	for _, p := range run {
+		r := h.measure(p)
+		results = append(results, r)
+		t.Logf("%s: cold start %s, new service %s, endpoint change %s, peak RSS %s, kernel %s %s", p.name,
+			fmtCold(r.cold, s.timeout), fmtMedian(r.newSvc), fmtMedian(r.epChg), fmtKiB(r.rssKiB), r.objects, r.note)
+	}
+	table := report(s, results)
+	fmt.Print(table)
+	if out := os.Getenv("RULEGEN_SCALE_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	for _, r := range results {
+		if r.cold == 0 && !r.kube {
+			t.Errorf("%s did not serve all sampled services within %s", r.name, s.timeout)
+		}
+	}
+}
+
+func newHarness(t *testing.T, s settings) *harness {
+	h := &harness{t: t, s: s, logDir: t.TempDir(),
+		node: netnstest.New(t, "scnode"), client: netnstest.New(t, "scclient"), pods: netnstest.New(t, "scpods")}
+	n := h.node
+	n.Sysctl("net.ipv4.ip_forward", "1")
+	n.Sysctl("net.ipv4.icmp_ratelimit", "0")
+	n.IP("link", "add", "vclient", "type", "veth", "peer", "name", "eth0", "netns", h.client.Name)
+	n.IP("addr", "add", nodeIP+"/24", "dev", "vclient")
+	n.IP("link", "set", "vclient", "up")
+	h.client.IP("addr", "add", clientIP+"/24", "dev", "eth0")
+	h.client.IP("link", "set", "eth0", "up")
+	h.client.IP("route", "add", "default", "via", nodeIP)
+	n.IP("link", "add", "vpods", "type", "veth", "peer", "name", "eth0", "netns", h.pods.Name)
+	n.IP("addr", "add", "10.100.0.1/30", "dev", "vpods")
+	n.IP("link", "set", "vpods", "up")
+	n.IP("route", "add", clusterCIDR, "via", "10.100.0.2")
+	h.pods.IP("addr", "add", "10.100.0.2/30", "dev", "eth0")
+	h.pods.IP("link", "set", "eth0", "up")
+	h.pods.IP("route", "add", "default", "via", "10.100.0.1")
+	// Every address of the pod range is local here: one server is all pods.
+	h.pods.IP("route", "add", "local", clusterCIDR, "dev", "lo")
+	h.pods.StartLogged(filepath.Join(h.logDir, "pods.log"), bins.server, "-serve", "@local",
+		"-tcp", strconv.Itoa(podPort), "-lifetime", "3h")
+
+	h.cp = cluster.StartControlPlane(t, n)
+	h.createNode()
+	h.createServices()
+	return h
+}
+
+func (h *harness) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+func (h *harness) createNode() {
+	ctx, cancel := h.ctx()
+	defer cancel()
+	node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName}}
+	node, err := h.cp.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	node.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: nodeIP}}
+	if _, err := h.cp.Client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// podIP returns the k-th pod address of the range (k >= 1).
+func podIP(k uint32) string {
+	return netip.AddrFrom4([4]byte{10, byte(128 + k>>16), byte(k >> 8), byte(k)}).String()
+}
+
+func (h *harness) service(name string, eps []string) (*v1.Service, *discovery.EndpointSlice) {
+	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}, Spec: v1.ServiceSpec{
+		Ports: []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80, TargetPort: intstr.FromInt32(podPort)}}}}
+	return svc, slice(name, eps)
+}
+
+func slice(name string, eps []string) *discovery.EndpointSlice {
+	port, proto, pname, ready := int32(podPort), v1.ProtocolTCP, "http", true
+	es := &discovery.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Namespace: namespace, Labels: map[string]string{discovery.LabelServiceName: name}},
+		AddressType: discovery.AddressTypeIPv4,
+		Ports:       []discovery.EndpointPort{{Name: &pname, Protocol: &proto, Port: &port}},
+	}
+	for i, ip := range eps {
+		node := fmt.Sprintf("node-%d", i%10)
+		es.Endpoints = append(es.Endpoints, discovery.Endpoint{Addresses: []string{ip}, NodeName: &node,
+			Conditions: discovery.EndpointConditions{Ready: &ready}})
+	}
+	return es
+}
+
+// createServices creates N services and their slices with 32 writers.
+func (h *harness) createServices() {
+	start := time.Now()
+	n, e := h.s.n, h.s.e
+	h.clusterIPs = make([]string, n)
+	h.endpoints = make([][]string, n)
+	work := make(chan int)
+	errs := make(chan error, 32)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for i := range work {
+				eps := make([]string, e)
+				for j := range eps {
+					eps[j] = podIP(uint32(i*e + j + 1))
+				}
+				if err := h.create(fmt.Sprintf("svc-%d", i), eps, i); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		h.t.Fatal(err)
+	}
+	h.nextIP.Store(uint32(n*e + 1))
+	// Sample up to 100 services, spread evenly, the last one included.
+	step := max(1, n/100)
+	for i := n - 1; i >= 0 && len(h.sample) < 100; i -= step {
+		h.sample = append(h.sample, i)
+	}
+	h.t.Logf("created %d services x %d endpoints in %s", n, e, time.Since(start).Round(time.Millisecond))
+}
+
+// create writes a service and its slice; i >= 0 records it at that index.
+func (h *harness) create(name string, eps []string, i int) error {
+	ctx, cancel := h.ctx()
+	defer cancel()
+	svc, es := h.service(name, eps)
+	got, err := h.cp.Client.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	if i >= 0 {
+		h.clusterIPs[i], h.endpoints[i] = got.Spec.ClusterIP, eps
+	}
+	_, err = h.cp.Client.DiscoveryV1().EndpointSlices(namespace).Create(ctx, es, metav1.CreateOptions{})
+	return err
+}
+
+// ask opens one TCP connection from the client to addr and returns the pod
+// address that answered ("" and an error if none did within timeout).
+func (h *harness) ask(addr string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := h.client.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := c.Write([]byte("hi\n")); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	return strings.Fields(line)[0], nil
+}
+
+func svcAddr(ip string) string { return net.JoinHostPort(ip, "80") }
+
+// answering probes every sampled service once, in parallel, and returns
+// which answered from one of its own endpoints.
+func (h *harness) answering(idx []int) map[int]bool {
+	var mu sync.Mutex
+	ok := map[int]bool{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for _, i := range idx {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			got, err := h.ask(svcAddr(h.clusterIPs[i]), 300*time.Millisecond)
+			if err == nil && slices.Contains(h.endpoints[i], got) {
+				mu.Lock()
+				ok[i] = true
+				mu.Unlock()
+			} else if err == nil {
+				h.t.Errorf("service %d (%s) answered from %s, not one of its endpoints", i, h.clusterIPs[i], got)
+			}
+		})
+	}
+	wg.Wait()
+	return ok
+}
+
+// measure runs one proxy from a clean node and measures it.
+func (h *harness) measure(p proxy) *result {
+	t := h.t
+	r := &result{proxy: p}
+	if ok := h.answering(h.sample[:1]); len(ok) > 0 {
+		t.Fatalf("%s: a service answers before the proxy started: the last proxy's rules are still there", p.name)
+	}
+	bin, args := p.args(h.cp.Kubeconfig)
+	logFile := filepath.Join(h.logDir, p.name+".log")
+	start := time.Now()
+	cmd := h.node.StartLogged(logFile, bin, args...)
+	defer h.clean(p, cmd)
+
+	pending := slices.Clone(h.sample)
+	for len(pending) > 0 && time.Since(start) < h.s.timeout {
+		if exited(cmd.Process.Pid) {
+			r.note = "(exited)"
+			break
+		}
+		ok := h.answering(pending)
+		pending = slices.DeleteFunc(pending, func(i int) bool { return ok[i] })
+		if len(pending) > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if len(pending) > 0 {
+		r.note += fmt.Sprintf("(%d of %d sampled services never answered)", len(pending), len(h.sample))
+		r.rssKiB = rss(cmd.Process.Pid)
+		b, _ := os.ReadFile(logFile)
+		t.Logf("%s log tail:\n%s", p.name, tail(string(b), 3000))
+		return r
+	}
+	r.cold = time.Since(start)
+	h.profile(p, "cold")
+	r.objects = h.objects(p.kind)
+	if out, err := h.node.Run(nil, "nft", "list", "ruleset"); err == nil {
+		os.WriteFile(filepath.Join(h.logDir, p.name+".nft"), []byte(out), 0o644)
+	}
+
+	for c := range h.s.changes {
+		time.Sleep(h.s.gap)
+		if d, ok := h.newService(fmt.Sprintf("new-%s-%d", p.name, c)); ok {
+			r.newSvc = append(r.newSvc, d)
+		} else {
+			r.note = "(a new service never answered)"
+		}
+		time.Sleep(h.s.gap)
+		if d, ok := h.replaceEndpoint(h.sample[c%len(h.sample)]); ok {
+			r.epChg = append(r.epChg, d)
+		} else {
+			r.note = "(a replaced endpoint never answered)"
+		}
+	}
+	r.rssKiB = rss(cmd.Process.Pid)
+	h.profile(p, "changes")
+	if r.note != "" {
+		b, _ := os.ReadFile(logFile)
+		t.Errorf("%s %s; log tail:\n%s", p.name, r.note, tail(string(b), 3000))
+	}
+	return r
+}
+
+const changeTimeout = 30 * time.Second
+
+// newService creates a service with E fresh endpoints and returns the time
+// from the create call until it answers from one of them.
+func (h *harness) newService(name string) (time.Duration, bool) {
+	eps := make([]string, h.s.e)
+	for j := range eps {
+		eps[j] = podIP(h.nextIP.Add(1))
+	}
+	start := time.Now()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	svc, es := h.service(name, eps)
+	got, err := h.cp.Client.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.cp.Client.DiscoveryV1().EndpointSlices(namespace).Create(ctx, es, metav1.CreateOptions{}); err != nil {
+		h.t.Fatal(err)
+	}
+	addr := svcAddr(got.Spec.ClusterIP)
+	for i := 0; time.Since(start) < changeTimeout; i++ {
+		if ip, err := h.ask(addr, 200*time.Millisecond); err == nil && slices.Contains(eps, ip) {
+			return time.Since(start), true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return 0, false
+}
+
+// replaceEndpoint replaces the first endpoint of service i with a fresh pod
+// and returns the time from the update call until that pod answers.
+func (h *harness) replaceEndpoint(i int) (time.Duration, bool) {
+	fresh := podIP(h.nextIP.Add(1))
+	eps := slices.Clone(h.endpoints[i])
+	eps[0] = fresh
+	start := time.Now()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	if _, err := h.cp.Client.DiscoveryV1().EndpointSlices(namespace).Update(ctx, slice(fmt.Sprintf("svc-%d", i), eps), metav1.UpdateOptions{}); err != nil {
+		h.t.Fatal(err)
+	}
+	h.endpoints[i] = eps
+	addr := svcAddr(h.clusterIPs[i])
+	// The service picks one of E endpoints at random: ask four at a time
+	// until the fresh one answers.
+	for time.Since(start) < changeTimeout {
+		var hit sync.WaitGroup
+		var mu sync.Mutex
+		found := false
+		for range 4 {
+			hit.Go(func() {
+				if ip, err := h.ask(addr, 200*time.Millisecond); err == nil && ip == fresh {
+					mu.Lock()
+					found = true
+					mu.Unlock()
+				}
+			})
+		}
+		hit.Wait()
+		if found {
+			return time.Since(start), true
+		}
+	}
+	return 0, false
+}
+
+// profile saves rulegen's heap profile in RULEGEN_SCALE_PROFILE, if set.
+func (h *harness) profile(p proxy, when string) {
+	dir := os.Getenv("RULEGEN_SCALE_PROFILE")
+	if dir == "" || p.kube {
+		return
+	}
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: h.node.DialContext}}
+	resp, err := c.Get("http://127.0.0.1:10267/debug/pprof/heap")
+	if err != nil {
+		h.t.Logf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	out := filepath.Join(dir, fmt.Sprintf("%s-%d-%s.heap", p.name, h.s.n, when))
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		h.t.Logf("heap profile: %v", err)
+		return
+	}
+	h.t.Logf("heap profile: %s (go tool pprof -sample_index=alloc_space %s)", out, out)
+}
+
+// clean stops the proxy and removes everything it left in the node.
+func (h *harness) clean(p proxy, cmd *exec.Cmd) {
+	netnstest.Stop(cmd, syscall.SIGTERM, 30*time.Second)
+	bin, _ := p.args("")
+	if out, err := h.node.Run(nil, bin, "--cleanup"); err != nil {
+		h.t.Logf("%s --cleanup: %v\n%s", p.name, err, tail(out, 1000))
+	}
+	h.node.MustRun(nil, "nft", "flush", "ruleset")
+	h.node.Run(nil, "conntrack", "-F")
+}
+
+// exited reports whether a process started by the harness has exited (it
+// stays a zombie until the cleanup waits for it).
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) == 0 || f[0] == "Z" || f[0] == "X"
+}
+
+// rss returns the peak resident set size of a process in KiB (VmHWM).
+func rss(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			v, _ := strconv.Atoi(f[1])
+			return v
+		}
+	}
+	return 0
+}
+
+// objects counts what the proxy put in the kernel: chains, rules and set
+// elements from nft (nftables modes), chains and rules from iptables-save
+// (iptables modes).
+func (h *harness) objects(kind string) string {
+	if kind == "ipt" {
+		out, err := h.node.Run(nil, "iptables-save")
+		if err != nil {
+			return "?"
+		}
+		var chains, rules int
+		for _, l := range strings.Split(out, "\n") {
+			switch {
+			case strings.HasPrefix(l, ":"):
+				chains++
+			case strings.HasPrefix(l, "-A "):
+				rules++
+			}
+		}
+		return fmt.Sprintf("%d chains, %d rules", chains, rules)
+	}
+	out, err := h.node.Run(nil, "nft", "-j", "list", "ruleset")
+	if err != nil {
+		return "?"
+	}
+	var doc struct {
+		Nftables []map[string]json.RawMessage `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		return "?"
+	}
+	var chains, rules, elems int
+	for _, o := range doc.Nftables {
+		for k, v := range o {
+			switch k {
+			case "chain":
+				chains++
+			case "rule":
+				rules++
+			case "set", "map":
+				var s struct {
+					Elem []json.RawMessage `json:"elem"`
+				}
+				json.Unmarshal(v, &s)
+				elems += len(s.Elem)
+			}
+		}
+	}
+	return fmt.Sprintf("%d chains, %d rules, %d elements", chains, rules, elems)
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func fmtMedian(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "—"
+	}
+	return fmtDur(median(ds))
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond).String()
+	}
+	return d.Round(100 * time.Microsecond).String()
+}
+
+func fmtCold(d, timeout time.Duration) string {
+	if d == 0 {
+		return "> " + timeout.String()
+	}
+	return fmtDur(d)
+}
+
+func fmtKiB(k int) string { return fmt.Sprintf("%.0f MiB", float64(k)/1024) }
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// report formats the table and the ratios against kube-proxy.
+func report(s settings, rs []*result) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "\nScale harness: %d services x %d endpoints, %d changes of each kind per proxy (%s apart), host %s, %s\n\n",
+		s.n, s.e, s.changes, s.gap, host, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	b.WriteString("| proxy | cold start | new service (median) | endpoint replaced (median) | peak RSS | kernel objects |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- |\n")
+	by := map[string]*result{}
+	for _, r := range rs {
+		by[r.name] = r
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s %s |\n", r.name, fmtCold(r.cold, s.timeout), fmtMedian(r.newSvc),
+			fmtMedian(r.epChg), fmtKiB(r.rssKiB), r.objects, r.note)
+	}
+	b.WriteString("\n")
+	ratio := func(what string, ours, theirs *result, get func(*result) float64) {
+		if ours == nil || theirs == nil {
+			return
+		}
+		o, th := get(ours), get(theirs)
+		if o <= 0 || th <= 0 {
+			fmt.Fprintf(&b, "- %s, %s vs %s: not measured\n", what, ours.name, theirs.name)
+			return
+		}
+		fmt.Fprintf(&b, "- %s, %s vs %s: %.1fx\n", what, ours.name, theirs.name, th/o)
+	}
+	cold := func(r *result) float64 { return r.cold.Seconds() }
+	newSvc := func(r *result) float64 { return median(r.newSvc).Seconds() }
+	epChg := func(r *result) float64 { return median(r.epChg).Seconds() }
+	mem := func(r *result) float64 { return float64(r.rssKiB) }
+	b.WriteString("Ratios (kube-proxy's figure / rulegen's: above 1 means rulegen is faster or smaller):\n\n")
+	for _, pair := range [][2]string{
+		{"rulegen-nft", "kube-proxy-nft"}, {"rulegen-nft", "kube-proxy-nft-minsync0"}, {"rulegen-nft", "kube-proxy-ipt"},
+		{"rulegen-ipt", "kube-proxy-ipt"},
+	} {
+		o, th := by[pair[0]], by[pair[1]]
+		ratio("cold start", o, th, cold)
+		ratio("new service", o, th, newSvc)
+		ratio("endpoint replaced", o, th, epChg)
+		ratio("peak RSS", o, th, mem)
+	}
+	return b.String()
+}
