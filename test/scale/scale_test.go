@@ -21,13 +21,13 @@
 //	                         heap profile (allocations since start included) is
 //	                         saved there after the cold start and after the changes
 //
-// Topology: "node" runs etcd, kube-apiserver and the proxy under test;
-// "client" (192.168.1.100) is outside the cluster and opens the connections;
-// "pods" holds every endpoint: a local route for 10.128.0.0/12 makes each
-// of its addresses answer, so E x N endpoints are E x N distinct pod IPs with
-// one server (it answers with the address it was reached at, so a probe
-// knows which endpoint answered). No namespace has a route out of the
-// machine.
+// Topology (topology.go): "node" runs etcd, kube-apiserver and the proxy
+// under test; "client" (192.168.1.100) is outside the cluster and opens the
+// connections; "pods" holds every endpoint: a local route for 10.128.0.0/12
+// makes each of its addresses answer, so E x N endpoints are E x N distinct
+// pod IPs with one server (it answers with the address it was reached at, so
+// a probe knows which endpoint answered). No namespace has a route out of
+// the machine.
 package scale
 
 import (
@@ -69,8 +69,7 @@ func TestMain(m *testing.M) {
 
 const (
 	nodeName    = "node-a"
-	nodeIP      = "192.168.1.10"
-	clientIP    = "192.168.1.100"
+	nodeIP      = NodeIP
 	clusterCIDR = "10.128.0.0/12"
 	podPort     = 8080
 	namespace   = "default"
@@ -197,29 +196,10 @@ func TestScale(t *testing.T) {
 }
 
 func newHarness(t *testing.T, s settings) *harness {
-	h := &harness{t: t, s: s, logDir: t.TempDir(),
-		node: netnstest.New(t, "scnode"), client: netnstest.New(t, "scclient"), pods: netnstest.New(t, "scpods")}
+	h := &harness{t: t, s: s, logDir: t.TempDir()}
+	tp := NewTopology(t, bins.server, clusterCIDR, strconv.Itoa(podPort), "3h", filepath.Join(h.logDir, "pods.log"))
+	h.node, h.client, h.pods = tp.Node, tp.Client, tp.Pods
 	n := h.node
-	n.Sysctl("net.ipv4.ip_forward", "1")
-	n.Sysctl("net.ipv4.icmp_ratelimit", "0")
-	n.IP("link", "add", "vclient", "type", "veth", "peer", "name", "eth0", "netns", h.client.Name)
-	n.IP("addr", "add", nodeIP+"/24", "dev", "vclient")
-	n.IP("link", "set", "vclient", "up")
-	h.client.IP("addr", "add", clientIP+"/24", "dev", "eth0")
-	h.client.IP("link", "set", "eth0", "up")
-	h.client.IP("route", "add", "default", "via", nodeIP)
-	n.IP("link", "add", "vpods", "type", "veth", "peer", "name", "eth0", "netns", h.pods.Name)
-	n.IP("addr", "add", "10.100.0.1/30", "dev", "vpods")
-	n.IP("link", "set", "vpods", "up")
-	n.IP("route", "add", clusterCIDR, "via", "10.100.0.2")
-	h.pods.IP("addr", "add", "10.100.0.2/30", "dev", "eth0")
-	h.pods.IP("link", "set", "eth0", "up")
-	h.pods.IP("route", "add", "default", "via", "10.100.0.1")
-	// Every address of the pod range is local here: one server is all pods.
-	h.pods.IP("route", "add", "local", clusterCIDR, "dev", "lo")
-	h.pods.StartLogged(filepath.Join(h.logDir, "pods.log"), bins.server, "-serve", "@local",
-		"-tcp", strconv.Itoa(podPort), "-lifetime", "3h")
-
 	h.cp = cluster.StartControlPlane(t, n)
 	h.createNode()
 	h.createServices()

@@ -1,7 +1,9 @@
 package iptables
 
 import (
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,6 +23,9 @@ const (
 	ChainPostrouting = "RG-POSTROUTING"
 	// ChainMarkMasq (nat) marks a packet for masquerading.
 	ChainMarkMasq = "RG-MARK-MASQ"
+	// ChainHairpin (nat, from RG-POSTROUTING) marks connections DNATed from
+	// a pod of this node back to that same pod: one rule per such pod.
+	ChainHairpin = "RG-HAIRPIN"
 	// ChainFilter (filter) rejects or drops new connections still addressed
 	// to a service after NAT.
 	ChainFilter = "RG-FILTER"
@@ -30,7 +35,8 @@ const (
 
 // Per-service chain prefixes: RG-SVC (cluster policy), RG-SVL (local
 // policy), RG-EXT (external traffic), RG-FW (source ranges), RG-SEP (one
-// endpoint). See rules.PortKey for the naming scheme.
+// endpoint, with session affinity only: otherwise the service chain DNATs
+// itself). See rules.PortKey for the naming scheme.
 const (
 	prefixService  = "RG-SVC-"
 	prefixLocal    = "RG-SVL-"
@@ -168,12 +174,13 @@ func (b *builder) add(chain string, l *line) {
 // family. It is a pure function: the same plan always gives the same ruleset.
 func Render(p *rules.Plan) *Ruleset {
 	nat, filter, per := newBuilder(), newBuilder(), newBuilder()
-	for _, c := range []string{ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq} {
+	for _, c := range []string{ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq, ChainHairpin} {
 		nat.chain(c)
 	}
 	filter.chain(ChainFilter)
 	filter.chain(ChainNodePortFilter)
 	nat.add(ChainMarkMasq, new(line).w("-j MARK --or-mark", MasqueradeMark))
+	nat.add(ChainPostrouting, new(line).w("-m conntrack --ctstate DNAT -j", ChainHairpin))
 	nat.add(ChainPostrouting, new(line).w("-m mark ! --mark", MasqueradeMark+"/"+MasqueradeMark, "-j RETURN"))
 	nat.add(ChainPostrouting, new(line).w("-j MARK --xor-mark", MasqueradeMark))
 	nat.add(ChainPostrouting, new(line).w("-j MASQUERADE --random-fully"))
@@ -209,6 +216,7 @@ func Render(p *rules.Plan) *Ruleset {
 		}
 		filter.add(chain, l)
 	}
+	hairpin := map[netip.Addr]bool{}
 	for _, s := range p.Services {
 		name := s.Name
 		desc := name.String()
@@ -253,6 +261,12 @@ func Render(p *rules.Plan) *Ruleset {
 		seps := make(map[netip.AddrPort]string, len(used))
 		for _, e := range used {
 			seps[netip.AddrPortFrom(e.IP, uint16(e.Port))] = EndpointChain(name, e)
+			if p.MayHairpin(e) {
+				hairpin[e.IP] = true
+			}
+		}
+		dnat := func(l *line, e rules.Endpoint) *line {
+			return l.w("-p", string(proto), "-m", string(proto), "-j DNAT --to-destination", netip.AddrPortFrom(e.IP, uint16(e.Port)).String())
 		}
 		dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) {
 			per.chain(chain)
@@ -275,7 +289,11 @@ func Render(p *rules.Plan) *Ruleset {
 				if left := len(eps) - i; left > 1 {
 					l.w("-m statistic --mode random --probability", strconv.FormatFloat(1.0/float64(left), 'f', 10, 64))
 				}
-				per.add(chain, l.w("-j", seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]))
+				if s.AffinitySeconds > 0 {
+					per.add(chain, l.w("-j", seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]))
+				} else {
+					per.add(chain, dnat(l, e))
+				}
 			}
 		}
 		if s.NeedsClusterChain() {
@@ -309,16 +327,17 @@ func Render(p *rules.Plan) *Ruleset {
 				}
 			}
 		}
-		for _, e := range used {
-			sep := seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]
-			if p.MayHairpin(e) {
-				per.add(sep, new(line).comment(desc).addr("-s", e.IP).w("-j", ChainMarkMasq))
-			}
-			if s.AffinitySeconds > 0 {
+		if s.AffinitySeconds > 0 {
+			for _, e := range used {
+				sep := seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]
 				per.add(sep, new(line).comment(desc).w("-m recent --name", sep, "--mask", mask, "--rsource --set"))
+				per.add(sep, dnat(new(line).comment(desc), e))
 			}
-			per.add(sep, new(line).comment(desc).w("-p", string(proto), "-m", string(proto), "-j DNAT --to-destination", netip.AddrPortFrom(e.IP, uint16(e.Port)).String()))
 		}
+	}
+	pods := slices.SortedFunc(maps.Keys(hairpin), netip.Addr.Compare)
+	for _, ip := range pods {
+		nat.add(ChainHairpin, new(line).addr("-s", ip).addr("-d", ip).w("-j", ChainMarkMasq))
 	}
 	for _, ip := range p.NodePortIPs {
 		if len(nat.byName[ChainNodePorts].Rules) > 0 {

@@ -46,20 +46,27 @@ func TestWriter(t *testing.T) {
 			if !st.Full || !strings.Contains(save(), "-A PREROUTING -m comment --comment \"rulegen service portals\" -j RG-SERVICES") {
 				t.Fatalf("first apply: %+v\n%s", st, save())
 			}
-			// One endpoint of one service gone: only the chains that changed
-			// are rewritten, and the endpoint's chain is deleted.
+			// One endpoint of one service gone: only that service's chain is
+			// rewritten.
 			st2, cfg := rulestest.Scale(5, 3)
-			rulestest.DropEndpoint(st2, 0)
+			rulestest.DropEndpoint(st2, 1)
 			b := ri.Render(rules.NewPlan(st2, cfg, rules.IPv4))
 			if err := do(func() (err error) { st, err = w.Apply(b); return }); err != nil {
 				t.Fatal(err)
 			}
-			if st.Full || st.Deleted != 1 || st.Chains != 1 {
-				t.Errorf("incremental update: %+v", st)
+			if st.Full || st.Deleted != 0 || st.Chains != 1 {
+				t.Errorf("incremental update, one endpoint gone: %+v", st)
+			}
+			// One service gone (svc-4, a NodePort): its two chains are deleted.
+			if err := do(func() (err error) { st, err = w.Apply(ruleset(4, 3)); return }); err != nil {
+				t.Fatal(err)
+			}
+			if st.Full || st.Deleted != 2 {
+				t.Errorf("incremental update, one service gone: %+v", st)
 			}
 			before := save()
-			if strings.Count(before, ":RG-SEP-") != 14 {
-				t.Errorf("want 14 endpoint chains after the update:\n%s", before)
+			if strings.Count(before, ":RG-SVC-") != 4 || strings.Count(before, "-j DNAT") != 12 {
+				t.Errorf("want 4 service chains and 12 DNAT rules after the update:\n%s", before)
 			}
 			bad := ruleset(6, 2)
 			bad.Tables[0].Chains[0].Rules = append(bad.Tables[0].Chains[0].Rules, "-j RG-NO-SUCH-CHAIN")
@@ -77,8 +84,8 @@ func TestWriter(t *testing.T) {
 			if !st.Full {
 				t.Error("the update after a failure was not a full one")
 			}
-			if got := strings.Count(save(), ":RG-SEP-"); got != 12 {
-				t.Errorf("want 12 endpoint chains, got %d", got)
+			if got := strings.Count(save(), "-j DNAT"); got != 12 {
+				t.Errorf("want 12 DNAT rules, got %d", got)
 			}
 			if err := do(w.Cleanup); err != nil {
 				t.Fatal(err)
