@@ -9,10 +9,18 @@ KUBE_BINS    := $(KUBE_BIN)/kube-apiserver $(KUBE_BIN)/server $(KUBE_BIN)/kube-p
 export RULEGEN_KUBE_BIN := $(KUBE_BIN)
 
 .DEFAULT_GOAL := help
-.PHONY: help build image test test-unit deps kube-bins bench bench-apply lint fmt clean
+.PHONY: help build image test test-unit deps kube-bins bench bench-apply bench-scale lint fmt clean
+
+# make bench-scale: services, endpoints per service, changes of each kind,
+# and which proxies (empty: rulegen nft+ipt, kube-proxy nft, nft with
+# min-sync-period 0, ipt).
+N       ?= 5000
+E       ?= 10
+CHANGES ?= 10
+PROXIES ?=
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/rulegen
 	$(GO) build -o $(BIN) ./cmd/rulegen
@@ -34,17 +42,23 @@ $(KUBE_BINS) &:
 test: deps kube-bins ## run every test: unit, golden, kernel and cluster (as root) — what CI runs
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 ./cmd/... ./pkg/... ./test/golden/...
-	@# the kernel and cluster suites log every scenario by name
-	set -o pipefail; $(GO) test -count=1 -timeout 20m -v ./test/e2e/... ./test/cluster/... 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT' -e 'spec.externalIPs is deprecated'
+	@# the kernel and cluster suites log every scenario by name; test/scale
+	@# runs the side-by-side harness small (200 services), to keep it working
+	set -o pipefail; $(GO) test -count=1 -timeout 25m -v ./test/e2e/... ./test/cluster/... ./test/scale/... 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT' -e 'spec.externalIPs is deprecated'
 
 test-unit: ## fast tests only (no kernel, no cluster)
 	$(GO) test -count=1 -short $(PKGS)
 
-bench: ## run the Go benchmarks of the pure parts (render) and print ns/op, B/op, allocs/op
+bench: ## Go benchmarks of the pure parts: render 1k/10k/50k services x 10 endpoints, one endpoint change at 1k/10k (ns/op, B/op, allocs/op)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5x ./pkg/...
 
-bench-apply: ## (root) time kernel writes: full and one-endpoint syncs, both backends, in scratch namespaces
-	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./test/bench/
+bench-apply: ## (root) kernel writes (full and one-endpoint syncs, both backends) and data-plane connect latency, in scratch namespaces
+	$(GO) test -run '^$$' -bench 'Apply|DaemonOneChange' -benchtime 3x -timeout 60m ./test/bench/
+	$(GO) test -run '^$$' -bench DataPlane -benchtime 2000x -timeout 20m ./test/bench/
+
+bench-scale: kube-bins ## (root) rulegen vs kube-proxy side by side on a real API server: N=5000 E=10 CHANGES=10 [PROXIES=a,b]; prints the table
+	set -o pipefail; CI=true RULEGEN_SCALE_SERVICES=$(N) RULEGEN_SCALE_ENDPOINTS=$(E) RULEGEN_SCALE_CHANGES=$(CHANGES) RULEGEN_SCALE_PROXIES=$(PROXIES) \
+		$(GO) test -count=1 -timeout 120m -v -run TestScale ./test/scale/ 2>&1 | grep -v -e '^=== RUN' -e 'spec.externalIPs is deprecated'
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi

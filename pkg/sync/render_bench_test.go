@@ -12,7 +12,7 @@ import (
 // services x 10 endpoints for each backend: the work of a full sync before it
 // reaches the kernel.
 func BenchmarkRender(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 10000, 50000} {
 		st, cfg := rulestest.Scale(n, 10)
 		for _, be := range []Backend{NFTables, IPTables} {
 			b.Run(fmt.Sprintf("%s/services=%d/endpoints=10", be, n), func(b *testing.B) {
@@ -27,9 +27,10 @@ func BenchmarkRender(b *testing.B) {
 	}
 }
 
-// BenchmarkRenderOneChange measures what a partial sync renders after one
-// endpoint change among n services x 10 endpoints: the daemon's Renderer
-// re-plans and re-renders only the changed service.
+// BenchmarkRenderOneChange measures the change tracking of one endpoint
+// update among n services x 10 endpoints: the new slice recorded in the
+// state, then what a partial sync renders (the daemon's Planner and
+// Renderer re-plan and re-render only the changed service).
 func BenchmarkRenderOneChange(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		for _, be := range []Backend{NFTables, IPTables} {

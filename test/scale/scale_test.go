@@ -657,11 +657,16 @@ func report(s settings, rs []*result) string {
 			return
 		}
 		o, th := get(ours), get(theirs)
-		if o <= 0 || th <= 0 {
+		switch {
+		case what == "cold start" && theirs.cold == 0 && o > 0:
+			// kube-proxy never finished: its figure is at least the timeout.
+			fmt.Fprintf(&b, "- %s, %s vs %s: more than %.0fx (%s did not finish in %s)\n", what, ours.name, theirs.name,
+				s.timeout.Seconds()/o, theirs.name, s.timeout)
+		case o <= 0 || th <= 0:
 			fmt.Fprintf(&b, "- %s, %s vs %s: not measured\n", what, ours.name, theirs.name)
-			return
+		default:
+			fmt.Fprintf(&b, "- %s, %s vs %s: %.1fx\n", what, ours.name, theirs.name, th/o)
 		}
-		fmt.Fprintf(&b, "- %s, %s vs %s: %.1fx\n", what, ours.name, theirs.name, th/o)
 	}
 	cold := func(r *result) float64 { return r.cold.Seconds() }
 	newSvc := func(r *result) float64 { return median(r.newSvc).Seconds() }

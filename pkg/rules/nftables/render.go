@@ -285,11 +285,12 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 		}
 	}
 	// Without session affinity a service chain sends each new connection
-	// straight to an endpoint: "numgen random mod k == 0 … dnat to POD" for
-	// k = n, n-1, …, 2, then the last endpoint. No chain per endpoint: fewer
-	// kernel objects, and no jumps for the kernel to validate below the
-	// service chain. With affinity, each endpoint keeps a chain that
-	// records the client in the endpoint's affinity set.
+	// straight to an endpoint in one rule: "dnat to POD" for one endpoint,
+	// "dnat ip to numgen random mod n map { … }" for more. No chain per
+	// endpoint: few kernel objects, and no jumps for the kernel to validate
+	// below the service chain. With affinity, each endpoint keeps a chain
+	// that records the client in the endpoint's affinity set, chosen by a
+	// cascade of "numgen random mod k == 0 goto endpoint-…".
 	dnat := func(e rules.Endpoint) Rule {
 		return Rule{L4Proto{Proto: proto}, DNAT{Addr: e.IP, Port: uint16(e.Port)}}
 	}
@@ -305,16 +306,23 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 				c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: EndpointChain(name, e)}})
 			}
 		}
-		for i, e := range eps {
-			var pick Rule
-			if left := len(eps) - i; left > 1 {
-				pick = Rule{NumgenZero{Mod: left}}
-			}
-			if s.AffinitySeconds > 0 {
+		switch {
+		case s.AffinitySeconds > 0:
+			for i, e := range eps {
+				var pick Rule
+				if left := len(eps) - i; left > 1 {
+					pick = Rule{NumgenZero{Mod: left}}
+				}
 				c.Rules = append(c.Rules, append(pick, Verdict{Kind: Goto, Chain: EndpointChain(name, e)}))
-			} else {
-				c.Rules = append(c.Rules, append(pick, dnat(e)...))
 			}
+		case len(eps) == 1:
+			c.Rules = append(c.Rules, dnat(eps[0]))
+		case len(eps) > 1:
+			targets := make([]netip.AddrPort, len(eps))
+			for i, e := range eps {
+				targets[i] = netip.AddrPortFrom(e.IP, uint16(e.Port))
+			}
+			c.Rules = append(c.Rules, Rule{L4Proto{Proto: proto}, DNATMap{Targets: targets}})
 		}
 		return c
 	}

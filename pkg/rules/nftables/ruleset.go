@@ -3,6 +3,7 @@ package nftables
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -170,12 +171,8 @@ type VmapLookup struct {
 
 // NumgenZero matches with probability 1/Mod ("numgen random mod N == 0").
 // A chain of such rules with Mod = n, n-1, …, 2 and a final rule without it
-// picks each of n endpoints with probability 1/n. (A numgen map would do it
-// in one lookup, but nft cannot declare a named map keyed by numgen without
-// "typeof", which google/nftables cannot write, and an anonymous one written
-// over netlink is tagged big-endian so that `nft list` prints its keys
-// wrong; the cascade costs a few comparisons on the first packet of a
-// connection only.)
+// picks each of n endpoints with probability 1/n (session affinity, where
+// each endpoint has a chain of its own, uses it).
 type NumgenZero struct{ Mod int }
 
 // MarkOr sets a mark bit; MarkXor flips it.
@@ -193,6 +190,12 @@ type DNAT struct {
 	Addr netip.Addr
 	Port uint16
 }
+
+// DNATMap rewrites the destination to one of Targets, picked at random
+// with equal probability, in one lookup: "dnat ip to numgen random mod N map
+// { 0 : ADDR . PORT, … }" (an anonymous map of the rule). It is not a
+// comparable value: compare with Equal.
+type DNATMap struct{ Targets []netip.AddrPort }
 
 // UpdateSet adds the packet's source address to a dynamic set, refreshing its
 // timeout (session affinity).
@@ -291,6 +294,42 @@ func (s DNAT) write(b *strings.Builder, _ rules.Family) {
 	var buf [64]byte
 	b.Write(netip.AddrPortFrom(s.Addr, s.Port).AppendTo(buf[:0]))
 }
+
+func (s DNATMap) write(b *strings.Builder, f rules.Family) {
+	b.WriteString("dnat ")
+	b.WriteString(familyWord(f))
+	b.WriteString(" to numgen random mod ")
+	b.WriteString(strconv.Itoa(len(s.Targets)))
+	b.WriteString(" map { ")
+	var buf [64]byte
+	for i, t := range s.Targets {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.Write(strconv.AppendInt(buf[:0], int64(i), 10))
+		b.WriteString(" : ")
+		b.Write(t.Addr().AppendTo(buf[:0]))
+		b.WriteString(" . ")
+		b.Write(strconv.AppendUint(buf[:0], uint64(t.Port()), 10))
+	}
+	b.WriteString(" }")
+}
+
+// SameStmt reports whether two statements are the same (DNATMap holds a
+// slice, so statements cannot all be compared with ==).
+func SameStmt(a, b Stmt) bool {
+	if x, ok := a.(DNATMap); ok {
+		y, ok := b.(DNATMap)
+		return ok && slices.Equal(x.Targets, y.Targets)
+	}
+	if _, ok := b.(DNATMap); ok {
+		return false
+	}
+	return a == b
+}
+
+// SameRule reports whether two rules are the same, statement by statement.
+func SameRule(a, b Rule) bool { return slices.EqualFunc(a, b, SameStmt) }
 
 func (s UpdateSet) write(b *strings.Builder, f rules.Family) {
 	b.WriteString("update @" + s.Set + " { " + familyWord(f) + " saddr }")

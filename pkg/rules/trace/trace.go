@@ -375,6 +375,17 @@ func (t *tracer) rule(p *path, c *rn.Chain, r rn.Rule) []branch {
 				q.dnat = true
 				q.step("  %s: %s", c.Name, desc)
 				return append(branchesOf(missed), branch{p: q, stop: true}) // dnat accepts: the hook ends
+			case rn.DNATMap:
+				out := branchesOf(missed)
+				for _, to := range s.Targets {
+					b := q.clone()
+					b.prob *= 1 / float64(len(s.Targets))
+					b.dst = to
+					b.dnat = true
+					b.step("  %s: %s (picked %s)", c.Name, ruleSummary(desc), to)
+					out = append(out, branch{p: b, stop: true})
+				}
+				return out // dnat accepts: the hook ends
 			case rn.UpdateSet:
 				q.affinity = true
 				next = append(next, q)
@@ -468,4 +479,14 @@ func masqReason(c *rn.Chain, r rn.Rule) string {
 		}
 	}
 	return "--masquerade-all"
+}
+
+// ruleSummary shortens a long rule for a trace step: a DNAT map of many
+// endpoints is cut after its first few.
+func ruleSummary(desc string) string {
+	const max = 160
+	if len(desc) <= max {
+		return desc
+	}
+	return desc[:max] + " …}"
 }

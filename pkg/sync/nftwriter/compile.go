@@ -163,6 +163,7 @@ func elements(f rules.Family, s *rn.Set, from, to int) []gnft.SetElement {
 
 // compiler turns statements into expressions.
 type compiler struct {
+	conn  *gnft.Conn // for the anonymous maps of DNATMap
 	table *gnft.Table
 	fam   rules.Family
 	sets  map[string]*gnft.Set // named sets added in this batch, for their IDs
@@ -282,6 +283,8 @@ func (c *compiler) stmt(s rn.Stmt) []expr.Any {
 			&expr.Immediate{Register: reg2, Data: binaryutil.BigEndian.PutUint16(s.Port)},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto, RegAddrMin: reg1, RegProtoMin: reg2, Specified: true},
 		}
+	case rn.DNATMap:
+		return c.dnatMap(s)
 	case rn.UpdateSet:
 		return []expr.Any{
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset(f, true), Len: addrLen(f)},
@@ -329,5 +332,53 @@ func (c *compiler) addrMatch(s rn.AddrMatch) []expr.Any {
 		&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: addrLen(f)},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: addrLen(f), Mask: mask, Xor: make([]byte, len(addr))},
 		&expr.Cmp{Op: op, Register: reg1, Data: addr},
+	}
+}
+
+// dnatMap compiles "dnat ip to numgen random mod N map { I : ADDR . PORT, … }"
+// into an anonymous map (declared here, before the rule that uses it) and
+// numgen, lookup and nat expressions. google/nftables tags every anonymous
+// set's keys big-endian, while numgen yields a host-order number; so the
+// keys are written big-endian and the number is converted (byteorder hton)
+// before the lookup. `nft list` then prints the rule exactly as nft itself
+// would have written it.
+func (c *compiler) dnatMap(s rn.DNATMap) []expr.Any {
+	f := c.fam
+	alen := addrLen(f)
+	set := &gnft.Set{Table: c.table, Anonymous: true, Constant: true, IsMap: true, KeyType: gnft.TypeInteger,
+		DataType: gnft.MustConcatSetType(addrType(f), gnft.TypeInetService)}
+	els := make([]gnft.SetElement, len(s.Targets))
+	for i, t := range s.Targets {
+		val := make([]byte, 0, alen+4)
+		val = append(val, t.Addr().AsSlice()...)
+		val = binary.BigEndian.AppendUint16(val, t.Port())
+		els[i] = gnft.SetElement{Key: binary.BigEndian.AppendUint32(nil, uint32(i)), Val: append(val, 0, 0)}
+	}
+	if err := c.conn.AddSet(set, nil); err != nil && c.err == nil {
+		c.err = err
+	}
+	// The elements follow in messages of their own, split by size like every
+	// element list (a service may have thousands of endpoints). The kernel
+	// accepts them until a rule binds the map; google/nftables refuses to
+	// add elements to a set marked anonymous, so they are sent through a
+	// copy that names the same set (by its transaction ID).
+	named := *set
+	named.Anonymous = false
+	for _, part := range chunks(els) {
+		if err := c.conn.SetAddElements(&named, part); err != nil && c.err == nil {
+			c.err = err
+		}
+	}
+	nfproto := uint32(unix.NFPROTO_IPV4)
+	if f == rules.IPv6 {
+		nfproto = unix.NFPROTO_IPV6
+	}
+	return []expr.Any{
+		&expr.Numgen{Register: reg1, Modulus: uint32(len(s.Targets)), Type: unix.NFT_NG_RANDOM},
+		&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
+		&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID, IsDestRegSet: true, DestRegister: reg1},
+		// The address fills the first alen bytes from register 1; the port
+		// is in the next 32-bit register.
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto, RegAddrMin: reg1, RegProtoMin: reg32 + alen/4, Specified: true},
 	}
 }

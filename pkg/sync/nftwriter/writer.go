@@ -295,7 +295,7 @@ func (b *batch) addElements(s *rn.Set) {
 }
 
 func (b *batch) addRules(c *rn.Chain, ch *gnft.Chain) {
-	comp := &compiler{table: b.table, fam: b.fam, sets: b.sets}
+	comp := &compiler{conn: b.conn, table: b.table, fam: b.fam, sets: b.sets}
 	for _, r := range c.Rules {
 		b.conn.AddRule(comp.rule(ch, r))
 	}
@@ -328,7 +328,7 @@ func (b *batch) full(r *rn.Ruleset) {
 // sameRules compares two chains' rules statement by statement (every
 // statement type is a comparable value), without printing them.
 func sameRules(a, b *rn.Chain) bool {
-	return slices.EqualFunc(a.Rules, b.Rules, func(x, y rn.Rule) bool { return slices.Equal(x, y) })
+	return slices.EqualFunc(a.Rules, b.Rules, rn.SameRule)
 }
 
 // diff sends what changed from prev to next, ordered so that nothing is
