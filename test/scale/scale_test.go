@@ -266,6 +266,13 @@ func (h *harness) createServices() {
 				for j := range eps {
 					eps[j] = podIP(uint32(i*e + j + 1))
 				}
+				if i == n-1 {
+					// The last service is large: beyond rulegen's numgen
+					// cascade, so its DNAT map carries real packets too.
+					for j := range bigService {
+						eps = append(eps, podIP(uint32(n*e+j+1)))
+					}
+				}
 				if err := h.create(fmt.Sprintf("svc-%d", i), eps, i); err != nil {
 					select {
 					case errs <- err:
@@ -284,7 +291,7 @@ func (h *harness) createServices() {
 	for err := range errs {
 		h.t.Fatal(err)
 	}
-	h.nextIP.Store(uint32(n*e + 1))
+	h.nextIP.Store(uint32(n*e + bigService + 1))
 	// Sample up to 100 services, spread evenly, the last one included.
 	step := max(1, n/100)
 	for i := n - 1; i >= 0 && len(h.sample) < 100; i -= step {
@@ -420,6 +427,9 @@ func (h *harness) measure(p proxy) *result {
 }
 
 const changeTimeout = 30 * time.Second
+
+// bigService is how many endpoints the last service has beyond E.
+const bigService = 40
 
 // newService creates a service with E fresh endpoints and returns the time
 // from the create call until it answers from one of them.
