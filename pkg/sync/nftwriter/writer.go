@@ -167,7 +167,8 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 		delete(w.applied, r.Family)
 		return Stats{}, err
 	}
-	c, err := w.conn()
+	snd := &sender{netns: w.netns}
+	c, err := snd.conn()
 	if err != nil {
 		delete(w.applied, r.Family)
 		return Stats{}, fmt.Errorf("opening netlink: %w", err)
@@ -181,6 +182,9 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 	}
 	if b.err == nil {
 		b.err = c.Flush()
+	}
+	if b.err == nil {
+		b.err = snd.err
 	}
 	if b.err != nil {
 		delete(w.applied, r.Family)

@@ -37,8 +37,9 @@ func TestRefusedTransactionKeepsPreviousRules(t *testing.T) {
 	if err == nil {
 		t.Fatal("the kernel accepted a jump to a missing chain")
 	}
-	if !strings.Contains(err.Error(), "kernel refused") {
-		t.Errorf("error does not say the kernel refused: %v", err)
+	if !strings.Contains(err.Error(), "kernel refused") || !strings.Contains(err.Error(), `rule "broken"`) ||
+		!strings.Contains(err.Error(), "no such file or directory") {
+		t.Errorf("error does not say that the kernel refused the rule of chain broken, and why: %v", err)
 	}
 	if after := list(); after != before {
 		t.Errorf("a refused transaction changed the table:\n%s", after)
