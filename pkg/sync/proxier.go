@@ -217,6 +217,7 @@ func (p *Proxier) Sync() error {
 	for _, f := range p.families() {
 		desired = append(desired, p.renderer.Render(p.state, cfg, f))
 	}
+	rendered := p.clock.Now()
 	triggers := p.triggers
 	p.triggers = nil
 	wasDirty, pendingSince := p.dirty, p.pendingSince
@@ -277,7 +278,8 @@ func (p *Proxier) Sync() error {
 	for _, d := range desired {
 		p.applied[d.Plan.Family] = d
 	}
-	p.log.Debug("synced", "full", full, "duration", end.Sub(start), "families", len(desired))
+	p.log.Debug("synced", "full", full, "duration", end.Sub(start), "render", rendered.Sub(start), "kernel", end.Sub(rendered),
+		"families", len(desired), "chains", written.Chains, "rules", written.Rules, "elements", written.Elements)
 	if p.verbose {
 		for _, d := range desired {
 			p.log.Debug("ruleset", "family", d.Plan.Family, "rules", d.Text())

@@ -27,36 +27,52 @@ const (
 )
 
 // Watch starts informers for Services, EndpointSlices (all namespaces) and
-// this node's Node object, feeding p, and returns once all of them have
-// synced (or ctx ends). Handlers only record the change; resync is off (the
-// proxier resyncs the kernel itself).
+// this node's Node object, feeding p, and returns once every object of the
+// initial lists has reached p (or ctx ends): an informer's store fills
+// before its handlers have seen everything, and a first sync from half the
+// services would replace the node's rules with half of them. Handlers only
+// record the change; resync is off (the proxier resyncs the kernel itself).
+// Managed fields are dropped from cached objects (rulegen never reads them;
+// they are often the larger part of an object).
 func Watch(ctx context.Context, client kubernetes.Interface, p *Proxier) error {
-	svcs := informers.NewSharedInformerFactoryWithOptions(client, 0,
+	strip := informers.WithTransform(stripManagedFields)
+	svcs := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = serviceSelector }))
-	slicesF := informers.NewSharedInformerFactoryWithOptions(client, 0,
+	slicesF := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sliceSelector }))
-	nodes := informers.NewSharedInformerFactoryWithOptions(client, 0,
+	nodes := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + p.opts.NodeName }))
 
 	si := svcs.Core().V1().Services().Informer()
 	ei := slicesF.Discovery().V1().EndpointSlices().Informer()
 	ni := nodes.Core().V1().Nodes().Informer()
-	if _, err := si.AddEventHandler(handler(func(o *v1.Service, del bool) { p.OnService(o, del) })); err != nil {
+	sr, err := si.AddEventHandler(handler(func(o *v1.Service, del bool) { p.OnService(o, del) }))
+	if err != nil {
 		return err
 	}
-	if _, err := ei.AddEventHandler(handler(func(o *discovery.EndpointSlice, del bool) { p.OnSlice(o, del) })); err != nil {
+	er, err := ei.AddEventHandler(handler(func(o *discovery.EndpointSlice, del bool) { p.OnSlice(o, del) }))
+	if err != nil {
 		return err
 	}
-	if _, err := ni.AddEventHandler(handler(func(o *v1.Node, del bool) { p.OnNode(o, del) })); err != nil {
+	nr, err := ni.AddEventHandler(handler(func(o *v1.Node, del bool) { p.OnNode(o, del) }))
+	if err != nil {
 		return err
 	}
 	for _, f := range []informers.SharedInformerFactory{svcs, slicesF, nodes} {
 		f.Start(ctx.Done())
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), si.HasSynced, ei.HasSynced, ni.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), sr.HasSynced, er.HasSynced, nr.HasSynced) {
 		return errors.New("informers did not sync before shutdown")
 	}
 	return nil
+}
+
+// stripManagedFields is an informer transform that drops metadata.managedFields.
+func stripManagedFields(obj any) (any, error) {
+	if o, ok := obj.(metav1.Object); ok {
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // handler adapts a typed callback to informer events, unwrapping

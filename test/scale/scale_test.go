@@ -339,6 +339,60 @@ func (h *harness) ask(addr string, timeout time.Duration) (string, error) {
 
 func svcAddr(ip string) string { return net.JoinHostPort(ip, "80") }
 
+// allAnswer probes the services idx in turn, one connection per
+// millisecond (at most 100 waiting, each for at most 100 ms), until each has
+// answered from one of its endpoints, the timeout passes or the process pid
+// exits. It returns the time from start to the last first answer and how
+// many services never answered.
+func (h *harness) allAnswer(start time.Time, idx []int, pid int) (time.Duration, int) {
+	var mu sync.Mutex
+	done := map[int]time.Duration{}
+	sem := make(chan struct{}, 100)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for next := 0; time.Since(start) < h.s.timeout; next++ {
+		mu.Lock()
+		n := len(done)
+		mu.Unlock()
+		if n == len(idx) {
+			break
+		}
+		if next%1000 == 0 && exited(pid) {
+			break
+		}
+		<-tick.C
+		i := idx[next%len(idx)]
+		mu.Lock()
+		_, ok := done[i]
+		mu.Unlock()
+		if ok {
+			continue
+		}
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			got, err := h.ask(svcAddr(h.clusterIPs[i]), 100*time.Millisecond)
+			if err == nil && slices.Contains(h.endpoints[i], got) {
+				mu.Lock()
+				if _, ok := done[i]; !ok {
+					done[i] = time.Since(start)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for range cap(sem) { // wait for the probes in flight
+		sem <- struct{}{}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var last time.Duration
+	for _, d := range done {
+		last = max(last, d)
+	}
+	return last, len(idx) - len(done)
+}
+
 // answering probes every sampled service once, in parallel, and returns
 // which answered from one of its own endpoints.
 func (h *harness) answering(idx []int) map[int]bool {
@@ -377,26 +431,34 @@ func (h *harness) measure(p proxy) *result {
 	cmd := h.node.StartLogged(logFile, bin, args...)
 	defer h.clean(p, cmd)
 
-	pending := slices.Clone(h.sample)
-	for len(pending) > 0 && time.Since(start) < h.s.timeout {
-		if exited(cmd.Process.Pid) {
-			r.note = "(exited)"
-			break
-		}
-		ok := h.answering(pending)
-		pending = slices.DeleteFunc(pending, func(i int) bool { return ok[i] })
-		if len(pending) > 0 {
-			time.Sleep(20 * time.Millisecond)
+	// Cold start: every fourth sampled service (25 of 100, the last service
+	// included), probed in turn one connection per millisecond; then all
+	// 100 must answer, each from one of its own endpoints.
+	var cold []int
+	for k := 0; k < len(h.sample); k += 4 {
+		cold = append(cold, h.sample[k])
+	}
+	d, pending := h.allAnswer(start, cold, cmd.Process.Pid)
+	if pending == 0 {
+		for try := 0; try < 5; try++ {
+			ok := h.answering(h.sample)
+			if pending = len(h.sample) - len(ok); pending == 0 {
+				break
+			}
+			time.Sleep(time.Second)
 		}
 	}
-	if len(pending) > 0 {
-		r.note += fmt.Sprintf("(%d of %d sampled services never answered)", len(pending), len(h.sample))
+	if pending > 0 {
+		if exited(cmd.Process.Pid) {
+			r.note = "(exited)"
+		}
+		r.note += fmt.Sprintf("(%d sampled services never answered)", pending)
 		r.rssKiB = rss(cmd.Process.Pid)
 		b, _ := os.ReadFile(logFile)
 		t.Logf("%s log tail:\n%s", p.name, tail(string(b), 3000))
 		return r
 	}
-	r.cold = time.Since(start)
+	r.cold = d
 	h.profile(p, "cold")
 	r.objects = h.objects(p.kind)
 	if out, err := h.node.Run(nil, "nft", "list", "ruleset"); err == nil {
@@ -419,6 +481,11 @@ func (h *harness) measure(p proxy) *result {
 	}
 	r.rssKiB = rss(cmd.Process.Pid)
 	h.profile(p, "changes")
+	if dir := os.Getenv("RULEGEN_SCALE_PROFILE"); dir != "" {
+		if b, err := os.ReadFile(logFile); err == nil {
+			os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%d.log", p.name, h.s.n)), b, 0o644)
+		}
+	}
 	if r.note != "" {
 		b, _ := os.ReadFile(logFile)
 		t.Errorf("%s %s; log tail:\n%s", p.name, r.note, tail(string(b), 3000))
@@ -449,14 +516,7 @@ func (h *harness) newService(name string) (time.Duration, bool) {
 	if _, err := h.cp.Client.DiscoveryV1().EndpointSlices(namespace).Create(ctx, es, metav1.CreateOptions{}); err != nil {
 		h.t.Fatal(err)
 	}
-	addr := svcAddr(got.Spec.ClusterIP)
-	for i := 0; time.Since(start) < changeTimeout; i++ {
-		if ip, err := h.ask(addr, 200*time.Millisecond); err == nil && slices.Contains(eps, ip) {
-			return time.Since(start), true
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return 0, false
+	return h.until(start, svcAddr(got.Spec.ClusterIP), 1, func(ip string) bool { return slices.Contains(eps, ip) })
 }
 
 // replaceEndpoint replaces the first endpoint of service i with a fresh pod
@@ -472,28 +532,51 @@ func (h *harness) replaceEndpoint(i int) (time.Duration, bool) {
 		h.t.Fatal(err)
 	}
 	h.endpoints[i] = eps
-	addr := svcAddr(h.clusterIPs[i])
-	// The service picks one of E endpoints at random: ask four at a time
-	// until the fresh one answers.
-	for time.Since(start) < changeTimeout {
-		var hit sync.WaitGroup
-		var mu sync.Mutex
-		found := false
-		for range 4 {
-			hit.Go(func() {
-				if ip, err := h.ask(addr, 200*time.Millisecond); err == nil && ip == fresh {
-					mu.Lock()
-					found = true
-					mu.Unlock()
+	// Each connection reaches the fresh pod with probability 1/E: send
+	// several per round.
+	return h.until(start, svcAddr(h.clusterIPs[i]), min(len(eps), 8), func(ip string) bool { return ip == fresh })
+}
+
+// until opens burst connections to addr every 2 ms (each waits at most
+// 150 ms for its answer, at most 75 at a time) until one is answered by a
+// pod that want accepts, and returns the time from start to that answer. Probes
+// overlap because a connection sent before the rules exist is not refused
+// at once: its SYN is lost and would wait for TCP's retransmission. A
+// service picks one of its endpoints at random, so waiting for a particular
+// pod takes a few probes, 2 ms apart.
+func (h *harness) until(start time.Time, addr string, burst int, want func(ip string) bool) (time.Duration, bool) {
+	found := make(chan time.Duration, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	sem := make(chan struct{}, 75)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(changeTimeout - time.Since(start))
+	for {
+		select {
+		case d := <-found:
+			return d, true
+		case <-timeout:
+			return 0, false
+		case <-tick.C:
+			for range burst {
+				select {
+				case sem <- struct{}{}:
+				default:
+					continue // 75 probes in flight already
 				}
-			})
-		}
-		hit.Wait()
-		if found {
-			return time.Since(start), true
+				go func() {
+					defer func() { <-sem }()
+					if ip, err := h.ask(addr, 150*time.Millisecond); err == nil && want(ip) {
+						select {
+						case found <- time.Since(start):
+						default:
+						}
+					}
+				}()
+			}
 		}
 	}
-	return 0, false
 }
 
 // profile saves rulegen's heap profile in RULEGEN_SCALE_PROFILE, if set.
