@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -41,6 +42,14 @@ func newClient(kubeconfig string) (kubernetes.Interface, error) {
 // place on exit, so that traffic flows while rulegen restarts; the next
 // start replaces them in one transaction once the watches have synced.
 func daemon(o options, s settings, stderr io.Writer) int {
+	// A full sync builds the whole netlink batch at once, most of it
+	// short-lived garbage: collecting at 50% heap growth instead of Go's
+	// 100% cuts the peak RSS of a 5,000-service first sync by about a third
+	// for no measurable time (test/bench, GOGC=100/50/25: 217/151/142 MiB,
+	// 1.27/1.27/1.44 s). GOGC in the environment still wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	level := slog.LevelInfo
 	if o.verbosity > 0 {
 		level = slog.LevelDebug

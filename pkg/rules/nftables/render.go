@@ -179,10 +179,10 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 		{Name: ChainFilterInput, Hook: &Hook{"filter", "input", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
 		{Name: ChainFilterForward, Hook: &Hook{"filter", "forward", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
 		{Name: ChainFilterOutput, Hook: &Hook{"filter", "output", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
-		{Name: ChainServices, Rules: []Rule{
-			{VmapLookup{Key: KeyAddrProtoPort, Map: MapServiceIPs}},
-			{AddrInSet{Set: SetNodePortIPs}, VmapLookup{Key: KeyProtoPort, Map: MapServiceNodePort}},
-		}},
+		{Name: ChainServices, Rules: append(masqueradeClusterIPs(p),
+			Rule{VmapLookup{Key: KeyAddrProtoPort, Map: MapServiceIPs}},
+			Rule{AddrInSet{Set: SetNodePortIPs}, VmapLookup{Key: KeyProtoPort, Map: MapServiceNodePort}},
+		)},
 		{Name: ChainServiceFilter, Rules: []Rule{
 			{VmapLookup{Key: KeyAddrProtoPort, Map: MapFilterIPs}},
 			{AddrInSet{Set: SetNodePortIPs}, VmapLookup{Key: KeyProtoPort, Map: MapFilterNodePorts}},
@@ -201,6 +201,23 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	// and a reader finds all of a service's chains together.
 	r.Chains = append(r.Chains, svcChains...)
 	return r
+}
+
+// masqueradeClusterIPs marks for masquerading every new connection to a
+// ClusterIP from outside the pod range (or every one, with
+// --masquerade-all), before dispatch: the endpoint must answer through this
+// node. One rule for all services instead of one per service; a connection
+// that is not sent to an endpoint after all is rejected by the filter, so
+// its mark never matters.
+func masqueradeClusterIPs(p *rules.Plan) []Rule {
+	daddr := AddrInSet{Set: SetClusterIPs}
+	switch {
+	case p.MasqueradeAll:
+		return []Rule{{daddr, Verdict{Kind: Jump, Chain: ChainMarkMasq}}}
+	case p.ClusterCIDR.IsValid():
+		return []Rule{{daddr, AddrMatch{Src: true, Prefix: p.ClusterCIDR, Negate: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}}}
+	}
+	return nil
 }
 
 // endpointID is the identity of an endpoint within a service port.
@@ -275,19 +292,6 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 	}
 
 	// Chains.
-	masqFromOutside := func() Rule {
-		if !s.ClusterIP.IsValid() {
-			return nil
-		}
-		daddr := AddrMatch{Prefix: hostPrefix(s.ClusterIP)}
-		switch {
-		case p.MasqueradeAll:
-			return Rule{daddr, Verdict{Kind: Jump, Chain: ChainMarkMasq}}
-		case p.ClusterCIDR.IsValid():
-			return Rule{daddr, AddrMatch{Src: true, Prefix: p.ClusterCIDR, Negate: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}}
-		}
-		return nil
-	}
 	used := s.UsedEndpoints()
 	for _, e := range used {
 		if p.MayHairpin(e) {
@@ -305,13 +309,8 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 	dnat := func(e rules.Endpoint) Rule {
 		return Rule{L4Proto{Proto: proto}, DNAT{Addr: e.IP, Port: uint16(e.Port)}}
 	}
-	dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) *Chain {
+	dispatch := func(chain string, eps []rules.Endpoint) *Chain {
 		c := &Chain{Name: chain}
-		if isInternal {
-			if m := masqFromOutside(); m != nil {
-				c.Rules = append(c.Rules, m)
-			}
-		}
 		if s.AffinitySeconds > 0 {
 			for _, e := range eps {
 				c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: EndpointChain(name, e)}})
@@ -344,10 +343,10 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 		return c
 	}
 	if s.NeedsClusterChain() {
-		svcChains = append(svcChains, dispatch(ClusterChain(name), s.ClusterEndpoints, !s.InternalPolicyLocal))
+		svcChains = append(svcChains, dispatch(ClusterChain(name), s.ClusterEndpoints))
 	}
 	if s.NeedsLocalChain() {
-		svcChains = append(svcChains, dispatch(LocalChain(name), s.LocalEndpoints, s.InternalPolicyLocal))
+		svcChains = append(svcChains, dispatch(LocalChain(name), s.LocalEndpoints))
 	}
 	if s.NeedsExternalChain() {
 		c := &Chain{Name: ExternalChain(name)}

@@ -100,6 +100,16 @@ func explainPort(b *strings.Builder, e Explanation, s *rules.ServicePlan, node r
 		return fmt.Sprintf("Cluster: %d endpoint(s) anywhere", len(eps))
 	}
 	fmt.Fprintf(b, "  internalTrafficPolicy %s -> the ClusterIP %s\n", pol(s.InternalPolicyLocal, s.InternalEndpoints()), verdictText(s.InternalVerdict()))
+	if s.ClusterIP.IsValid() {
+		switch {
+		case e.Plan.MasqueradeAll:
+			b.WriteString("  ClusterIP clients: all masqueraded (--masquerade-all)\n")
+		case e.Plan.ClusterCIDR.IsValid():
+			fmt.Fprintf(b, "  ClusterIP clients: masqueraded when outside the pod range %s (pods keep their address)\n", e.Plan.ClusterCIDR)
+		default:
+			b.WriteString("  ClusterIP clients: source kept (no --cluster-cidr: rulegen cannot tell pods from other clients)\n")
+		}
+	}
 	if s.HasExternal() {
 		ext := pol(s.ExternalPolicyLocal, s.ExternalEndpoints())
 		if s.ExternalPolicyLocal {
