@@ -167,24 +167,29 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 		delete(w.applied, r.Family)
 		return Stats{}, err
 	}
-	snd := &sender{netns: w.netns}
+	prev := w.applied[r.Family]
+	full := prev == nil || !sameBase(prev, r) || !sameSetTypes(prev, r)
+	size := 64 << 10
+	if full {
+		size = estimate(r)
+	}
+	snd := newSender(w.netns, size)
 	c, err := snd.conn()
 	if err != nil {
 		delete(w.applied, r.Family)
 		return Stats{}, fmt.Errorf("opening netlink: %w", err)
 	}
 	b := &batch{conn: c, fam: r.Family, table: &gnft.Table{Name: rn.TableName, Family: family(r.Family)}, sets: map[string]*gnft.Set{}}
-	prev := w.applied[r.Family]
-	if prev == nil || !sameBase(prev, r) || !sameSetTypes(prev, r) {
+	if full {
 		b.full(r)
 	} else {
 		b.diff(prev, r)
 	}
 	if b.err == nil {
-		b.err = c.Flush()
+		b.err = c.Flush() // the last chunk
 	}
 	if b.err == nil {
-		b.err = snd.err
+		b.err = snd.commit()
 	}
 	if b.err != nil {
 		delete(w.applied, r.Family)
@@ -192,6 +197,20 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 	}
 	w.applied[r.Family] = r
 	return b.stats, nil
+}
+
+// estimate is roughly how many bytes of netlink messages a full write of r
+// takes (measured: about 420 per rule of rulegen's and 40 per element),
+// to size the sender's buffer once.
+func estimate(r *rn.Ruleset) int {
+	n := 4096
+	for _, c := range r.Chains {
+		n += 200 + 420*len(c.Rules)
+	}
+	for _, s := range r.Sets {
+		n += 200 + 40*len(s.Elements)
+	}
+	return n
 }
 
 // Delete removes rulegen's table of a family, if it exists.
@@ -255,7 +274,10 @@ func sameSetTypes(a, b *rn.Ruleset) bool {
 }
 
 type batch struct {
-	conn  *gnft.Conn
+	// conn hands every flush to a sender, which keeps the bytes and sends
+	// them all in one batch at the end (see send.go).
+	conn    *gnft.Conn
+	pending int // rules (and 64-element lists) since the last flush
 	fam   rules.Family
 	table *gnft.Table
 	sets  map[string]*gnft.Set
@@ -294,8 +316,25 @@ func (b *batch) addElements(s *rn.Set) {
 	gs := b.sets[s.Name]
 	for _, c := range chunks(elements(b.fam, s, 0, len(s.Elements))) {
 		b.fail(b.conn.SetAddElements(gs, c))
+		b.pending += len(c) / 64
 	}
 	b.stats.Elements += len(s.Elements)
+	b.flushSome()
+}
+
+// flushChunk is how many rules google/nftables holds before the batch code
+// hands them to the sender as bytes (the library's garbage for that many
+// rules is a few megabytes).
+const flushChunk = 2048
+
+// flushSome hands what google/nftables holds to the sender once it is a
+// chunk's worth: the transaction is unchanged (the sender sends everything
+// at once), only the memory held meanwhile is smaller.
+func (b *batch) flushSome() {
+	if b.pending >= flushChunk && b.err == nil {
+		b.fail(b.conn.Flush())
+		b.pending = 0
+	}
 }
 
 func (b *batch) addRules(c *rn.Chain, ch *gnft.Chain) {
@@ -306,6 +345,8 @@ func (b *batch) addRules(c *rn.Chain, ch *gnft.Chain) {
 	b.fail(comp.err)
 	b.stats.Rules += len(c.Rules)
 	b.stats.Chains++
+	b.pending += len(c.Rules)
+	b.flushSome()
 }
 
 // full replaces the table: create (so delete cannot fail), delete, create.
