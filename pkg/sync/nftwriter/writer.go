@@ -278,11 +278,11 @@ type batch struct {
 	// them all in one batch at the end (see send.go).
 	conn    *gnft.Conn
 	pending int // rules (and 64-element lists) since the last flush
-	fam   rules.Family
-	table *gnft.Table
-	sets  map[string]*gnft.Set
-	stats Stats
-	err   error
+	fam     rules.Family
+	table   *gnft.Table
+	sets    map[string]*gnft.Set
+	stats   Stats
+	err     error
 }
 
 func (b *batch) fail(err error) {
