@@ -39,7 +39,7 @@ $(KUBE_BINS) &:
 	cd hack/kube && $(GO) build -o $(KUBE_BIN)/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3
 	@touch $(KUBE_BINS)
 
-test: deps kube-bins ## run every test: unit, golden, kernel and cluster (as root) — what CI runs
+test: deps kube-bins ## run every test: unit, golden, kernel, cluster and a small side-by-side scale run (as root) — what CI runs
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 ./cmd/... ./pkg/... ./test/golden/...
 	@# the kernel and cluster suites log every scenario by name; test/scale
