@@ -72,7 +72,10 @@ func StartControlPlane(t testing.TB, ns *netnstest.NS) *ControlPlane {
 		"--data-dir", filepath.Join(cp.dir, "etcd"),
 		"--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-		"--initial-cluster", "default=http://127.0.0.1:2380", "--log-level", "warn")
+		"--initial-cluster", "default=http://127.0.0.1:2380", "--log-level", "warn",
+		// A throwaway test store: no fsync per write (creating tens of
+		// thousands of objects is otherwise bound by the disk).
+		"--unsafe-no-fsync")
 
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
