@@ -32,7 +32,7 @@ func BenchmarkRender(b *testing.B) {
 // state, then what a partial sync renders (the daemon's Planner and
 // Renderer re-plan and re-render only the changed service).
 func BenchmarkRenderOneChange(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 10000, 50000} {
 		for _, be := range []Backend{NFTables, IPTables} {
 			b.Run(fmt.Sprintf("%s/services=%d", be, n), func(b *testing.B) {
 				st, cfg := rulestest.Scale(n, 10)
