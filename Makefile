@@ -49,7 +49,7 @@ test: deps kube-bins ## run every test: unit, golden, kernel, cluster and a smal
 test-unit: ## fast tests only (no kernel, no cluster)
 	$(GO) test -count=1 -short $(PKGS)
 
-bench: ## Go benchmarks of the pure parts: render 1k/10k/50k services x 10 endpoints, one endpoint change at 1k/10k (ns/op, B/op, allocs/op)
+bench: ## Go benchmarks of the pure parts: render 1k/10k/50k services x 10 endpoints, one endpoint change at 1k/10k/50k (ns/op, B/op, allocs/op)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5x ./pkg/...
 
 bench-apply: ## (root) kernel writes (full and one-endpoint syncs, both backends) and data-plane connect latency, in scratch namespaces
