@@ -16,8 +16,6 @@ import (
 	"syscall"
 
 	gnft "github.com/google/nftables"
-	"github.com/mdlayher/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/rulegen/rulegen/pkg/rules"
 	rn "github.com/rulegen/rulegen/pkg/rules/nftables"
@@ -78,31 +76,10 @@ func New(netnsFd int) *Writer {
 	return &Writer{netns: netnsFd, applied: map[rules.Family]*rn.Ruleset{}}
 }
 
+// conn is a plain google/nftables connection, for the small requests
+// (the canary, deleting a table); updates go through a sender (send.go).
 func (w *Writer) conn() (*gnft.Conn, error) {
-	opts := []gnft.ConnOption{gnft.WithSockOptions(func(c *netlink.Conn) error {
-		// A full update of a large cluster is tens of megabytes in one
-		// batch, and the kernel acknowledges every message before we read
-		// any: raise both socket buffers past their defaults (as nft does),
-		// and ask for acknowledgements without the request echoed back.
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			for _, opt := range []int{unix.SO_SNDBUFFORCE, unix.SO_RCVBUFFORCE} {
-				if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, opt, 1<<30); e != nil && serr == nil {
-					serr = e
-				}
-			}
-		}); err != nil {
-			return err
-		}
-		if serr != nil {
-			return fmt.Errorf("raising netlink socket buffers: %w", serr)
-		}
-		return c.SetOption(netlink.CapAcknowledge, true)
-	})}
+	var opts []gnft.ConnOption
 	if w.netns != 0 {
 		opts = append(opts, gnft.WithNetNSFd(w.netns))
 	}
