@@ -39,8 +39,11 @@ func BenchmarkRenderOneChange(b *testing.B) {
 				r := NewRenderer(be)
 				r.Render(st, cfg, rules.IPv4)
 				b.ReportAllocs()
+				i := 0
 				for b.Loop() {
-					rulestest.DropEndpoint(st, n/2)
+					// Each round one endpoint of another service goes away.
+					rulestest.DropEndpoint(st, (n/2+i)%n)
+					i++
 					r.Render(st, cfg, rules.IPv4)
 				}
 			})
