@@ -2,6 +2,7 @@
 // and filter tables, as `iptables-restore --noflush` input (Restore), plus
 // the jump rules from built-in chains (Jumps) that a writer keeps with
 // go-iptables. The layout mirrors the nftables backend: RG-SERVICES
-// dispatches, RG-SVC/RG-SVL/RG-EXT/RG-FW/RG-SEP per service, RG-FILTER
-// rejects or drops what NAT did not send to an endpoint.
+// dispatches, RG-SVC/RG-SVL/RG-EXT/RG-FW per service (and RG-SEP per
+// endpoint with session affinity), RG-HAIRPIN marks this node's pods reaching
+// themselves, RG-FILTER rejects or drops what NAT did not send to an endpoint.
 package iptables
