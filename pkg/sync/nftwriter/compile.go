@@ -44,6 +44,14 @@ func addrType(f rules.Family) gnft.SetDatatype {
 	return gnft.TypeIPAddr
 }
 
+// nfProto is the netfilter protocol family of a table family (for NAT).
+func nfProto(f rules.Family) uint32 {
+	if f == rules.IPv6 {
+		return unix.NFPROTO_IPV6
+	}
+	return unix.NFPROTO_IPV4
+}
+
 func addrLen(f rules.Family) uint32 {
 	if f == rules.IPv6 {
 		return 16
@@ -274,14 +282,10 @@ func (c *compiler) stmt(s rn.Stmt) []expr.Any {
 	case rn.Masquerade:
 		return []expr.Any{&expr.Masq{FullyRandom: true}}
 	case rn.DNAT:
-		nfproto := uint32(unix.NFPROTO_IPV4)
-		if f == rules.IPv6 {
-			nfproto = unix.NFPROTO_IPV6
-		}
 		return []expr.Any{
 			&expr.Immediate{Register: reg1, Data: s.Addr.AsSlice()},
 			&expr.Immediate{Register: reg2, Data: binaryutil.BigEndian.PutUint16(s.Port)},
-			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto, RegAddrMin: reg1, RegProtoMin: reg2, Specified: true},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfProto(f), RegAddrMin: reg1, RegProtoMin: reg2, Specified: true},
 		}
 	case rn.DNATMap:
 		return c.dnatMap(s)
@@ -369,16 +373,12 @@ func (c *compiler) dnatMap(s rn.DNATMap) []expr.Any {
 			c.err = err
 		}
 	}
-	nfproto := uint32(unix.NFPROTO_IPV4)
-	if f == rules.IPv6 {
-		nfproto = unix.NFPROTO_IPV6
-	}
 	return []expr.Any{
 		&expr.Numgen{Register: reg1, Modulus: uint32(len(s.Targets)), Type: unix.NFT_NG_RANDOM},
 		&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 		&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID, IsDestRegSet: true, DestRegister: reg1},
 		// The address fills the first alen bytes from register 1; the port
 		// is in the next 32-bit register.
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfproto, RegAddrMin: reg1, RegProtoMin: reg32 + alen/4, Specified: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfProto(f), RegAddrMin: reg1, RegProtoMin: reg32 + alen/4, Specified: true},
 	}
 }
