@@ -258,9 +258,14 @@ func Render(p *rules.Plan) *Ruleset {
 		}
 
 		used := s.UsedEndpoints()
-		seps := make(map[netip.AddrPort]string, len(used))
+		var seps map[netip.AddrPort]string // endpoint chains: with session affinity only
+		if s.AffinitySeconds > 0 {
+			seps = make(map[netip.AddrPort]string, len(used))
+		}
 		for _, e := range used {
-			seps[netip.AddrPortFrom(e.IP, uint16(e.Port))] = EndpointChain(name, e)
+			if seps != nil {
+				seps[netip.AddrPortFrom(e.IP, uint16(e.Port))] = EndpointChain(name, e)
+			}
 			if p.MayHairpin(e) {
 				hairpin[e.IP] = true
 			}

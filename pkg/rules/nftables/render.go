@@ -220,9 +220,6 @@ func masqueradeClusterIPs(p *rules.Plan) []Rule {
 	return nil
 }
 
-// endpointID is the identity of an endpoint within a service port.
-func endpointID(e rules.Endpoint) netip.AddrPort { return netip.AddrPortFrom(e.IP, uint16(e.Port)) }
-
 func compareElements(a, b Element) int {
 	if c := a.Addr.Compare(b.Addr); c != 0 {
 		return c
