@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -22,24 +23,27 @@ import (
 
 var (
 	serverOnce sync.Once
-	serverBin  string
+	built      *e2e.Binaries
 	serverErr  error
 )
 
-// testServer builds the test server once per benchmark binary.
+// TestMain removes the binaries testServer built, if any.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built != nil {
+		built.Remove()
+	}
+	os.Exit(code)
+}
+
+// testServer builds the test server once per benchmark binary (only the
+// benchmarks that need it pay for the build).
 func testServer(b *testing.B) string {
-	serverOnce.Do(func() {
-		bins, err := e2e.BuildBinaries()
-		if err != nil {
-			serverErr = err
-			return
-		}
-		serverBin = bins.Server // left in the temp dir until the machine cleans it
-	})
+	serverOnce.Do(func() { built, serverErr = e2e.BuildBinaries() })
 	if serverErr != nil {
 		b.Fatal(serverErr)
 	}
-	return serverBin
+	return built.Server
 }
 
 // BenchmarkDataPlaneConnect measures the first-packet cost of rulegen's
