@@ -8,6 +8,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -35,6 +36,7 @@ func main() {
 
 type options struct {
 	dryRun, apply, cleanup bool
+	applyValid             bool
 	profiling              bool
 	cleanupKubeProxy       bool
 	config                 string
@@ -63,6 +65,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	host, _ := os.Hostname()
 	fs.BoolVar(&o.dryRun, "dry-run", false, "print the rules rulegen would write (from -f manifests, or from the cluster with --kubeconfig), and change nothing")
 	fs.BoolVar(&o.apply, "apply", false, "render the manifests given with -f and write the rules once to this network namespace")
+	fs.BoolVar(&o.applyValid, "apply-valid", false, "with --apply: write the rules of the valid objects even when some input is invalid or conflicting (default: any such problem writes nothing)")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "remove everything rulegen installed (its nftables tables, RG- chains and jump rules, both backends and families) and exit")
 	fs.BoolVar(&o.cleanupKubeProxy, "cleanup-kube-proxy", false, "DESTRUCTIVE: remove kube-proxy's rules (its nftables tables, its KUBE- iptables chains and the jumps to them) and exit; only once kube-proxy is stopped and rulegen serves the node")
 	fs.StringVar(&o.config, "config", "", "YAML file with settings: keys are flag names in camelCase (nodeName, syncPeriod, ...); flags given on the command line win")
@@ -96,8 +99,9 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 			"                                                   say what happens to a packet, offline\n"+
 			"  rulegen explain NAMESPACE/NAME (-f PATH | --kubeconfig FILE)\n"+
 			"                                                   explain one service's ports, endpoints and rules\n\n"+
-			"Rules go to stdout, logs and problems to stderr. Exit status: 0 ok, 1 some input\n"+
-			"was invalid and skipped (or the kernel refused the rules), 2 usage error.\n\nFlags:\n")
+			"Rules go to stdout, logs and problems to stderr. Exit status: 0 ok; 1 some input\n"+
+			"was invalid and skipped, or the kernel refused the rules (--apply writes nothing\n"+
+			"when any input is invalid, unless --apply-valid); 2 usage error.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	return fs
@@ -123,9 +127,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		addQueryFlags(fs, sub, &q)
 	}
 	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
+		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
+		// pflag in ContinueOnError mode prints nothing: say which flag, once.
+		fmt.Fprintf(stderr, "rulegen: %v (see rulegen --help)\n", err)
 		return exitUsage
 	}
 	usage := func(format string, a ...any) int {
@@ -134,7 +140,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if o.config != "" {
 		if err := loadConfig(fs, o.config); err != nil {
-			return usage("--config: %v", err)
+			for _, line := range strings.Split(err.Error(), "\n") {
+				fmt.Fprintf(stderr, "rulegen: --config: %s\n", line)
+			}
+			return exitUsage
 		}
 	}
 	if sub == "explain" && fs.NArg() == 1 {
@@ -205,6 +214,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return usage("--ip-family: %v", err)
 		}
 		s.families = []rules.Family{f}
+	}
+	if o.applyValid && !o.apply {
+		return usage("--apply-valid goes with --apply")
 	}
 	switch {
 	case sub != "":

@@ -14,7 +14,10 @@ import (
 // loadState reads the state from -f manifests, or else lists the cluster
 // once. It adopts the Node object's zone and (unless --node-ip) addresses.
 // A nil state means the source could not be read at all (code says how to exit).
-func loadState(o options, s settings, stdin io.Reader, stderr io.Writer) (*rules.State, []error, int) {
+// where adds to an error about an object (a conflict found later, when
+// rendering) the file and document the object was read from.
+func loadState(o options, s settings, stdin io.Reader, stderr io.Writer) (st *rules.State, errs []error, where func(error) error, code int) {
+	where = func(err error) error { return err }
 	if len(o.files) > 0 {
 		objs, errs := manifest.Load(o.files, stdin)
 		st, convErrs := objs.BuildState()
@@ -26,12 +29,12 @@ func loadState(o options, s settings, stdin io.Reader, stderr io.Writer) (*rules
 			}
 			adoptNode(s.cfg, node)
 		}
-		return st, errs, exitOK
+		return st, errs, objs.WithSource, exitOK
 	}
 	client, err := newClient(o.kubeconfig)
 	if err != nil {
 		fmt.Fprintf(stderr, "rulegen: %v\n", err)
-		return nil, nil, exitUsage
+		return nil, nil, where, exitUsage
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -40,21 +43,21 @@ func loadState(o options, s settings, stdin io.Reader, stderr io.Writer) (*rules
 		for _, e := range errs {
 			fmt.Fprintf(stderr, "rulegen: %v\n", e)
 		}
-		return nil, nil, exitSkipped
+		return nil, nil, where, exitSkipped
 	}
 	if node != nil {
 		adoptNode(s.cfg, *node)
 	}
-	return st, errs, exitOK
+	return st, errs, where, exitOK
 }
 
 // dryRunOrApply is --dry-run (from manifests or the live cluster) and --apply.
 func dryRunOrApply(o options, s settings, stdin io.Reader, stdout, stderr io.Writer) int {
-	st, errs, code := loadState(o, s, stdin, stderr)
+	st, errs, where, code := loadState(o, s, stdin, stderr)
 	if st == nil {
 		return code
 	}
-	return render(o.apply, s, st, errs, stdout, stderr)
+	return render(o.apply, o.applyValid, s, st, errs, where, stdout, stderr)
 }
 
 // adoptNode takes the zone, and the IPs unless --node-ip gave them, from
@@ -66,44 +69,60 @@ func adoptNode(cfg *rules.Config, n rules.Node) {
 	}
 }
 
-// render prints (or, with apply, writes) the rules of every family.
-func render(apply bool, s settings, st *rules.State, errs []error, stdout, stderr io.Writer) int {
+// render prints (or, with apply, writes) the rules of every family. Every
+// family is rendered before anything is written: with apply, any problem
+// with the input (an unreadable file, an invalid object, a conflict) writes
+// nothing unless applyValid says to write what was valid, so that a typo in
+// a path never replaces a node's rules with an empty ruleset.
+func render(apply, applyValid bool, s settings, st *rules.State, errs []error, where func(error) error, stdout, stderr io.Writer) int {
 	fams := families(s, st)
 	if len(s.cfg.Node.IPs) == 0 {
-		fmt.Fprintf(stderr, "rulegen: warning: no IP known for node %q (no --node-ip and no Node object): nodePorts are not rendered\n", s.cfg.Node.Name)
+		fmt.Fprintf(stderr, "rulegen: warning: no IP known for node %q (no --node-ip, and no usable address in a Node object): nodePorts are not rendered\n", s.cfg.Node.Name)
 	}
-	var kernel sync.Kernel
-	if apply {
-		for _, w := range sync.NodeWarnings(fams) {
-			fmt.Fprintf(stderr, "rulegen: warning: %s\n", w)
-		}
-		var err error
-		if kernel, err = sync.NewKernel(s.backend, s.iptMode); err != nil {
-			fmt.Fprintf(stderr, "rulegen: %v\n", err)
-			return exitSkipped
-		}
-	}
-	failed := false
-	for i, fam := range fams {
+	desired := make([]*sync.Desired, 0, len(fams))
+	for _, fam := range fams {
 		d := sync.Render(st, s.cfg, s.backend, fam)
-		errs = append(errs, d.Plan.Conflicts...)
-		if kernel != nil {
-			if _, err := kernel.Apply(d); err != nil {
-				fmt.Fprintf(stderr, "rulegen: %s %s: %v\n", s.backend, fam, err)
-				failed = true
-			}
-			continue
+		for _, c := range d.Plan.Conflicts {
+			errs = append(errs, where(c))
 		}
-		if len(fams) > 1 {
-			if i > 0 {
-				fmt.Fprintln(stdout)
-			}
-			fmt.Fprintf(stdout, "# %s, %s\n", s.backend, fam)
-		}
-		io.WriteString(stdout, d.Text())
+		desired = append(desired, d)
 	}
 	for _, e := range errs {
 		fmt.Fprintf(stderr, "rulegen: skipped: %v\n", e)
+	}
+	if !apply {
+		for i, d := range desired {
+			if len(desired) > 1 {
+				if i > 0 {
+					fmt.Fprintln(stdout)
+				}
+				fmt.Fprintf(stdout, "# %s, %s\n", s.backend, d.Plan.Family)
+			}
+			io.WriteString(stdout, d.Text())
+		}
+		if len(errs) > 0 {
+			return exitSkipped
+		}
+		return exitOK
+	}
+	if len(errs) > 0 && !applyValid {
+		fmt.Fprintf(stderr, "rulegen: %d problem(s) in the input: nothing written (the kernel's rules are unchanged; --apply-valid writes the valid objects' rules anyway)\n", len(errs))
+		return exitSkipped
+	}
+	for _, w := range sync.NodeWarnings(fams) {
+		fmt.Fprintf(stderr, "rulegen: warning: %s\n", w)
+	}
+	kernel, err := sync.NewKernel(s.backend, s.iptMode)
+	if err != nil {
+		fmt.Fprintf(stderr, "rulegen: %v\n", err)
+		return exitSkipped
+	}
+	failed := false
+	for _, d := range desired {
+		if _, err := kernel.Apply(d); err != nil {
+			fmt.Fprintf(stderr, "rulegen: %s %s: %v\n", s.backend, d.Plan.Family, err)
+			failed = true
+		}
 	}
 	if len(errs) > 0 || failed {
 		return exitSkipped

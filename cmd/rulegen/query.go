@@ -58,7 +58,7 @@ func runQuery(sub string, q query, o options, s settings, stdin io.Reader, stdou
 	if len(o.files) == 0 && o.kubeconfig == "" {
 		return fail("give the state: -f manifests or --kubeconfig")
 	}
-	st, errs, code := loadState(o, s, stdin, stderr)
+	st, errs, _, code := loadState(o, s, stdin, stderr)
 	if st == nil {
 		return code
 	}
@@ -66,7 +66,11 @@ func runQuery(sub string, q query, o options, s settings, stdin io.Reader, stdou
 		fmt.Fprintf(stderr, "rulegen: skipped: %v\n", e)
 	}
 	if sub == "explain" {
-		return explain(key, q, s, st, stdout, stderr)
+		code := explain(key, q, s, st, stdout, stderr)
+		if code == exitOK && len(errs) > 0 {
+			code = exitSkipped // as trace: the answer may miss what was skipped
+		}
+		return code
 	}
 	if pkt.From == "" {
 		pkt.From = trace.FromExternal

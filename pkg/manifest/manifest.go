@@ -5,6 +5,17 @@
 // Every problem is reported with the file, the document number (from 1) and
 // for a List the item index, plus the object and field; the bad object is
 // skipped and everything else is kept.
+//
+// The loader is as strict as the API server, which the daemon's input has
+// already been through and -f files have not: field names are
+// case-sensitive, unknown and duplicate fields are errors, kinds and
+// apiVersions must be the ones rulegen reads (a Deployment or a ConfigMap is
+// ignored, `kind: service` is an error), a missing namespace is "default"
+// as kubectl makes it, and the same object given twice is an error (the
+// second is skipped). Input is bounded: a directory yields only its regular
+// files (a FIFO named x.yaml would block forever), a source may hold at most
+// MaxSourceBytes, and a NUL byte (never in YAML or JSON: /dev/zero, a binary)
+// ends that source with an error.
 package manifest
 
 import (
@@ -22,6 +33,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -60,17 +72,63 @@ type Objects struct {
 	Slices   []*discovery.EndpointSlice
 	Nodes    []*v1.Node
 	sources  map[any]Source
+	byName   map[objectID]Source // first source of each kind/namespace/name
 }
+
+type objectID struct{ kind, namespace, name string }
 
 // SourceOf returns where obj was read.
 func (o *Objects) SourceOf(obj any) Source { return o.sources[obj] }
+
+// WithSource adds the source of the object err names (a *rules.ObjectError,
+// such as a planner conflict) to err. Errors that name no object read here
+// are returned as they are.
+func (o *Objects) WithSource(err error) error {
+	var oe *rules.ObjectError
+	if !errors.As(err, &oe) {
+		return err
+	}
+	if src, ok := o.byName[objectID{oe.Kind, oe.Namespace, oe.Name}]; ok {
+		return &Error{src, err}
+	}
+	return err
+}
+
+// MaxSourceBytes bounds what is read from one file or stdin (1 GiB: a
+// `kubectl get -o yaml` of 50,000 services and their slices is about a
+// quarter of that).
+const MaxSourceBytes = 1 << 30
+
+// boundedReader fails a source that is larger than MaxSourceBytes or holds a
+// NUL byte, so that /dev/zero or a binary cannot fill memory.
+type boundedReader struct {
+	r    io.Reader
+	left int64
+}
+
+var errNUL = errors.New("holds a NUL byte: not YAML or JSON (a binary file or a device?)")
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, fmt.Errorf("larger than %d bytes: not read further", int64(MaxSourceBytes))
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if i := bytes.IndexByte(p[:n], 0); i >= 0 {
+		return i, errNUL
+	}
+	return n, err
+}
 
 // Load reads every path: a file, a directory (its *.yaml, *.yml and *.json
 // files, recursively, in name order) or "-" for stdin. A file that cannot be
 // read is an error; so is a document that cannot be parsed, and the loader
 // moves on to the next document.
 func Load(paths []string, stdin io.Reader) (*Objects, []error) {
-	o := &Objects{sources: map[any]Source{}}
+	o := &Objects{sources: map[any]Source{}, byName: map[objectID]Source{}}
 	var errs []error
 	for _, p := range paths {
 		if p == "-" {
@@ -79,8 +137,7 @@ func Load(paths []string, stdin io.Reader) (*Objects, []error) {
 		}
 		files, err := expand(p)
 		if err != nil {
-			errs = append(errs, err)
-			continue
+			errs = append(errs, err) // and read the files that were found
 		}
 		for _, f := range files {
 			fh, err := os.Open(f)
@@ -104,15 +161,28 @@ func expand(p string) ([]string, error) {
 		return []string{p}, nil
 	}
 	var files []string
+	var skipped []error
 	err = filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		switch strings.ToLower(filepath.Ext(path)) {
 		case ".yaml", ".yml", ".json":
-			if !d.IsDir() {
-				files = append(files, path)
+			if d.IsDir() {
+				return nil
 			}
+			// Only regular files (or links to them): opening a FIFO blocks
+			// until a writer comes, a device may never end.
+			st, err := os.Stat(path)
+			if err != nil {
+				skipped = append(skipped, err)
+				return nil
+			}
+			if !st.Mode().IsRegular() {
+				skipped = append(skipped, fmt.Errorf("%s: not a regular file (%s): skipped", path, st.Mode().Type()))
+				return nil
+			}
+			files = append(files, path)
 		}
 		return nil
 	})
@@ -120,7 +190,7 @@ func expand(p string) ([]string, error) {
 	if err == nil && len(files) == 0 {
 		err = fmt.Errorf("%s: no .yaml, .yml or .json files", p)
 	}
-	return files, err
+	return files, errors.Join(append(skipped, err)...)
 }
 
 type typeMeta struct {
@@ -131,7 +201,7 @@ type typeMeta struct {
 
 func (o *Objects) read(name string, r io.Reader) []error {
 	var errs []error
-	yr := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	yr := utilyaml.NewYAMLReader(bufio.NewReader(&boundedReader{r: r, left: MaxSourceBytes}))
 	for doc := 1; ; doc++ {
 		raw, err := yr.Read()
 		if errors.Is(err, io.EOF) {
@@ -146,7 +216,7 @@ func (o *Objects) read(name string, r io.Reader) []error {
 			doc-- // an empty document (e.g. a leading "---") is not counted
 			continue
 		}
-		js, err := yaml.YAMLToJSON(raw)
+		js, err := yaml.YAMLToJSONStrict(raw) // a key given twice is an error, as for kubectl
 		if err != nil {
 			errs = append(errs, &Error{src, fmt.Errorf("not valid YAML or JSON: %w", err)})
 			continue
@@ -166,6 +236,13 @@ func stripComments(b []byte) []byte {
 		}
 	}
 	return out
+}
+
+// kinds are the objects rulegen reads, with the apiVersion each must have.
+var kinds = map[string]string{
+	"Service":       "v1",
+	"EndpointSlice": "discovery.k8s.io/v1",
+	"Node":          "v1",
 }
 
 func (o *Objects) decode(js []byte, src Source) []error {
@@ -192,11 +269,40 @@ func (o *Objects) decode(js []byte, src Source) []error {
 	case "":
 		return []error{&Error{src, errors.New("no kind")}}
 	default:
+		for k := range kinds {
+			if strings.EqualFold(tm.Kind, k) || strings.EqualFold(tm.Kind, k+"List") {
+				return []error{&Error{src, fmt.Errorf("unknown kind %q: kinds are case-sensitive (%s?)", tm.Kind, k)}}
+			}
+		}
 		return nil // other kinds (Deployments, Endpoints, …) are not rulegen's business
 	}
-	if err := json.Unmarshal(js, obj); err != nil {
+	if want := kinds[tm.Kind]; tm.APIVersion != want {
+		return []error{&Error{src, fmt.Errorf("%s: apiVersion %q, want %q", tm.Kind, tm.APIVersion, want)}}
+	}
+	// Case-sensitive and strict, as the API server decodes: "protocoll: UDP"
+	// or "Protocol: UDP" must not be silently dropped.
+	strict, err := kjson.UnmarshalStrict(js, obj)
+	if err != nil {
 		return []error{&Error{src, fmt.Errorf("%s: %w", tm.Kind, err)}}
 	}
+	if len(strict) > 0 {
+		var msgs []string
+		for _, e := range strict {
+			msgs = append(msgs, e.Error())
+		}
+		return []error{&Error{src, fmt.Errorf("%s %s: %s: skipped", tm.Kind, objectName(obj), strings.Join(msgs, "; "))}}
+	}
+	if m, ok := obj.(interface {
+		GetNamespace() string
+		SetNamespace(string)
+	}); ok && m.GetNamespace() == "" && tm.Kind != "Node" {
+		m.SetNamespace("default") // as kubectl apply without -n
+	}
+	id := objectID{tm.Kind, namespaceOf(obj), nameOf(obj)}
+	if first, dup := o.byName[id]; dup {
+		return []error{&Error{src, fmt.Errorf("%s %s: given again (first at %s): this one is skipped", tm.Kind, objectName(obj), first)}}
+	}
+	o.byName[id] = src
 	o.sources[obj] = src
 	switch x := obj.(type) {
 	case *v1.Service:
@@ -207,6 +313,22 @@ func (o *Objects) decode(js []byte, src Source) []error {
 		o.Nodes = append(o.Nodes, x)
 	}
 	return nil
+}
+
+type named interface {
+	GetNamespace() string
+	GetName() string
+}
+
+func namespaceOf(obj any) string { return obj.(named).GetNamespace() }
+func nameOf(obj any) string      { return obj.(named).GetName() }
+
+// objectName is "namespace/name", or "name" for a cluster-scoped object.
+func objectName(obj any) string {
+	if ns := namespaceOf(obj); ns != "" {
+		return ns + "/" + nameOf(obj)
+	}
+	return nameOf(obj)
 }
 
 // BuildState converts the objects into a rules.State, reporting (and
