@@ -56,6 +56,19 @@ func TestExitStatus(t *testing.T) {
 			stdin: svcYAML("web", "10.96.0.9", "TCP"), code: exitOK, stdoutHas: "-A RG-FILTER"},
 		{name: "config file, flag wins", args: []string{"--dry-run", "-f", "-", "--config", "testdata/config.yaml", "--backend", "nftables"},
 			stdin: svcYAML("web", "10.96.0.9", "TCP"), code: exitOK, stdoutHas: "10.96.0.9 . tcp . 80 : goto reject-chain"},
+		{name: "unknown flag names it", args: []string{"--hostname-override=n1"}, code: exitUsage, stderr: "rulegen: unknown flag: --hostname-override (see rulegen --help)"},
+		{name: "bad flag value names it", args: []string{"--dry-run", "--sync-period", "soon"}, code: exitUsage, stderr: `invalid argument "soon" for "--sync-period" flag`},
+		{name: "config key twice", args: []string{"--dry-run", "-f", "-", "--config", "testdata/dup-config.yaml"}, code: exitUsage,
+			stderr: `--config: testdata/dup-config.yaml: "node-name" and "nodeName" are the same setting (--node-name): give it once`},
+		{name: "config: every unknown key", args: []string{"--dry-run", "-f", "-", "--config", "testdata/dup-config.yaml"}, code: exitUsage,
+			stderr: `--config: testdata/dup-config.yaml: unknown setting "noSuchThing"`},
+		{name: "apply-valid alone", args: []string{"--dry-run", "-f", "-", "--apply-valid"}, code: exitUsage, stderr: "--apply-valid goes with --apply"},
+		{name: "explain with skipped input", args: []string{"explain", "default/good", "-f", "-", "--node-name", "n1"},
+			stdin: svcYAML("good", "10.96.0.1", "TCP") + "---\n" + svcYAML("bad", "10.96.0.2", "ICMP"), code: exitSkipped,
+			stderr: `Service default/bad: spec.ports[0].protocol`, stdoutHas: "Service default/good"},
+		{name: "conflict names its file and document", args: []string{"--dry-run", "-f", "-", "--node-name", "n1"},
+			stdin: extSvcYAML("a", "10.96.0.1") + "---\n" + extSvcYAML("b", "10.96.0.2"), code: exitSkipped,
+			stderr: `rulegen: skipped: <stdin>: document 2: Service default/b: spec.externalIPs`},
 		{name: "bad iptables mode", args: []string{"--cleanup", "--iptables-mode", "xt"}, code: exitUsage, stderr: "--iptables-mode"},
 		{name: "bad backend", args: []string{"--dry-run", "-f", "-", "--backend", "ipvs"}, code: exitUsage, stderr: "unknown backend"},
 		{name: "bad cidr", args: []string{"--dry-run", "-f", "-", "--cluster-cidr", "10.0.0.0"}, code: exitUsage, stderr: "--cluster-cidr"},
@@ -94,6 +107,10 @@ func TestExitStatus(t *testing.T) {
 	}
 }
 
+func extSvcYAML(name, ip string) string {
+	return svcYAML(name, ip, "TCP") + "  externalIPs: [192.168.50.50]\n"
+}
+
 func svcYAML(name, ip, proto string) string {
 	return "apiVersion: v1\nkind: Service\nmetadata:\n  name: " + name + "\n  namespace: default\nspec:\n  clusterIP: " + ip +
 		"\n  ports:\n  - port: 80\n    protocol: " + proto + "\n"
@@ -104,10 +121,7 @@ func svcYAML(name, ip, proto string) string {
 // a scratch network namespace, through the real binary and a real pipe.
 func TestExamplesLoadIntoKernel(t *testing.T) {
 	netnstest.Require(t, "nft", "iptables-restore", "iptables-save")
-	bin := filepath.Join(t.TempDir(), "rulegen")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	common := []string{"--dry-run", "-f", "../../examples/", "--node-name", "node-a", "--cluster-cidr", "10.244.0.0/16"}
 	for _, tc := range []struct{ backend, loader, lister string }{
 		{"nftables", "nft -f -", "nft list table ip rulegen"},
@@ -125,6 +139,82 @@ func TestExamplesLoadIntoKernel(t *testing.T) {
 			listed := ns.MustRun(nil, "bash", "-c", tc.lister)
 			if !strings.Contains(listed, "10.244.1.5:8170") {
 				t.Errorf("kernel ruleset lacks the DNAT to 10.244.1.5:8170:\n%s", listed)
+			}
+		})
+	}
+}
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "rulegen")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestApplyInvalidInputWritesNothing: --apply with any problem in its input
+// (a mistyped path, an invalid object) must leave the kernel's rules as they
+// were; it used to apply an empty ruleset and wipe every service.
+// --apply-valid writes the valid objects' rules anyway.
+func TestApplyInvalidInputWritesNothing(t *testing.T) {
+	netnstest.Require(t, "nft", "iptables-restore", "iptables-save")
+	bin := buildBinary(t)
+	common := []string{"--node-name", "node-a", "--cluster-cidr", "10.244.0.0/16"}
+	extra := svcYAML("extra", "10.96.0.99", "TCP")
+	bad := svcYAML("bad", "10.96.0.98", "ICMP")
+	for _, tc := range []struct{ backend, lister string }{
+		{"nftables", "nft list table ip rulegen"},
+		{"iptables", "iptables-save | grep -v '^#'"},
+	} {
+		t.Run(tc.backend, func(t *testing.T) {
+			ns := netnstest.New(t, "apply")
+			apply := func(stdin string, args ...string) (int, string) {
+				t.Helper()
+				argv := append([]string{"netns", "exec", ns.Name, bin, "--apply", "--backend", tc.backend}, append(common, args...)...)
+				cmd := exec.Command("ip", argv...)
+				cmd.Stdin = strings.NewReader(stdin)
+				var errb bytes.Buffer
+				cmd.Stderr = &errb
+				err := cmd.Run()
+				code := 0
+				if ee, ok := err.(*exec.ExitError); ok {
+					code = ee.ExitCode()
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				return code, errb.String()
+			}
+			list := func() string { return ns.MustRun(nil, "bash", "-c", tc.lister) }
+			if code, errs := apply("", "-f", "../../examples/"); code != exitOK {
+				t.Fatalf("apply of the examples: exit %d\n%s", code, errs)
+			}
+			before := list()
+			if !strings.Contains(before, "10.244.1.5:8170") {
+				t.Fatalf("the examples' DNAT is not in the kernel:\n%s", before)
+			}
+			for _, step := range []struct {
+				name  string
+				stdin string
+				args  []string
+			}{
+				{"mistyped path", "", []string{"-f", "../../examples/no-such-file.yaml"}},
+				{"one invalid object", extra + "---\n" + bad, []string{"-f", "../../examples/", "-f", "-"}},
+			} {
+				code, errs := apply(step.stdin, step.args...)
+				if code != exitSkipped || !strings.Contains(errs, "nothing written") {
+					t.Errorf("%s: exit %d, want %d with \"nothing written\"; stderr:\n%s", step.name, code, exitSkipped, errs)
+				}
+				if after := list(); after != before {
+					t.Errorf("%s: the kernel's rules changed:\nbefore:\n%s\nafter:\n%s", step.name, before, after)
+				}
+			}
+			code, errs := apply(extra+"---\n"+bad, "-f", "../../examples/", "-f", "-", "--apply-valid")
+			if code != exitSkipped || !strings.Contains(errs, "Service default/bad") {
+				t.Errorf("--apply-valid: exit %d, want %d naming the bad service; stderr:\n%s", code, exitSkipped, errs)
+			}
+			if after := list(); !strings.Contains(after, "10.96.0.99") || !strings.Contains(after, "10.244.1.5:8170") {
+				t.Errorf("--apply-valid did not write the valid services:\n%s", after)
 			}
 		})
 	}
