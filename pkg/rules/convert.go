@@ -36,14 +36,18 @@ type ObjectError struct {
 
 // Error implements error.
 func (e *ObjectError) Error() string {
-	obj := e.Name
-	if e.Namespace != "" {
-		obj = e.Namespace + "/" + e.Name
+	ns, name := e.Namespace, e.Name
+	if !plainName(ns) || !plainName(name) {
+		// An invalid name: quote it, so that its bytes cannot forge a log
+		// line and "a/b"+"c" reads differently from "a"+"b/c".
+		ns, name = strconv.Quote(ns), strconv.Quote(name)
 	}
-	if obj == "" {
+	obj := name
+	if e.Namespace != "" {
+		obj = ns + "/" + name
+	}
+	if e.Name == "" && e.Namespace == "" {
 		obj = "(unnamed)"
-	} else if !plainName(obj) {
-		obj = strconv.Quote(obj) // an invalid name: keep its bytes out of the log line
 	}
 	if e.Field == "" {
 		return fmt.Sprintf("%s %s: %s", e.Kind, obj, e.Reason)
@@ -51,11 +55,11 @@ func (e *ObjectError) Error() string {
 	return fmt.Sprintf("%s %s: %s: %s", e.Kind, obj, e.Field, e.Reason)
 }
 
-// plainName reports whether s holds only the characters of valid names
-// (letters, digits, '-', '.', '_', and the '/' between namespace and name).
+// plainName reports whether s holds only the characters of valid names:
+// letters, digits, '-', '.' and '_'.
 func plainName(s string) bool {
 	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '/') {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
 			return false
 		}
 	}

@@ -362,3 +362,26 @@ func TestNodeFromObject(t *testing.T) {
 		})
 	}
 }
+
+func TestObjectErrorQuotesInvalidNames(t *testing.T) {
+	tests := []struct {
+		name     string
+		ns, obj  string
+		wantHead string
+	}{
+		{name: "valid names as they are", ns: "default", obj: "web", wantHead: "Service default/web: "},
+		{name: "newline quoted", ns: "default", obj: "web\nx", wantHead: `Service "default"/"web\nx": `},
+		{name: "slash in namespace", ns: "a/b", obj: "c", wantHead: `Service "a/b"/"c": `},
+		{name: "slash in name", ns: "a", obj: "b/c", wantHead: `Service "a"/"b/c": `},
+		{name: "cluster-scoped", obj: "node\"a", wantHead: `Service "node\"a": `},
+		{name: "unnamed", wantHead: "Service (unnamed): "},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := (&ObjectError{Kind: "Service", Namespace: tc.ns, Name: tc.obj, Field: "f", Reason: "r"}).Error()
+			if !strings.HasPrefix(got, tc.wantHead) {
+				t.Errorf("got %q, want it to start with %q", got, tc.wantHead)
+			}
+		})
+	}
+}
