@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,5 +223,30 @@ func TestPlannerConflictAgeWithReuse(t *testing.T) {
 	st.DeleteService(ServiceKey{"ns", "z"})
 	if got := extOf(pl.Plan(st, cfg)); got["a"] != 1 {
 		t.Errorf("with z gone, a gets the IP back: %v", got)
+	}
+}
+
+// TestPlannerAgeOrderCached: a sync that changed only endpoints (State.Ports
+// returns the same slice) does not sort the ports by age again.
+func TestPlannerAgeOrderCached(t *testing.T) {
+	st := NewState()
+	for i, name := range []string{"a", "b", "c"} {
+		key := ServiceKey{"ns", name}
+		st.SetService(key, []*ServicePort{{Name: ServicePortName{ServiceKey: key, Protocol: TCP}, Port: 80,
+			Created:    time.Date(2024, 1, 3-i, 0, 0, 0, 0, time.UTC),
+			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, 0, byte(i + 1)})}}})
+	}
+	pl := NewPlanner(IPv4)
+	first := pl.ageOrder(st.Ports())
+	if want := []int{2, 1, 0}; !slices.Equal(first, want) {
+		t.Fatalf("age order %v, want %v (c is the oldest)", first, want)
+	}
+	st.SetSlice(&Slice{Name: "a-1", Service: ServiceKey{"ns", "a"}, Family: IPv4})
+	if again := pl.ageOrder(st.Ports()); &again[0] != &first[0] {
+		t.Error("an endpoint-only change sorted the ports again")
+	}
+	st.DeleteService(ServiceKey{"ns", "c"})
+	if got := pl.ageOrder(st.Ports()); !slices.Equal(got, []int{1, 0}) {
+		t.Errorf("after a service change, age order %v, want [1 0]", got)
 	}
 }
