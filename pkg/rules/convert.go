@@ -153,8 +153,13 @@ func ConvertService(svc *v1.Service) ([]*ServicePort, error) {
 		return nil, svcErr(svc, "spec.sessionAffinity", "unsupported value %q (want None or ClientIP)", svc.Spec.SessionAffinity)
 	}
 	var td string
-	if svc.Spec.TrafficDistribution != nil {
-		td = *svc.Spec.TrafficDistribution
+	switch d := svc.Spec.TrafficDistribution; {
+	case d == nil:
+	case *d == v1.ServiceTrafficDistributionPreferClose, *d == v1.ServiceTrafficDistributionPreferSameZone, *d == v1.ServiceTrafficDistributionPreferSameNode:
+		td = *d
+	default:
+		// Informational only, and a newer API server may know more values:
+		// an unknown one is left out rather than refusing the service.
 	}
 	if len(svc.Spec.Ports) == 0 {
 		return nil, svcErr(svc, "spec.ports", "no ports")
@@ -178,6 +183,9 @@ func ConvertService(svc *v1.Service) ([]*ServicePort, error) {
 		proto, err := parseProtocol(sp.Protocol)
 		if err != nil {
 			return nil, svcErr(svc, field+".protocol", "%v", err)
+		}
+		if why := invalidTargetPort(sp.TargetPort); why != "" {
+			return nil, svcErr(svc, field+".targetPort", "%s", why)
 		}
 		if sp.Port < 1 || sp.Port > 65535 {
 			return nil, svcErr(svc, field+".port", "%d is out of range (1-65535)", sp.Port)

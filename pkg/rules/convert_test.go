@@ -114,6 +114,12 @@ func TestConvertServiceRejects(t *testing.T) {
 			s.Spec.InternalTrafficPolicy = ptr(v1.ServiceInternalTrafficPolicyCluster)
 		}},
 		{name: "healthCheckNodePort too large", mutate: func(s *v1.Service) { s.Spec.HealthCheckNodePort = 70000 }, field: "spec.healthCheckNodePort"},
+		{name: "named targetPort", mutate: func(s *v1.Service) { s.Spec.Ports[0].TargetPort = intstr.FromString("web") }},
+		{name: "unset targetPort", mutate: func(s *v1.Service) { s.Spec.Ports[0].TargetPort = intstr.FromInt32(0) }},
+		{name: "targetPort out of range", mutate: func(s *v1.Service) { s.Spec.Ports[0].TargetPort = intstr.FromInt32(70000) }, field: "spec.ports[0].targetPort"},
+		{name: "targetPort name over 15 characters (IANA_SVC_NAME)", mutate: func(s *v1.Service) { s.Spec.Ports[0].TargetPort = intstr.FromString("a-very-long-name") }, field: "spec.ports[0].targetPort"},
+		{name: "targetPort number as a string", mutate: func(s *v1.Service) { s.Spec.Ports[0].TargetPort = intstr.FromString("8080") }, field: "spec.ports[0].targetPort"},
+		{name: "unknown trafficDistribution is left out, not refused", mutate: func(s *v1.Service) { s.Spec.TrafficDistribution = ptr("Anywhere\n") }},
 		{name: "healthCheckNodePort negative", mutate: func(s *v1.Service) { s.Spec.HealthCheckNodePort = -1 }, field: "spec.healthCheckNodePort"},
 	}
 	for what, bad := range hostile {
@@ -121,6 +127,7 @@ func TestConvertServiceRejects(t *testing.T) {
 			tc{name: "namespace " + what, mutate: func(s *v1.Service) { s.Namespace = bad }, field: "metadata.namespace"},
 			tc{name: "name " + what, mutate: func(s *v1.Service) { s.Name = bad }, field: "metadata.name"},
 			tc{name: "port name " + what, mutate: func(s *v1.Service) { s.Spec.Ports[0].Name = bad }, field: "spec.ports[0].name"},
+			tc{name: "targetPort " + what, mutate: func(s *v1.Service) { s.Spec.Ports[0].TargetPort = intstr.FromString(bad) }, field: "spec.ports[0].targetPort"},
 		)
 	}
 	for _, tc := range tests {
@@ -131,6 +138,9 @@ func TestConvertServiceRejects(t *testing.T) {
 			if tc.field == "" {
 				if err != nil || len(ports) == 0 {
 					t.Fatalf("valid service rejected: %v", err)
+				}
+				if td := ports[0].TrafficDistribution; td != "" && td != v1.ServiceTrafficDistributionPreferClose {
+					t.Errorf("unknown trafficDistribution %q kept", td)
 				}
 				return
 			}

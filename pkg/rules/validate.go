@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -95,4 +96,21 @@ func parseEndpointIP(s string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("%s may not be in the link-local multicast range (224.0.0.0/24, ff02::/16)", ip)
 	}
 	return ip, nil
+}
+
+// invalidTargetPort returns why a Service port's targetPort is invalid (""
+// if it is valid): a number 1-65535 or a container port name
+// (IANA_SVC_NAME), as the API requires. 0 and "" are unset (the API server
+// defaults them to the port).
+func invalidTargetPort(tp intstr.IntOrString) string {
+	switch {
+	case tp.Type == intstr.Int && tp.IntVal == 0, tp.Type == intstr.String && tp.StrVal == "":
+		return ""
+	case tp.Type == intstr.Int:
+		if tp.IntVal < 1 || tp.IntVal > 65535 {
+			return fmt.Sprintf("%d is out of range (1-65535)", tp.IntVal)
+		}
+		return ""
+	}
+	return invalidName(validation.IsValidPortName, tp.StrVal)
 }
