@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -35,17 +36,34 @@ type ObjectError struct {
 
 // Error implements error.
 func (e *ObjectError) Error() string {
-	obj := e.Name
-	if e.Namespace != "" {
-		obj = e.Namespace + "/" + e.Name
+	ns, name := e.Namespace, e.Name
+	if !plainName(ns) || !plainName(name) {
+		// An invalid name: quote it, so that its bytes cannot forge a log
+		// line and "a/b"+"c" reads differently from "a"+"b/c".
+		ns, name = strconv.Quote(ns), strconv.Quote(name)
 	}
-	if obj == "" {
+	obj := name
+	if e.Namespace != "" {
+		obj = ns + "/" + name
+	}
+	if e.Name == "" && e.Namespace == "" {
 		obj = "(unnamed)"
 	}
 	if e.Field == "" {
 		return fmt.Sprintf("%s %s: %s", e.Kind, obj, e.Reason)
 	}
 	return fmt.Sprintf("%s %s: %s: %s", e.Kind, obj, e.Field, e.Reason)
+}
+
+// plainName reports whether s holds only the characters of valid names:
+// letters, digits, '-', '.' and '_'.
+func plainName(s string) bool {
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // Skipped reports whether the whole object was skipped (as opposed to a part
@@ -75,34 +93,22 @@ func ServiceIgnored(svc *v1.Service) string {
 // ConvertService turns a Service into its ports. An ignored service (see
 // ServiceIgnored) yields no ports and no error. An invalid service yields no
 // ports and an *ObjectError naming the first bad field: rulegen never renders
-// half a service.
+// half a service. A service is invalid where the API server would refuse it
+// (names, port names, addresses, enumerations; see validate.go), and where
+// it lacks what the API server would have filled in (cluster IP, nodePort).
 func ConvertService(svc *v1.Service) ([]*ServicePort, error) {
-	if svc.Name == "" {
-		return nil, svcErr(svc, "metadata.name", "missing")
+	if err := checkServiceMeta(svc); err != nil {
+		return nil, err
 	}
 	if ServiceIgnored(svc) != "" {
 		return nil, nil
 	}
-	ipStrs := svc.Spec.ClusterIPs
-	if len(ipStrs) == 0 && svc.Spec.ClusterIP != "" {
-		ipStrs = []string{svc.Spec.ClusterIP}
+	if err := checkServiceEnums(svc); err != nil {
+		return nil, err
 	}
-	if len(ipStrs) == 0 {
-		return nil, svcErr(svc, "spec.clusterIP", "not set (the API server assigns it; a manifest given to --dry-run must set it)")
-	}
-	var clusterIPs []netip.Addr
-	seenFamily := map[Family]bool{}
-	for i, s := range ipStrs {
-		ip, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, svcErr(svc, fmt.Sprintf("spec.clusterIPs[%d]", i), "%q is not an IP address", s)
-		}
-		ip = ip.Unmap()
-		if seenFamily[FamilyOf(ip)] {
-			return nil, svcErr(svc, fmt.Sprintf("spec.clusterIPs[%d]", i), "two cluster IPs of family %s", FamilyOf(ip))
-		}
-		seenFamily[FamilyOf(ip)] = true
-		clusterIPs = append(clusterIPs, ip)
+	clusterIPs, err := parseClusterIPs(svc)
+	if err != nil {
+		return nil, err
 	}
 	externalIPs, err := parseAddrs(svc, "spec.externalIPs", svc.Spec.ExternalIPs)
 	if err != nil {
@@ -117,20 +123,21 @@ func ConvertService(svc *v1.Service) ([]*ServicePort, error) {
 			if ing.IPMode != nil && *ing.IPMode == v1.LoadBalancerIPModeProxy {
 				continue // the load balancer proxies: traffic arrives addressed to the node
 			}
-			ip, err := netip.ParseAddr(ing.IP)
+			ip, err := parseIP(ing.IP)
 			if err != nil {
-				return nil, svcErr(svc, fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), "%q is not an IP address", ing.IP)
+				return nil, svcErr(svc, fmt.Sprintf("status.loadBalancer.ingress[%d].ip", i), "%v", err)
 			}
-			lbIPs = append(lbIPs, ip.Unmap())
+			lbIPs = append(lbIPs, ip)
 		}
 	}
 	var ranges []netip.Prefix
 	for i, s := range svc.Spec.LoadBalancerSourceRanges {
-		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		// The API allows spaces around a range (a leftover of the annotation).
+		p, err := parseCIDR(strings.TrimSpace(s))
 		if err != nil {
-			return nil, svcErr(svc, fmt.Sprintf("spec.loadBalancerSourceRanges[%d]", i), "%q is not a CIDR", s)
+			return nil, svcErr(svc, fmt.Sprintf("spec.loadBalancerSourceRanges[%d]", i), "%v", err)
 		}
-		ranges = append(ranges, p.Masked())
+		ranges = append(ranges, p)
 	}
 	external := svc.Spec.Type == v1.ServiceTypeNodePort || svc.Spec.Type == v1.ServiceTypeLoadBalancer
 	var affinity int32
@@ -146,19 +153,39 @@ func ConvertService(svc *v1.Service) ([]*ServicePort, error) {
 		return nil, svcErr(svc, "spec.sessionAffinity", "unsupported value %q (want None or ClientIP)", svc.Spec.SessionAffinity)
 	}
 	var td string
-	if svc.Spec.TrafficDistribution != nil {
-		td = *svc.Spec.TrafficDistribution
+	switch d := svc.Spec.TrafficDistribution; {
+	case d == nil:
+	case *d == v1.ServiceTrafficDistributionPreferClose, *d == v1.ServiceTrafficDistributionPreferSameZone, *d == v1.ServiceTrafficDistributionPreferSameNode:
+		td = *d
+	default:
+		// Informational only, and a newer API server may know more values:
+		// an unknown one is left out rather than refusing the service.
 	}
 	if len(svc.Spec.Ports) == 0 {
 		return nil, svcErr(svc, "spec.ports", "no ports")
 	}
-	seen := map[ServicePortName]bool{}
+	seen := map[string]bool{}
 	ports := make([]*ServicePort, 0, len(svc.Spec.Ports))
 	for i, sp := range svc.Spec.Ports {
 		field := fmt.Sprintf("spec.ports[%d]", i)
+		switch {
+		case sp.Name == "" && len(svc.Spec.Ports) > 1:
+			return nil, svcErr(svc, field+".name", "missing (a service with more than one port must name each)")
+		case sp.Name != "":
+			if why := invalidName(dns1123Label, sp.Name); why != "" {
+				return nil, svcErr(svc, field+".name", "%s", why)
+			}
+			if seen[sp.Name] {
+				return nil, svcErr(svc, field+".name", "duplicate port name %q", sp.Name)
+			}
+			seen[sp.Name] = true
+		}
 		proto, err := parseProtocol(sp.Protocol)
 		if err != nil {
 			return nil, svcErr(svc, field+".protocol", "%v", err)
+		}
+		if why := invalidTargetPort(sp.TargetPort); why != "" {
+			return nil, svcErr(svc, field+".targetPort", "%s", why)
 		}
 		if sp.Port < 1 || sp.Port > 65535 {
 			return nil, svcErr(svc, field+".port", "%d is out of range (1-65535)", sp.Port)
@@ -169,13 +196,9 @@ func ConvertService(svc *v1.Service) ([]*ServicePort, error) {
 		if sp.NodePort == 0 && svc.Spec.Type == v1.ServiceTypeNodePort {
 			return nil, svcErr(svc, field+".nodePort", "not set on a NodePort service (the API server assigns it; a manifest given to --dry-run must set it)")
 		}
-		name := ServicePortName{ServiceKey: ServiceKey{svc.Namespace, svc.Name}, Port: sp.Name, Protocol: proto}
-		if seen[name] {
-			return nil, svcErr(svc, field+".name", "duplicate port name %q for protocol %s", sp.Name, proto)
-		}
-		seen[name] = true
 		p := &ServicePort{
-			Name:                name,
+			Name:                ServicePortName{ServiceKey: ServiceKey{svc.Namespace, svc.Name}, Port: sp.Name, Protocol: proto},
+			Created:             svc.CreationTimestamp.Time,
 			ClusterIPs:          clusterIPs,
 			Port:                sp.Port,
 			TargetPort:          sp.TargetPort.String(),
@@ -203,14 +226,87 @@ func ConvertService(svc *v1.Service) ([]*ServicePort, error) {
 	return ports, nil
 }
 
+// checkServiceMeta checks the service's namespace and name.
+func checkServiceMeta(svc *v1.Service) error {
+	if svc.Namespace == "" {
+		return svcErr(svc, "metadata.namespace", "missing")
+	}
+	if why := invalidName(dns1123Label, svc.Namespace); why != "" {
+		return svcErr(svc, "metadata.namespace", "%s", why)
+	}
+	if svc.Name == "" {
+		return svcErr(svc, "metadata.name", "missing")
+	}
+	if why := invalidName(dns1035Label, svc.Name); why != "" {
+		return svcErr(svc, "metadata.name", "%s", why)
+	}
+	return nil
+}
+
+// checkServiceEnums checks the fields that take one of a few values, as the
+// API does ("" is the unset value, which the API server defaults).
+func checkServiceEnums(svc *v1.Service) error {
+	switch svc.Spec.Type {
+	case "", v1.ServiceTypeClusterIP, v1.ServiceTypeNodePort, v1.ServiceTypeLoadBalancer, v1.ServiceTypeExternalName:
+	default:
+		return svcErr(svc, "spec.type", "unsupported value %q (want ClusterIP, NodePort, LoadBalancer or ExternalName)", svc.Spec.Type)
+	}
+	switch svc.Spec.ExternalTrafficPolicy {
+	case "", v1.ServiceExternalTrafficPolicyCluster, v1.ServiceExternalTrafficPolicyLocal:
+	default:
+		return svcErr(svc, "spec.externalTrafficPolicy", "unsupported value %q (want Cluster or Local)", svc.Spec.ExternalTrafficPolicy)
+	}
+	if p := svc.Spec.InternalTrafficPolicy; p != nil && *p != v1.ServiceInternalTrafficPolicyCluster && *p != v1.ServiceInternalTrafficPolicyLocal {
+		return svcErr(svc, "spec.internalTrafficPolicy", "unsupported value %q (want Cluster or Local)", *p)
+	}
+	if hc := svc.Spec.HealthCheckNodePort; hc < 0 || hc > 65535 {
+		return svcErr(svc, "spec.healthCheckNodePort", "%d is out of range (1-65535, or 0 for none)", hc)
+	}
+	return nil
+}
+
+// parseClusterIPs returns the service's cluster IPs, at most one per family.
+// spec.clusterIP, when set, must be the first of spec.clusterIPs.
+func parseClusterIPs(svc *v1.Service) ([]netip.Addr, error) {
+	ipStrs := svc.Spec.ClusterIPs
+	switch {
+	case len(ipStrs) == 0 && svc.Spec.ClusterIP != "":
+		ipStrs = []string{svc.Spec.ClusterIP}
+	case len(ipStrs) > 0 && svc.Spec.ClusterIP != "" && svc.Spec.ClusterIP != ipStrs[0]:
+		return nil, svcErr(svc, "spec.clusterIPs[0]", "%q does not match spec.clusterIP %q (the first cluster IP must be the same)", ipStrs[0], svc.Spec.ClusterIP)
+	}
+	if len(ipStrs) == 0 {
+		return nil, svcErr(svc, "spec.clusterIP", "not set (the API server assigns it; a manifest given to --dry-run must set it)")
+	}
+	var clusterIPs []netip.Addr
+	seenFamily := map[Family]bool{}
+	for i, s := range ipStrs {
+		field := fmt.Sprintf("spec.clusterIPs[%d]", i)
+		ip, err := parseIP(s)
+		if err != nil {
+			return nil, svcErr(svc, field, "%v", err)
+		}
+		if ip.IsUnspecified() {
+			return nil, svcErr(svc, field, "%s may not be unspecified", ip)
+		}
+		if seenFamily[FamilyOf(ip)] {
+			return nil, svcErr(svc, field, "two cluster IPs of family %s", FamilyOf(ip))
+		}
+		seenFamily[FamilyOf(ip)] = true
+		clusterIPs = append(clusterIPs, ip)
+	}
+	return clusterIPs, nil
+}
+
+// parseAddrs parses external IPs: sorted, each once.
 func parseAddrs(svc *v1.Service, field string, in []string) ([]netip.Addr, error) {
 	var out []netip.Addr
 	for i, s := range in {
-		ip, err := netip.ParseAddr(s)
+		ip, err := parseEndpointIP(s)
 		if err != nil {
-			return nil, svcErr(svc, fmt.Sprintf("%s[%d]", field, i), "%q is not an IP address", s)
+			return nil, svcErr(svc, fmt.Sprintf("%s[%d]", field, i), "%v", err)
 		}
-		out = append(out, ip.Unmap())
+		out = append(out, ip)
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out), nil
@@ -255,9 +351,11 @@ func ServiceNameOf(es *discovery.EndpointSlice) (ServiceKey, bool) {
 }
 
 // ConvertSlice turns an EndpointSlice into a Slice. FQDN slices yield (nil,
-// nil): they are not proxied. A slice-level problem (no service-name label, a
-// bad port or protocol) rejects the whole slice with an *ObjectError; a bad
-// endpoint address skips only that endpoint, reported in errs.
+// nil): they are not proxied. A slice-level problem (an invalid name or
+// namespace, no valid service-name label, a bad port, protocol or port
+// name, two ports of the same name) rejects the whole slice with an
+// *ObjectError; a bad endpoint (its address, nodeName, zone or hints) skips
+// only that endpoint, reported in errs.
 func ConvertSlice(es *discovery.EndpointSlice) (s *Slice, errs []error) {
 	bad := func(field, format string, args ...any) *ObjectError {
 		return &ObjectError{Kind: "EndpointSlice", Namespace: es.Namespace, Name: es.Name, Field: field, Reason: fmt.Sprintf(format, args...)}
@@ -273,16 +371,44 @@ func ConvertSlice(es *discovery.EndpointSlice) (s *Slice, errs []error) {
 	default:
 		return nil, []error{bad("addressType", "unsupported value %q (want IPv4 or IPv6)", es.AddressType)}
 	}
+	if es.Namespace == "" {
+		return nil, []error{bad("metadata.namespace", "missing")}
+	}
+	if why := invalidName(dns1123Label, es.Namespace); why != "" {
+		return nil, []error{bad("metadata.namespace", "%s", why)}
+	}
 	if es.Name == "" {
 		return nil, []error{bad("metadata.name", "missing")}
+	}
+	if why := invalidName(dns1123Subdomain, es.Name); why != "" {
+		return nil, []error{bad("metadata.name", "%s", why)}
 	}
 	svc, ok := ServiceNameOf(es)
 	if !ok {
 		return nil, []error{bad("metadata.labels", "no %s label: the slice belongs to no service", discovery.LabelServiceName)}
 	}
+	if why := invalidName(labelValue, svc.Name); why != "" {
+		return nil, []error{bad("metadata.labels["+discovery.LabelServiceName+"]", "%s", why)}
+	}
 	s = &Slice{Name: es.Name, Service: svc, Family: fam}
+	portNames := make(map[string]bool, len(es.Ports))
 	for i, p := range es.Ports {
 		field := fmt.Sprintf("ports[%d]", i)
+		var name string
+		if p.Name != nil {
+			name = *p.Name
+		}
+		if name != "" {
+			if why := invalidName(dns1123Label, name); why != "" {
+				return nil, []error{bad(field+".name", "%s", why)}
+			}
+		}
+		// The API forbids two ports of one name (two unnamed ports
+		// included): a service port would match both.
+		if portNames[name] {
+			return nil, []error{bad(field+".name", "duplicate port name %q", name)}
+		}
+		portNames[name] = true
 		var proto Protocol = TCP
 		if p.Protocol != nil {
 			var err error
@@ -296,76 +422,119 @@ func ConvertSlice(es *discovery.EndpointSlice) (s *Slice, errs []error) {
 		if *p.Port < 1 || *p.Port > 65535 {
 			return nil, []error{bad(field+".port", "%d is out of range (1-65535)", *p.Port)}
 		}
-		var name string
-		if p.Name != nil {
-			name = *p.Name
-		}
 		s.Ports = append(s.Ports, SlicePort{Name: name, Protocol: proto, Port: *p.Port})
 	}
 	for i, ep := range es.Endpoints {
-		if len(ep.Addresses) == 0 {
-			errs = append(errs, bad(fmt.Sprintf("endpoints[%d].addresses", i), "empty"))
-			continue
-		}
-		// Like kube-proxy, only the first address is used: the API requires
-		// all addresses of one endpoint to be interchangeable.
-		ip, err := netip.ParseAddr(ep.Addresses[0])
+		e, field, err := convertEndpoint(ep, fam, es.AddressType)
 		if err != nil {
-			errs = append(errs, bad(fmt.Sprintf("endpoints[%d].addresses[0]", i), "%q is not an IP address", ep.Addresses[0]))
+			errs = append(errs, bad(fmt.Sprintf("endpoints[%d]%s", i, field), "%v", err))
 			continue
-		}
-		ip = ip.Unmap()
-		if FamilyOf(ip) != fam {
-			errs = append(errs, bad(fmt.Sprintf("endpoints[%d].addresses[0]", i), "%s is not an %s address, but the slice's addressType is %s", ip, fam, es.AddressType))
-			continue
-		}
-		e := Endpoint{IP: ip, Ready: true}
-		if c := ep.Conditions.Ready; c != nil {
-			e.Ready = *c
-		}
-		e.Serving = e.Ready
-		if c := ep.Conditions.Serving; c != nil {
-			e.Serving = *c
-		}
-		if c := ep.Conditions.Terminating; c != nil {
-			e.Terminating = *c
-		}
-		if ep.NodeName != nil {
-			e.NodeName = *ep.NodeName
-		}
-		if ep.Zone != nil {
-			e.Zone = *ep.Zone
-		}
-		if ep.Hints != nil {
-			for _, z := range ep.Hints.ForZones {
-				e.ZoneHints = append(e.ZoneHints, z.Name)
-			}
-			for _, n := range ep.Hints.ForNodes {
-				e.NodeHints = append(e.NodeHints, n.Name)
-			}
 		}
 		s.Endpoints = append(s.Endpoints, e)
 	}
 	return s, errs
 }
 
+// convertEndpoint converts one endpoint of a slice of family fam, or
+// returns the bad field (relative to the endpoint) and why.
+func convertEndpoint(ep discovery.Endpoint, fam Family, at discovery.AddressType) (Endpoint, string, error) {
+	if len(ep.Addresses) == 0 {
+		return Endpoint{}, ".addresses", fmt.Errorf("empty")
+	}
+	// Like kube-proxy, only the first address is used: the API requires
+	// all addresses of one endpoint to be interchangeable.
+	ip, err := parseEndpointIP(ep.Addresses[0])
+	if err != nil {
+		return Endpoint{}, ".addresses[0]", err
+	}
+	if FamilyOf(ip) != fam {
+		return Endpoint{}, ".addresses[0]", fmt.Errorf("%s is not an %s address, but the slice's addressType is %s", ip, fam, at)
+	}
+	e := Endpoint{IP: ip, Ready: true}
+	if c := ep.Conditions.Ready; c != nil {
+		e.Ready = *c
+	}
+	e.Serving = e.Ready
+	if c := ep.Conditions.Serving; c != nil {
+		e.Serving = *c
+	}
+	if c := ep.Conditions.Terminating; c != nil {
+		e.Terminating = *c
+	}
+	if ep.NodeName != nil {
+		if why := invalidName(dns1123Subdomain, *ep.NodeName); why != "" {
+			return Endpoint{}, ".nodeName", errors.New(why)
+		}
+		e.NodeName = *ep.NodeName
+	}
+	if ep.Zone != nil {
+		// The API does not check the zone, but it is a node's zone label,
+		// so a label value.
+		if why := invalidName(labelValue, *ep.Zone); why != "" {
+			return Endpoint{}, ".zone", errors.New(why)
+		}
+		e.Zone = *ep.Zone
+	}
+	if ep.Hints != nil {
+		for j, z := range ep.Hints.ForZones {
+			if why := invalidName(labelValue, z.Name); why != "" {
+				return Endpoint{}, fmt.Sprintf(".hints.forZones[%d].name", j), errors.New(why)
+			}
+			e.ZoneHints = append(e.ZoneHints, z.Name)
+		}
+		for j, n := range ep.Hints.ForNodes {
+			if why := invalidName(dns1123Subdomain, n.Name); why != "" {
+				return Endpoint{}, fmt.Sprintf(".hints.forNodes[%d].name", j), errors.New(why)
+			}
+			e.NodeHints = append(e.NodeHints, n.Name)
+		}
+	}
+	return e, "", nil
+}
+
 // NodeFromObject extracts the node's name, zone and addresses (InternalIP,
-// then ExternalIP, in status order).
+// then ExternalIP, in status order). It always returns what it could use:
+// an address that is not an IP (or has an IPv6 zone) and a zone label that
+// is not a label value are left out and reported, each as an *ObjectError,
+// in the returned error (joined when there are several); the node keeps
+// every good address. An invalid node name makes the whole object unusable:
+// the node is returned with the name only (its caller chose that name).
 func NodeFromObject(n *v1.Node) (Node, error) {
-	node := Node{Name: n.Name, Zone: n.Labels[LabelZone]}
+	bad := func(field, format string, args ...any) *ObjectError {
+		return &ObjectError{Kind: "Node", Name: n.Name, Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	node := Node{Name: n.Name}
+	if n.Name == "" {
+		return node, bad("metadata.name", "missing")
+	}
+	if why := invalidName(dns1123Subdomain, n.Name); why != "" {
+		return node, bad("metadata.name", "%s", why)
+	}
+	var errs []error
+	if zone := n.Labels[LabelZone]; zone != "" {
+		if why := invalidName(labelValue, zone); why != "" {
+			errs = append(errs, bad("metadata.labels["+LabelZone+"]", "%s", why))
+		} else {
+			node.Zone = zone
+		}
+	}
 	for _, want := range []v1.NodeAddressType{v1.NodeInternalIP, v1.NodeExternalIP} {
 		for i, a := range n.Status.Addresses {
 			if a.Type != want {
 				continue
 			}
-			ip, err := netip.ParseAddr(a.Address)
+			ip, err := parseIP(a.Address)
 			if err != nil {
-				return node, &ObjectError{Kind: "Node", Name: n.Name, Field: fmt.Sprintf("status.addresses[%d].address", i), Reason: fmt.Sprintf("%q is not an IP address", a.Address)}
+				errs = append(errs, bad(fmt.Sprintf("status.addresses[%d].address", i), "%v", err))
+				continue
 			}
-			if !slices.Contains(node.IPs, ip.Unmap()) {
-				node.IPs = append(node.IPs, ip.Unmap())
+			if !slices.Contains(node.IPs, ip) {
+				node.IPs = append(node.IPs, ip)
 			}
 		}
 	}
-	return node, nil
+	if len(errs) == 1 {
+		return node, errs[0]
+	}
+	return node, errors.Join(errs...)
 }

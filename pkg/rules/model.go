@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"time"
 )
 
 // Family is an IP address family. rulegen renders one ruleset per family.
@@ -97,6 +98,10 @@ func (n ServicePortName) Less(o ServicePortName) bool {
 // families, and the planner picks the family it renders.
 type ServicePort struct {
 	Name ServicePortName
+
+	// Created is the Service's metadata.creationTimestamp (zero if unset).
+	// When two services claim the same destination, the older keeps it.
+	Created time.Time
 
 	// ClusterIPs are the Service's virtual IPs (one per family at most).
 	ClusterIPs []netip.Addr

@@ -70,8 +70,10 @@ type Plan struct {
 	// Services holds every service port that has at least one destination
 	// in this family, sorted by name.
 	Services []*ServicePlan
-	// Conflicts reports destinations two service ports claim: the first
-	// port by name keeps it, the other loses that destination only.
+	// Conflicts reports destinations two service ports claim: as in
+	// kube-proxy, the port of the older service (metadata.creationTimestamp;
+	// on a tie, the first by namespace, name and port) keeps it, the other
+	// loses that destination only.
 	Conflicts []error
 }
 
@@ -214,6 +216,13 @@ type Planner struct {
 	fam    Family
 	cfgKey string
 	cache  map[ServicePortName]planEntry
+	// byAge is the order in which the ports of agePorts claim their
+	// destinations: indexes into agePorts, oldest service first. It is
+	// kept while State.Ports returns the same slice (the set of ports did
+	// not change), so that a sync that changed only endpoints does not
+	// sort again.
+	agePorts []*ServicePort
+	byAge    []int
 }
 
 type planEntry struct {
@@ -250,12 +259,16 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	ports := st.Ports()
 	claims := claims{owner: make(map[claimKey]ServicePortName, len(ports)+len(ports)/4)}
 	next := make(map[ServicePortName]planEntry, len(ports))
-	for _, sp := range ports {
+	// Ports claim their destinations oldest first, so that the older
+	// service wins a conflict; the plan lists them by name.
+	planned := make([]*ServicePlan, len(ports))
+	for _, i := range pl.ageOrder(ports) {
+		sp := ports[i]
 		gen := st.Gen(sp.Name.ServiceKey)
 		if e, ok := pl.cache[sp.Name]; ok && e.gen == gen && !e.trimmed && (e.plan == nil || claims.free(e.plan)) {
 			if e.plan != nil {
 				claims.claim(e.plan)
-				p.Services = append(p.Services, e.plan)
+				planned[i] = e.plan
 			}
 			next[sp.Name] = e
 			continue
@@ -263,12 +276,33 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 		before := len(p.Conflicts)
 		s := planService(st, cfg, p, sp, claims)
 		next[sp.Name] = planEntry{gen: gen, plan: s, trimmed: len(p.Conflicts) > before}
+		planned[i] = s
+	}
+	for _, s := range planned {
 		if s != nil {
 			p.Services = append(p.Services, s)
 		}
 	}
 	pl.cache = next
 	return p
+}
+
+// ageOrder returns the indexes of ports (sorted by name), oldest service
+// first; ports of the same age keep their name order.
+func (pl *Planner) ageOrder(ports []*ServicePort) []int {
+	if len(ports) == 0 {
+		return nil
+	}
+	if len(pl.agePorts) == len(ports) && &pl.agePorts[0] == &ports[0] {
+		return pl.byAge
+	}
+	order := make([]int, len(ports))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return ports[a].Created.Compare(ports[b].Created) })
+	pl.agePorts, pl.byAge = ports, order
+	return order
 }
 
 // claimKey is a destination: address (zero for a nodePort), protocol, port.
@@ -329,7 +363,7 @@ func (c claims) take(s *ServicePlan) []error {
 				dest = fmt.Sprintf("nodePort %d/%s", port, s.Name.Protocol)
 			}
 			errs = append(errs, &ObjectError{Kind: "Service", Namespace: s.Name.Namespace, Name: s.Name.Name, Field: field,
-				Reason: fmt.Sprintf("port %q: %s is already used by %s; this destination is skipped", s.Name.Port, dest, o)})
+				Reason: fmt.Sprintf("port %q: %s is already used by %s (the older service keeps it; on a tie, the first by name); this destination is skipped", s.Name.Port, dest, o)})
 			return false
 		}
 		c.owner[k] = s.Name

@@ -1,8 +1,12 @@
 package rules
 
 import (
+	"errors"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestCategorize(t *testing.T) {
@@ -127,5 +131,122 @@ func TestPlannerReusesUnchangedServices(t *testing.T) {
 	cfg.MasqueradeAll = true
 	if p5 := pl.Plan(st, cfg); p5.Services[1] == p4.Services[1] {
 		t.Error("a config change must re-plan everything")
+	}
+}
+
+func TestConflictOldestWins(t *testing.T) {
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	type svc struct {
+		name    string
+		created time.Time
+		ext, lb string
+	}
+	tests := []struct {
+		name     string
+		services []svc
+		winner   string // keeps the contested IP
+		loser    string // reported
+	}{
+		{name: "older first by name wins", services: []svc{{"a", t0, "172.16.0.5", ""}, {"b", t0.Add(time.Hour), "172.16.0.5", ""}}, winner: "a", loser: "b"},
+		{name: "older later by name wins", services: []svc{{"a", t0.Add(time.Hour), "172.16.0.5", ""}, {"b", t0, "172.16.0.5", ""}}, winner: "b", loser: "a"},
+		{name: "tie: first by name wins", services: []svc{{"a", t0, "172.16.0.5", ""}, {"b", t0, "172.16.0.5", ""}}, winner: "a", loser: "b"},
+		{name: "no timestamps: first by name wins", services: []svc{{"a", time.Time{}, "172.16.0.5", ""}, {"b", time.Time{}, "172.16.0.5", ""}}, winner: "a", loser: "b"},
+		{name: "LB IP: older wins", services: []svc{{"a", t0.Add(time.Minute), "", "192.168.100.5"}, {"b", t0, "", "192.168.100.5"}}, winner: "b", loser: "a"},
+		{name: "external IP of one, LB IP of the other", services: []svc{{"a", t0.Add(time.Second), "192.168.100.5", ""}, {"b", t0, "", "192.168.100.5"}}, winner: "b", loser: "a"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := NewState()
+			for i, s := range tc.services {
+				key := ServiceKey{"ns", s.name}
+				sp := &ServicePort{Name: ServicePortName{ServiceKey: key, Protocol: TCP}, Created: s.created, Port: 80,
+					ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, 0, byte(10 + i)})}}
+				if s.ext != "" {
+					sp.ExternalIPs = []netip.Addr{netip.MustParseAddr(s.ext)}
+				}
+				if s.lb != "" {
+					sp.LoadBalancerIPs = []netip.Addr{netip.MustParseAddr(s.lb)}
+				}
+				st.SetService(key, []*ServicePort{sp})
+			}
+			p := NewPlan(st, &Config{Node: Node{Name: "n"}}, IPv4)
+			if len(p.Services) != 2 || p.Services[0].Name.Name != "a" {
+				t.Fatalf("plan must list both services by name: %v", p.Services)
+			}
+			for _, s := range p.Services {
+				n := len(s.ExtIPs) + len(s.LBIPs)
+				if s.Name.Name == tc.winner && n != 1 || s.Name.Name == tc.loser && n != 0 {
+					t.Errorf("%s has %d external/LB IPs; want the winner %s to keep the IP", s.Name, n, tc.winner)
+				}
+			}
+			if len(p.Conflicts) != 1 {
+				t.Fatalf("conflicts %v, want one", p.Conflicts)
+			}
+			var oe *ObjectError
+			if !errors.As(p.Conflicts[0], &oe) || oe.Name != tc.loser || !strings.Contains(oe.Reason, "ns/"+tc.winner+" ") {
+				t.Errorf("conflict %q must name the loser ns/%s and the winner ns/%s", p.Conflicts[0], tc.loser, tc.winner)
+			}
+		})
+	}
+}
+
+// TestPlannerConflictAgeWithReuse: the planner reuses unchanged plans, but a
+// newly seen older service still wins a destination an existing one holds.
+func TestPlannerConflictAgeWithReuse(t *testing.T) {
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := NewState()
+	cfg := &Config{Node: Node{Name: "n"}}
+	set := func(name string, created time.Time, last byte) {
+		key := ServiceKey{"ns", name}
+		st.SetService(key, []*ServicePort{{Name: ServicePortName{ServiceKey: key, Protocol: TCP}, Created: created, Port: 80,
+			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, 0, last})}, ExternalIPs: []netip.Addr{netip.MustParseAddr("172.16.0.5")}}})
+	}
+	extOf := func(p *Plan) map[string]int {
+		m := map[string]int{}
+		for _, s := range p.Services {
+			m[s.Name.Name] = len(s.ExtIPs)
+		}
+		return m
+	}
+	pl := NewPlanner(IPv4)
+	set("a", t0.Add(time.Hour), 1)
+	if got := extOf(pl.Plan(st, cfg)); got["a"] != 1 {
+		t.Fatalf("alone, a holds the IP: %v", got)
+	}
+	set("z", t0, 2) // older, but seen later
+	if got := extOf(pl.Plan(st, cfg)); got["a"] != 0 || got["z"] != 1 {
+		t.Errorf("the older z must take the IP from a: %v", got)
+	}
+	if got := extOf(pl.Plan(st, cfg)); got["a"] != 0 || got["z"] != 1 {
+		t.Errorf("an unchanged state must plan the same: %v", got)
+	}
+	st.DeleteService(ServiceKey{"ns", "z"})
+	if got := extOf(pl.Plan(st, cfg)); got["a"] != 1 {
+		t.Errorf("with z gone, a gets the IP back: %v", got)
+	}
+}
+
+// TestPlannerAgeOrderCached: a sync that changed only endpoints (State.Ports
+// returns the same slice) does not sort the ports by age again.
+func TestPlannerAgeOrderCached(t *testing.T) {
+	st := NewState()
+	for i, name := range []string{"a", "b", "c"} {
+		key := ServiceKey{"ns", name}
+		st.SetService(key, []*ServicePort{{Name: ServicePortName{ServiceKey: key, Protocol: TCP}, Port: 80,
+			Created:    time.Date(2024, 1, 3-i, 0, 0, 0, 0, time.UTC),
+			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, 0, byte(i + 1)})}}})
+	}
+	pl := NewPlanner(IPv4)
+	first := pl.ageOrder(st.Ports())
+	if want := []int{2, 1, 0}; !slices.Equal(first, want) {
+		t.Fatalf("age order %v, want %v (c is the oldest)", first, want)
+	}
+	st.SetSlice(&Slice{Name: "a-1", Service: ServiceKey{"ns", "a"}, Family: IPv4})
+	if again := pl.ageOrder(st.Ports()); &again[0] != &first[0] {
+		t.Error("an endpoint-only change sorted the ports again")
+	}
+	st.DeleteService(ServiceKey{"ns", "c"})
+	if got := pl.ageOrder(st.Ports()); !slices.Equal(got, []int{1, 0}) {
+		t.Errorf("after a service change, age order %v, want [1 0]", got)
 	}
 }

@@ -1,0 +1,116 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Validation at the model boundary.
+//
+// Every string and address that reaches the model passes through the
+// converters (ConvertService, ConvertSlice, NodeFromObject), for -f
+// manifests and for the daemon's informers alike. They apply the rules the
+// Kubernetes API server applies to the same fields, so that a manifest
+// holds no object the API would refuse and no renderer ever sees a byte
+// that is not a letter, digit, '-' or '.' in a name. Names can then not
+// hold '/', the separator of PortKey, so two different service ports never
+// share a chain name.
+
+// nameCheck is one of the validation.Is… functions: it returns why a value
+// is invalid, or nothing.
+type nameCheck func(string) []string
+
+// The name rules, by the API field they apply to.
+var (
+	// dns1123Label is a namespace, a port name (Service and EndpointSlice).
+	dns1123Label nameCheck = validation.IsDNS1123Label
+	// dns1035Label is a Service name.
+	dns1035Label nameCheck = validation.IsDNS1035Label
+	// dns1123Subdomain is an EndpointSlice or Node name, an endpoint's nodeName.
+	dns1123Subdomain nameCheck = validation.IsDNS1123Subdomain
+	// labelValue is a zone and the service-name label.
+	labelValue nameCheck = validation.IsValidLabelValue
+)
+
+// invalidName returns why value fails check ("" if it passes). The value is
+// quoted, so that a newline or a quote in it cannot forge a log line.
+func invalidName(check nameCheck, value string) string {
+	msgs := check(value)
+	if len(msgs) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%q is invalid: %s", value, strings.Join(msgs, "; "))
+}
+
+// parseIP parses an address from an API field. Unlike netip.ParseAddr it
+// rejects an IPv6 zone ("fe80::1%eth0"): the API does too, a zone means
+// nothing to a rule, and it would carry arbitrary bytes into one. An
+// IPv4-mapped IPv6 address is returned as IPv4, as the kernel sees it.
+//
+// This is the one place that decides which spellings of an address rulegen
+// accepts (the API also accepts IPv4 with leading zeros in its older
+// fields; accepting them too is a change to this function only).
+func parseIP(s string) (netip.Addr, error) {
+	ip, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	}
+	if ip.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address (an IPv6 zone is not allowed)", s)
+	}
+	return ip.Unmap(), nil
+}
+
+// parseCIDR parses a CIDR from an API field (netip.ParsePrefix already
+// refuses zones) and returns it masked.
+func parseCIDR(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR", s)
+	}
+	return p.Masked(), nil
+}
+
+// parseEndpointIP parses an address that traffic is sent to or accepted on
+// (an endpoint address, an external IP), refusing the ranges the API
+// refuses there (its ValidateEndpointIP): unspecified, loopback and
+// link-local addresses. A service could otherwise redirect the node's own
+// loopback traffic.
+func parseEndpointIP(s string) (netip.Addr, error) {
+	ip, err := parseIP(s)
+	if err != nil {
+		return ip, err
+	}
+	switch {
+	case ip.IsUnspecified():
+		return netip.Addr{}, fmt.Errorf("%s may not be unspecified", ip)
+	case ip.IsLoopback():
+		return netip.Addr{}, fmt.Errorf("%s may not be in the loopback range (127.0.0.0/8, ::1/128)", ip)
+	case ip.IsLinkLocalUnicast():
+		return netip.Addr{}, fmt.Errorf("%s may not be in the link-local range (169.254.0.0/16, fe80::/10)", ip)
+	case ip.IsLinkLocalMulticast():
+		return netip.Addr{}, fmt.Errorf("%s may not be in the link-local multicast range (224.0.0.0/24, ff02::/16)", ip)
+	}
+	return ip, nil
+}
+
+// invalidTargetPort returns why a Service port's targetPort is invalid (""
+// if it is valid): a number 1-65535 or a container port name
+// (IANA_SVC_NAME), as the API requires. 0 and "" are unset (the API server
+// defaults them to the port).
+func invalidTargetPort(tp intstr.IntOrString) string {
+	switch {
+	case tp.Type == intstr.Int && tp.IntVal == 0, tp.Type == intstr.String && tp.StrVal == "":
+		return ""
+	case tp.Type == intstr.Int:
+		if tp.IntVal < 1 || tp.IntVal > 65535 {
+			return fmt.Sprintf("%d is out of range (1-65535)", tp.IntVal)
+		}
+		return ""
+	}
+	return invalidName(validation.IsValidPortName, tp.StrVal)
+}
