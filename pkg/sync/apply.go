@@ -30,7 +30,7 @@ func NewKernel(b Backend, iptMode iptwriter.Mode) (Kernel, error) {
 	if b == NFTables {
 		return &nftKernel{w: nftwriter.New(0)}, nil
 	}
-	return &iptKernel{mode: iptMode, w: map[rules.Family]*iptwriter.Writer{}}, nil
+	return &iptKernel{opts: iptwriter.Options{Mode: iptMode}, w: map[rules.Family]*iptwriter.Writer{}}, nil
 }
 
 // Written is what one Apply sent to the kernel.
@@ -53,25 +53,36 @@ func (k *nftKernel) Invalidate() { k.w.Invalidate() }
 
 func (k *nftKernel) Intact() bool { return k.w.Intact() }
 
+// iptKernel keeps one writer per family. Its guarantees (each table of a
+// family atomic, tables and families not together, a full update of every
+// family after any failure) are in package iptwriter's doc.
 type iptKernel struct {
-	mode iptwriter.Mode
+	opts iptwriter.Options
 	w    map[rules.Family]*iptwriter.Writer
+}
+
+func (k *iptKernel) writer(f rules.Family) (*iptwriter.Writer, error) {
+	if w := k.w[f]; w != nil {
+		return w, nil
+	}
+	w, err := iptwriter.NewWithOptions(f, k.opts)
+	if err != nil {
+		return nil, err
+	}
+	k.w[f] = w
+	return w, nil
 }
 
 func (k *iptKernel) Apply(d *Desired) (Written, error) {
 	if d.IPTables == nil {
 		return Written{}, fmt.Errorf("iptables writer given an %s ruleset", NFTables)
 	}
-	w := k.w[d.Plan.Family]
-	if w == nil {
-		var err error
-		if w, err = iptwriter.New(d.Plan.Family, k.mode); err != nil {
-			return Written{}, err
-		}
-		k.w[d.Plan.Family] = w
+	w, err := k.writer(d.Plan.Family)
+	if err != nil {
+		return Written{}, err
 	}
 	st, err := w.Apply(d.IPTables)
-	return Written{Full: st.Full, Chains: st.Chains, Rules: st.Rules}, err
+	return Written{Full: st.Full, Chains: st.Chains, Rules: st.Rules + st.Jumps}, err
 }
 
 func (k *iptKernel) Intact() bool {
