@@ -36,6 +36,9 @@ type Runner interface {
 // CommandError is a command that failed, timed out, or could not start.
 type CommandError struct {
 	Command string // the command line, without its input
+	// Code is the exit status, or -1 when the command did not exit by
+	// itself (it was killed, or did not start).
+	Code int
 	// Err is the exit status (*exec.ExitError), the start error, or
 	// context.DeadlineExceeded when the command was killed for taking
 	// longer than Timeout.
@@ -61,21 +64,11 @@ func suffix(s string) string {
 // Unwrap returns the cause.
 func (e *CommandError) Unwrap() error { return e.Err }
 
-// ExitCode is the command's exit status, or -1 when it did not exit by
-// itself (it timed out or did not start).
-func (e *CommandError) ExitCode() int {
-	var x *exec.ExitError
-	if errors.As(e.Err, &x) && !errors.Is(e.Err, context.DeadlineExceeded) {
-		return x.ExitCode()
-	}
-	return -1
-}
-
 // exitCode is err's exit status when err is a *CommandError, else -1.
 func exitCode(err error) int {
 	var ce *CommandError
 	if errors.As(err, &ce) {
-		return ce.ExitCode()
+		return ce.Code
 	}
 	return -1
 }
@@ -98,9 +91,13 @@ func (ExecRunner) Run(ctx context.Context, stdin, name string, args ...string) (
 	if err == nil {
 		return stdout.Bytes(), nil
 	}
-	ce := &CommandError{Command: strings.Join(append([]string{name}, args...), " "), Err: err, Stderr: strings.TrimSpace(stderr.String())}
-	if ctx.Err() != nil {
+	ce := &CommandError{Command: strings.Join(append([]string{name}, args...), " "), Code: -1, Err: err, Stderr: strings.TrimSpace(stderr.String())}
+	var x *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
 		ce.Err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+	case errors.As(err, &x):
+		ce.Code = x.ExitCode()
 	}
 	return stdout.Bytes(), ce
 }
