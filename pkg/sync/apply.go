@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -22,6 +23,11 @@ type Kernel interface {
 	// by a cheap check (a canary): false when someone deleted or flushed
 	// rulegen's rules by hand.
 	Intact() bool
+	// Remove deletes everything rulegen wrote for one family (its nftables
+	// table; its RG- chains and jumps), for a family that is no longer
+	// programmed. Removing a family that has nothing is not an error. The
+	// next Apply of that family is a full one.
+	Remove(f rules.Family) error
 }
 
 // NewKernel returns the writer for a backend. iptMode picks the iptables
@@ -52,6 +58,8 @@ func (k *nftKernel) Apply(d *Desired) (Written, error) {
 func (k *nftKernel) Invalidate() { k.w.Invalidate() }
 
 func (k *nftKernel) Intact() bool { return k.w.Intact() }
+
+func (k *nftKernel) Remove(f rules.Family) error { return k.w.Delete(f) }
 
 // iptKernel keeps one writer per family. Its guarantees (each table of a
 // family atomic, tables and families not together, a full update of every
@@ -85,6 +93,17 @@ func (k *iptKernel) Apply(d *Desired) (Written, error) {
 	return Written{Full: st.Full, Chains: st.Chains, Rules: st.Rules + st.Jumps}, err
 }
 
+func (k *iptKernel) Remove(f rules.Family) error {
+	w, err := k.writer(f)
+	if err == nil {
+		err = w.Cleanup()
+	}
+	if err != nil {
+		return fmt.Errorf("removing rulegen's iptables rules of %s: %w", f, err)
+	}
+	return nil
+}
+
 func (k *iptKernel) Intact() bool {
 	for _, w := range k.w {
 		if !w.Intact() {
@@ -98,6 +117,29 @@ func (k *iptKernel) Invalidate() {
 	for _, w := range k.w {
 		w.Invalidate()
 	}
+}
+
+// removeDropped deletes the rules of every family that was applied before
+// and is not programmed any more (the node lost its last address of that
+// family, say), and forgets it. A family whose removal fails stays recorded,
+// so that the next sync tries again; the error fails this sync, which makes
+// the runner retry.
+func (p *Proxier) removeDropped(desired []*Desired) error {
+	var errs []error
+	for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
+		if p.applied[f] == nil || slices.ContainsFunc(desired, func(d *Desired) bool { return d.Plan.Family == f }) {
+			continue
+		}
+		if err := p.kernel.Remove(f); err != nil {
+			p.metrics.failures.Inc()
+			p.log.Error("removing the rules of a family no longer programmed; retrying", "family", f, "error", err.Error())
+			errs = append(errs, fmt.Errorf("remove %s: %w", f, err))
+			continue
+		}
+		delete(p.applied, f)
+		p.log.Info("removed the rules of a family no longer programmed", "family", f)
+	}
+	return errors.Join(errs...)
 }
 
 // Cleanup removes everything rulegen installed in the caller's network
