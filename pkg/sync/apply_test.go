@@ -37,7 +37,7 @@ func (k *fakeKernel) Apply(d *Desired) (Written, error) {
 	k.applied = append(k.applied, d.Plan.Family)
 	return Written{}, nil
 }
-func (k *fakeKernel) Invalidate() {}
+func (k *fakeKernel) Invalidate()  {}
 func (k *fakeKernel) Intact() bool { return true }
 func (k *fakeKernel) Remove(f rules.Family) error {
 	k.removed = append(k.removed, f)
