@@ -13,7 +13,17 @@ import (
 )
 
 // Kernel writes desired rulesets to the kernel of the caller's network
-// namespace. One call of Apply is one atomic update per family.
+// namespace.
+//
+// What is atomic: with nftables, one Apply (one family's table) is one
+// netlink transaction. With iptables, one Apply is one iptables-restore
+// whose tables (nat, then filter) are each committed atomically but not
+// together: a refused filter table can follow a committed nat table (see
+// package iptwriter). The families are separate Applys in both backends.
+// What converges: after any failed Apply, Proxier.Sync calls Invalidate,
+// which makes the next Apply of every family and table a full rewrite (in
+// the kernel, every rulegen table or RG- chain is replaced or deleted), so
+// no half-written state outlives the next successful sync.
 type Kernel interface {
 	// Apply writes the desired state of one family and says what it wrote.
 	Apply(d *Desired) (Written, error)
