@@ -143,6 +143,24 @@ func TestDryRunTextIsWhatIsWritten(t *testing.T) {
 					t.Errorf("%s: a second full update changed the rules:\n%s", ns.Name, got)
 				}
 			}
+			// Loaded twice by hand, as the note in the text warns: every
+			// jump is there twice, and Cleanup still removes everything.
+			loaded.MustRun([]byte(r.Restore(nil)), "iptables-"+string(mode)+"-restore", "--noflush")
+			if got := save(loaded); strings.Count(got, "-j RG-SERVICES") != 2*strings.Count(before, "-j RG-SERVICES") {
+				t.Fatalf("loading twice did not duplicate the jumps:\n%s", got)
+			}
+			if err := loaded.Do(func() error {
+				w, err := New(rules.IPv4, mode)
+				if err == nil {
+					err = w.Cleanup()
+				}
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if got := save(loaded); strings.Contains(got, "RG-") || strings.Contains(got, "rulegen") {
+				t.Errorf("cleanup of twice-loaded rules left:\n%s", got)
+			}
 		})
 	}
 }
