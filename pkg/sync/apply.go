@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -12,7 +13,17 @@ import (
 )
 
 // Kernel writes desired rulesets to the kernel of the caller's network
-// namespace. One call of Apply is one atomic update per family.
+// namespace.
+//
+// What is atomic: with nftables, one Apply (one family's table) is one
+// netlink transaction. With iptables, one Apply is one iptables-restore
+// whose tables (nat, then filter) are each committed atomically but not
+// together: a refused filter table can follow a committed nat table (see
+// package iptwriter). The families are separate Applys in both backends.
+// What converges: after any failed Apply, Proxier.Sync calls Invalidate,
+// which makes the next Apply of every family and table a full rewrite (in
+// the kernel, every rulegen table or RG- chain is replaced or deleted), so
+// no half-written state outlives the next successful sync.
 type Kernel interface {
 	// Apply writes the desired state of one family and says what it wrote.
 	Apply(d *Desired) (Written, error)
@@ -22,6 +33,11 @@ type Kernel interface {
 	// by a cheap check (a canary): false when someone deleted or flushed
 	// rulegen's rules by hand.
 	Intact() bool
+	// Remove deletes everything rulegen wrote for one family (its nftables
+	// table; its RG- chains and jumps), for a family that is no longer
+	// programmed. Removing a family that has nothing is not an error. The
+	// next Apply of that family is a full one.
+	Remove(f rules.Family) error
 }
 
 // NewKernel returns the writer for a backend. iptMode picks the iptables
@@ -30,7 +46,7 @@ func NewKernel(b Backend, iptMode iptwriter.Mode) (Kernel, error) {
 	if b == NFTables {
 		return &nftKernel{w: nftwriter.New(0)}, nil
 	}
-	return &iptKernel{mode: iptMode, w: map[rules.Family]*iptwriter.Writer{}}, nil
+	return &iptKernel{opts: iptwriter.Options{Mode: iptMode}, w: map[rules.Family]*iptwriter.Writer{}}, nil
 }
 
 // Written is what one Apply sent to the kernel.
@@ -53,25 +69,49 @@ func (k *nftKernel) Invalidate() { k.w.Invalidate() }
 
 func (k *nftKernel) Intact() bool { return k.w.Intact() }
 
+func (k *nftKernel) Remove(f rules.Family) error { return k.w.Delete(f) }
+
+// iptKernel keeps one writer per family. Its guarantees (each table of a
+// family atomic, tables and families not together, a full update of every
+// family after any failure) are in package iptwriter's doc.
 type iptKernel struct {
-	mode iptwriter.Mode
+	opts iptwriter.Options
 	w    map[rules.Family]*iptwriter.Writer
+}
+
+func (k *iptKernel) writer(f rules.Family) (*iptwriter.Writer, error) {
+	if w := k.w[f]; w != nil {
+		return w, nil
+	}
+	w, err := iptwriter.NewWithOptions(f, k.opts)
+	if err != nil {
+		return nil, err
+	}
+	k.w[f] = w
+	return w, nil
 }
 
 func (k *iptKernel) Apply(d *Desired) (Written, error) {
 	if d.IPTables == nil {
 		return Written{}, fmt.Errorf("iptables writer given an %s ruleset", NFTables)
 	}
-	w := k.w[d.Plan.Family]
-	if w == nil {
-		var err error
-		if w, err = iptwriter.New(d.Plan.Family, k.mode); err != nil {
-			return Written{}, err
-		}
-		k.w[d.Plan.Family] = w
+	w, err := k.writer(d.Plan.Family)
+	if err != nil {
+		return Written{}, err
 	}
 	st, err := w.Apply(d.IPTables)
-	return Written{Full: st.Full, Chains: st.Chains, Rules: st.Rules}, err
+	return Written{Full: st.Full, Chains: st.Chains, Rules: st.Rules + st.Jumps}, err
+}
+
+func (k *iptKernel) Remove(f rules.Family) error {
+	w, err := k.writer(f)
+	if err == nil {
+		err = w.Cleanup()
+	}
+	if err != nil {
+		return fmt.Errorf("removing rulegen's iptables rules of %s: %w", f, err)
+	}
+	return nil
 }
 
 func (k *iptKernel) Intact() bool {
@@ -87,6 +127,29 @@ func (k *iptKernel) Invalidate() {
 	for _, w := range k.w {
 		w.Invalidate()
 	}
+}
+
+// removeDropped deletes the rules of every family that was applied before
+// and is not programmed any more (the node lost its last address of that
+// family, say), and forgets it. A family whose removal fails stays recorded,
+// so that the next sync tries again; the error fails this sync, which makes
+// the runner retry.
+func (p *Proxier) removeDropped(desired []*Desired) error {
+	var errs []error
+	for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
+		if p.applied[f] == nil || slices.ContainsFunc(desired, func(d *Desired) bool { return d.Plan.Family == f }) {
+			continue
+		}
+		if err := p.kernel.Remove(f); err != nil {
+			p.metrics.failures.Inc()
+			p.log.Error("removing the rules of a family no longer programmed; retrying", "family", f, "error", err.Error())
+			errs = append(errs, fmt.Errorf("remove %s: %w", f, err))
+			continue
+		}
+		delete(p.applied, f)
+		p.log.Info("removed the rules of a family no longer programmed", "family", f)
+	}
+	return errors.Join(errs...)
 }
 
 // Cleanup removes everything rulegen installed in the caller's network

@@ -278,6 +278,9 @@ func (p *Proxier) Sync() error {
 	for _, d := range desired {
 		p.applied[d.Plan.Family] = d
 	}
+	if err := p.removeDropped(desired); err != nil {
+		return err
+	}
 	p.log.Debug("synced", "full", full, "duration", end.Sub(start), "render", rendered.Sub(start), "kernel", end.Sub(rendered),
 		"families", len(desired), "chains", written.Chains, "rules", written.Rules, "elements", written.Elements)
 	if p.verbose {

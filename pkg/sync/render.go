@@ -34,7 +34,9 @@ type Desired struct {
 }
 
 // Text returns what --dry-run prints for this family: an `nft -f` script or
-// `iptables-restore --noflush` input.
+// `iptables-restore --noflush` input, the jumps from the built-in chains
+// included. It is what a first full update writes into a node without
+// rulegen's rules (an iptables writer leaves out the jumps already there).
 func (d *Desired) Text() string {
 	if d.NFTables != nil {
 		return d.NFTables.Script()

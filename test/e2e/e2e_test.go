@@ -295,21 +295,79 @@ func podOf(endpoint string) string {
 	return ip
 }
 
+// TestKernel runs every check against the rules of each backend as the
+// daemon writes them (`rulegen --apply`), and against the iptables dry run
+// loaded by hand ("iptables-dry-run"): the printed text must be a working
+// ruleset, the same as what the daemon writes.
 func TestKernel(t *testing.T) {
 	netnstest.Require(t, "nft", "iptables-restore", "ip6tables-restore")
-	for _, backend := range []string{"nftables", "iptables"} {
-		t.Run(backend, func(t *testing.T) {
+	for _, mode := range []string{"nftables", "iptables", "iptables-dry-run"} {
+		backend, dryRun := strings.CutSuffix(mode, "-dry-run")
+		t.Run(mode, func(t *testing.T) {
 			tp := NewTopology(t, bins.server)
-			tp.Apply(t, backend, Manifests(allServices...))
+			if dryRun {
+				tp.LoadDryRun(t, Manifests(allServices...))
+			} else {
+				tp.Apply(t, backend, Manifests(allServices...))
+			}
 			for _, c := range checks {
 				if len(c.Backends) > 0 && !slices.Contains(c.Backends, backend) {
 					continue
 				}
 				t.Run(c.Name, func(t *testing.T) { c.Run(t, tp) })
 			}
-			t.Run("update-keeps-established-connection", func(t *testing.T) { testUpdate(t, tp, backend) })
+			if !dryRun { // reloading the dry run by hand is not an update
+				t.Run("update-keeps-established-connection", func(t *testing.T) { testUpdate(t, tp, backend) })
+			}
 		})
 	}
+}
+
+// LoadDryRun loads `rulegen --dry-run --backend iptables` output, one
+// family at a time, into the node with `iptables-restore --noflush`, as the
+// README says to try it in a scratch namespace. It also requires the result
+// to be what `rulegen --apply` writes into an empty namespace.
+func (tp *Topology) LoadDryRun(t testing.TB, manifests string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "manifests.yaml")
+	writeFile(t, f, manifests)
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		cmd := exec.Command(bins.rulegen, append([]string{"--dry-run", "-f", f, "--backend", "iptables", "--ip-family", fam}, nodeFlags...)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		text, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("rulegen --dry-run --ip-family %s: %v\n%s", fam, err, stderr.String())
+		}
+		restore := map[string]string{"ipv4": "iptables-restore", "ipv6": "ip6tables-restore"}[fam]
+		tp.Node.MustRun(text, restore, "--noflush")
+	}
+	tp.manifests, tp.backend = f, "iptables"
+
+	applied := netnstest.New(t, "applied")
+	applied.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", "iptables"}, nodeFlags...)...)
+	for _, save := range []string{"iptables-save", "ip6tables-save"} {
+		if got, want := saved(tp.Node.MustRun(nil, save)), saved(applied.MustRun(nil, save)); got != want {
+			t.Errorf("%s: the dry run loaded by hand differs from what rulegen --apply writes.\nloaded:\n%s\napplied:\n%s", save, got, want)
+		}
+	}
+}
+
+// saved is iptables-save output without its comments and counters.
+func saved(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		if strings.HasPrefix(l, ":") {
+			if i := strings.LastIndex(l, " ["); i > 0 {
+				l = l[:i]
+			}
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
 }
 
 // testUpdate changes the endpoints of a service while a TCP connection to

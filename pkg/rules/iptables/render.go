@@ -82,29 +82,11 @@ type Table struct {
 	Chains []*Chain
 }
 
-// Jump is a rule rulegen keeps in a built-in chain, ensured outside the
-// restore (with go-iptables) because a built-in chain is shared.
-type Jump struct {
-	Table, Chain string
-	Args         []string
-}
-
 // Ruleset is everything rulegen writes for one family.
 type Ruleset struct {
 	Family rules.Family
 	Tables []*Table // nat, filter
-}
-
-// Jumps are the rules in built-in chains that send packets to rulegen's chains.
-func Jumps() []Jump {
-	return []Jump{
-		{"nat", "PREROUTING", []string{"-m", "comment", "--comment", "rulegen service portals", "-j", ChainServices}},
-		{"nat", "OUTPUT", []string{"-m", "comment", "--comment", "rulegen service portals", "-j", ChainServices}},
-		{"nat", "POSTROUTING", []string{"-m", "comment", "--comment", "rulegen masquerading", "-j", ChainPostrouting}},
-		{"filter", "INPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "rulegen service filter", "-j", ChainFilter}},
-		{"filter", "FORWARD", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "rulegen service filter", "-j", ChainFilter}},
-		{"filter", "OUTPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "rulegen service filter", "-j", ChainFilter}},
-	}
+	Jumps  []Jump   // the jumps Restore inserts (see jumps.go)
 }
 
 // line builds the text of one rule.
@@ -354,12 +336,13 @@ func Render(p *rules.Plan) *Ruleset {
 	}
 	// Per-service chains stay grouped by service, in service order.
 	natTable := &Table{Name: "nat", Chains: append(nat.chains, per.chains...)}
-	return &Ruleset{Family: p.Family, Tables: []*Table{natTable, {Name: "filter", Chains: filter.chains}}}
+	return &Ruleset{Family: p.Family, Tables: []*Table{natTable, {Name: "filter", Chains: filter.chains}}, Jumps: Jumps()}
 }
 
 // Restore returns `iptables-restore --noflush` input that replaces the
-// content of every rulegen chain (declaring a chain flushes it) and deletes
-// the chains named in stale (per table), all in one commit per table.
+// content of every rulegen chain (declaring a chain flushes it), deletes
+// the chains named in stale (per table) and inserts r.Jumps, all in one
+// commit per table.
 func (r *Ruleset) Restore(stale map[string][]string) string {
 	var b strings.Builder
 	n := 0
@@ -369,6 +352,7 @@ func (r *Ruleset) Restore(stale map[string][]string) string {
 		}
 	}
 	b.Grow(n)
+	noted := false
 	for _, t := range r.Tables {
 		b.WriteString("*" + t.Name + "\n")
 		for _, c := range t.Chains {
@@ -391,6 +375,7 @@ func (r *Ruleset) Restore(stale map[string][]string) string {
 		for _, c := range stale[t.Name] {
 			b.WriteString("-X " + c + "\n")
 		}
+		writeJumps(&b, t.Name, r.Jumps, &noted)
 		b.WriteString("COMMIT\n")
 	}
 	return b.String()

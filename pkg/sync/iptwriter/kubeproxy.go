@@ -3,7 +3,6 @@ package iptwriter
 import (
 	"bytes"
 	"fmt"
-	"os/exec"
 	"strings"
 )
 
@@ -35,7 +34,7 @@ func IsKubeProxyChain(name string) bool {
 // once kube-proxy is stopped and rulegen serves the node.
 func (w *Writer) CleanupKubeProxy() (removed int, err error) {
 	for _, table := range []string{"nat", "filter", "mangle"} {
-		out, err := exec.Command(w.save, "-t", table).Output()
+		out, err := w.run("", w.save, "-t", table)
 		if err != nil {
 			continue // the table does not exist in this flavour
 		}
@@ -75,7 +74,7 @@ func (w *Writer) CleanupKubeProxy() (removed int, err error) {
 			fmt.Fprintf(&b, "-X %s\n", c)
 		}
 		b.WriteString("COMMIT\n")
-		if err := w.run(b.String()); err != nil {
+		if err := w.restoreInput(b.String()); err != nil {
 			return removed, fmt.Errorf("table %s: %w", table, err)
 		}
 		removed += len(chains) + len(dels)

@@ -1,23 +1,14 @@
-// Package iptwriter writes rulegen's RG- chains with one
-// `iptables-restore --noflush --wait` per family (nat and filter in one
-// input, each table committed atomically), and keeps the few jump rules in
-// built-in chains with github.com/coreos/go-iptables.
-//
-// A full update rewrites every RG- chain and deletes RG- chains the kernel
-// has that the ruleset does not; an incremental one rewrites only the chains
-// whose rules changed and deletes the chains that went away. After a failure
-// the writer forgets what it wrote, so the next update is full.
 package iptwriter
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
-	"github.com/coreos/go-iptables/iptables"
 	gnft "github.com/google/nftables"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -42,18 +33,34 @@ var ErrNotInstalled = errors.New("iptables tools not installed")
 type Stats struct {
 	Full          bool
 	Chains, Rules int
-	Deleted       int
+	Deleted       int // stale chains deleted
+	Jumps         int // jump rules inserted into built-in chains
+}
+
+// Options configure a writer; zero fields take the defaults.
+type Options struct {
+	// Mode is the flavour; "" or Auto detects it.
+	Mode Mode
+	// LockWait bounds the wait for the xtables lock (DefaultLockWait),
+	// Timeout every command (DefaultTimeout).
+	LockWait, Timeout time.Duration
+	// Runner runs the tools; nil runs them as child processes. A Runner
+	// given here is trusted to find them: New then neither detects the
+	// flavour (Auto means the unversioned tools) nor looks at PATH.
+	Runner Runner
 }
 
 // Writer writes one family's RG- chains. It is not safe for concurrent use.
 type Writer struct {
-	fam     rules.Family
-	mode    Mode
-	cmd     string // iptables binary
-	save    string // iptables-save binary
-	restore string // iptables-restore binary
-	ipt     *iptables.IPTables
-	applied *ri.Ruleset
+	fam      rules.Family
+	mode     Mode
+	cmd      string // iptables binary
+	save     string // iptables-save binary
+	restore  string // iptables-restore binary
+	runner   Runner
+	lockWait time.Duration
+	timeout  time.Duration
+	applied  *ri.Ruleset
 }
 
 func binaries(fam rules.Family, m Mode) (cmd, save, restore string) {
@@ -61,7 +68,7 @@ func binaries(fam rules.Family, m Mode) (cmd, save, restore string) {
 	if fam == rules.IPv6 {
 		base = "ip6tables"
 	}
-	if m == Auto {
+	if m == Auto || m == "" {
 		return base, base + "-save", base + "-restore"
 	}
 	return base + "-" + string(m), base + "-" + string(m) + "-save", base + "-" + string(m) + "-restore"
@@ -75,11 +82,11 @@ func Detect(fam rules.Family) (Mode, error) {
 		if _, err := exec.LookPath(save); err != nil {
 			return -1
 		}
-		out, err := exec.Command(save).Output()
+		out, err := runBounded(ExecRunner{}, DefaultTimeout, "", save)
 		if err != nil {
 			return -1
 		}
-		return bytes.Count(out, []byte("\n-A "))
+		return strings.Count(string(out), "\n-A ")
 	}
 	nft, legacy := count(NFT), count(Legacy)
 	switch {
@@ -101,49 +108,106 @@ func notInstalled(fam rules.Family) error {
 	return fmt.Errorf("%w: %s not found; install the iptables package (apt-get install iptables) or use --backend nftables", ErrNotInstalled, restore)
 }
 
-// New returns a writer for one family in the caller's network namespace.
+// New returns a writer for one family in the caller's network namespace,
+// with the default options.
 func New(fam rules.Family, mode Mode) (*Writer, error) {
-	if mode == Auto || mode == "" {
-		var err error
-		if mode, err = Detect(fam); err != nil {
-			return nil, err
+	return NewWithOptions(fam, Options{Mode: mode})
+}
+
+// NewWithOptions returns a writer for one family in the caller's network
+// namespace. It fails with ErrNotInstalled when the tools are missing.
+func NewWithOptions(fam rules.Family, o Options) (*Writer, error) {
+	w := &Writer{fam: fam, mode: o.Mode, runner: o.Runner, lockWait: o.LockWait, timeout: o.Timeout}
+	if w.lockWait <= 0 {
+		w.lockWait = DefaultLockWait
+	}
+	if w.timeout <= 0 {
+		w.timeout = DefaultTimeout
+	}
+	if w.runner == nil {
+		w.runner = ExecRunner{}
+		if w.mode == Auto || w.mode == "" {
+			var err error
+			if w.mode, err = Detect(fam); err != nil {
+				return nil, err
+			}
+		}
+		cmd, save, restore := binaries(fam, w.mode)
+		for _, b := range []string{cmd, save, restore} {
+			if lookPath(b) != nil {
+				return nil, notInstalled(fam)
+			}
 		}
 	}
-	cmd, save, restore := binaries(fam, mode)
-	for _, b := range []string{cmd, save, restore} {
-		if lookPath(b) != nil {
-			return nil, notInstalled(fam)
-		}
+	w.cmd, w.save, w.restore = binaries(fam, w.mode)
+	return w, nil
+}
+
+// run runs one tool, bounded by the writer's timeout.
+func (w *Writer) run(stdin, name string, args ...string) ([]byte, error) {
+	return runBounded(w.runner, w.timeout, stdin, name, args...)
+}
+
+// waitArgs prepends the lock wait to a command's arguments.
+func (w *Writer) waitArgs(args ...string) []string {
+	secs := int((w.lockWait + time.Second - 1) / time.Second)
+	return append([]string{"--wait", strconv.Itoa(secs)}, args...)
+}
+
+// exists reports whether a jump is in its built-in chain (`iptables -C`,
+// which exits with 1 for a missing rule). The jump's target chain must
+// exist: iptables cannot check a rule that jumps nowhere.
+func (w *Writer) exists(j ri.Jump) (bool, error) {
+	_, err := w.run("", w.cmd, w.waitArgs(append([]string{"-t", j.Table, "-C", j.Chain}, j.Args...)...)...)
+	switch {
+	case err == nil:
+		return true, nil
+	case exitCode(err) == 1:
+		return false, nil
 	}
-	path, _ := exec.LookPath(cmd)
-	proto := iptables.ProtocolIPv4
-	if fam == rules.IPv6 {
-		proto = iptables.ProtocolIPv6
-	}
-	ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Path(path), iptables.Timeout(5))
+	return false, fmt.Errorf("checking %s jump %s/%s -> %s: %w", w.fam, j.Table, j.Chain, j.Target(), err)
+}
+
+// saved is what iptables-save says of one table.
+type saved struct {
+	chains []string // every chain, built-in ones included
+	rules  []string // "-A CHAIN ..." lines
+}
+
+func (w *Writer) list(table string) (saved, error) {
+	out, err := w.run("", w.save, "-t", table)
 	if err != nil {
-		return nil, fmt.Errorf("iptables %s: %w", fam, err)
+		return saved{}, fmt.Errorf("listing %s table %s: %w", w.fam, table, err)
 	}
-	return &Writer{fam: fam, mode: mode, cmd: path, save: save, restore: restore, ipt: ipt}, nil
+	var s saved
+	for _, line := range strings.Split(string(out), "\n") {
+		switch {
+		case strings.HasPrefix(line, ":"):
+			name, _, _ := strings.Cut(line[1:], " ")
+			s.chains = append(s.chains, name)
+		case strings.HasPrefix(line, "-A "):
+			s.rules = append(s.rules, line)
+		}
+	}
+	return s, nil
 }
 
 // Intact checks, cheaply, that the jump into rulegen's chains is still in
 // place and that RG-SERVICES still has its rules: false when the rules were
-// flushed or deleted by hand.
+// flushed or deleted by hand (or cannot be checked).
 func (w *Writer) Intact() bool {
 	if w.applied == nil {
 		return true
 	}
-	j := ri.Jumps()[0]
-	if ok, err := w.ipt.Exists(j.Table, j.Chain, j.Args...); err != nil || !ok {
+	if ok, err := w.exists(ri.Jumps()[0]); err != nil || !ok {
 		return false
 	}
 	for _, c := range chainsOf(w.applied, "nat") {
 		if c.Name == ri.ChainServices && len(c.Rules) > 0 {
 			// Its first rule is still there (listing the whole chain would
 			// cost a rule per service on every sync).
-			out, err := exec.Command(w.cmd, "-w", "-t", "nat", "-S", ri.ChainServices, "1").Output()
-			return err == nil && len(bytes.TrimSpace(out)) > 0
+			out, err := w.run("", w.cmd, w.waitArgs("-t", "nat", "-S", ri.ChainServices, "1")...)
+			return err == nil && len(strings.TrimSpace(string(out))) > 0
 		}
 	}
 	return true
@@ -155,7 +219,8 @@ func (w *Writer) Mode() Mode { return w.mode }
 // Invalidate makes the next update full.
 func (w *Writer) Invalidate() { w.applied = nil }
 
-// Apply writes r (which must be of the writer's family).
+// Apply writes r (which must be of the writer's family). On failure the
+// writer forgets what it wrote, so that the next Apply is full.
 func (w *Writer) Apply(r *ri.Ruleset) (Stats, error) {
 	st, err := w.apply(r)
 	if err != nil {
@@ -167,13 +232,25 @@ func (w *Writer) Apply(r *ri.Ruleset) (Stats, error) {
 }
 
 func (w *Writer) apply(r *ri.Ruleset) (Stats, error) {
+	st, input, err := w.plan(r)
+	if err != nil || input == "" {
+		return st, err
+	}
+	return st, w.restoreInput(input)
+}
+
+// plan computes the restore input of an update: for a full one, r less the
+// jumps already in place, plus the deletion of every RG- chain the kernel
+// has that r does not; for an incremental one, the chains that differ from
+// what was applied last and the deletion of those that went away.
+func (w *Writer) plan(r *ri.Ruleset) (Stats, string, error) {
 	if r.Family != w.fam {
-		return Stats{}, fmt.Errorf("iptables writer for %s given a %s ruleset", w.fam, r.Family)
+		return Stats{}, "", fmt.Errorf("iptables writer for %s given a %s ruleset", w.fam, r.Family)
 	}
 	for _, t := range r.Tables {
 		for _, c := range t.Chains {
 			if len(c.Name) > ri.MaxChainName {
-				return Stats{}, fmt.Errorf("chain %s: name longer than %d characters", c.Name, ri.MaxChainName)
+				return Stats{}, "", fmt.Errorf("chain %s: name longer than %d characters", c.Name, ri.MaxChainName)
 			}
 		}
 	}
@@ -181,19 +258,34 @@ func (w *Writer) apply(r *ri.Ruleset) (Stats, error) {
 	stale := map[string][]string{}
 	var changed *ri.Ruleset
 	if st.Full {
+		changed = &ri.Ruleset{Family: r.Family, Tables: r.Tables}
+		have := map[string][]string{}
 		for _, t := range r.Tables {
-			existing, err := w.ipt.ListChains(t.Name)
+			s, err := w.list(t.Name)
 			if err != nil {
-				return st, fmt.Errorf("listing %s chains of table %s: %w", w.fam, t.Name, err)
+				return st, "", err
 			}
+			have[t.Name] = s.chains
 			want := r.ChainNames(t.Name)
-			for _, c := range existing {
+			for _, c := range s.chains {
 				if strings.HasPrefix(c, ri.ChainPrefix) && !slices.Contains(want, c) {
 					stale[t.Name] = append(stale[t.Name], c)
 				}
 			}
 		}
-		changed = r
+		for _, j := range r.Jumps {
+			// A jump to a chain that does not exist yet cannot be there.
+			if slices.Contains(have[j.Table], j.Target()) {
+				ok, err := w.exists(j)
+				if err != nil {
+					return st, "", err
+				}
+				if ok {
+					continue
+				}
+			}
+			changed.Jumps = append(changed.Jumps, j)
+		}
 	} else {
 		changed = &ri.Ruleset{Family: r.Family}
 		for _, t := range r.Tables {
@@ -222,17 +314,11 @@ func (w *Writer) apply(r *ri.Ruleset) (Stats, error) {
 		}
 		st.Deleted += len(stale[t.Name])
 	}
-	if st.Chains > 0 || st.Deleted > 0 {
-		if err := w.run(changed.Restore(stale)); err != nil {
-			return st, err
-		}
+	st.Jumps = len(changed.Jumps)
+	if st.Chains == 0 && st.Deleted == 0 && st.Jumps == 0 {
+		return st, "", nil
 	}
-	if st.Full {
-		if err := w.ensureJumps(); err != nil {
-			return st, err
-		}
-	}
-	return st, nil
+	return st, changed.Restore(stale), nil
 }
 
 func chainsOf(r *ri.Ruleset, table string) []*ri.Chain {
@@ -244,23 +330,29 @@ func chainsOf(r *ri.Ruleset, table string) []*ri.Chain {
 	return nil
 }
 
-func (w *Writer) run(input string) error {
-	cmd := exec.Command(w.restore, "--noflush", "--wait")
-	cmd.Stdin = strings.NewReader(input)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s --noflush: %w: %s%s", w.restore, err, strings.TrimSpace(stderr.String()), failedLine(input, stderr.String()))
+// restoreInput runs `iptables-restore --noflush` with input. Its error
+// quotes the input line the tool complained about.
+func (w *Writer) restoreInput(input string) error {
+	_, err := w.run(input, w.restore, w.waitArgs("--noflush")...)
+	if err != nil {
+		var stderr string
+		var ce *CommandError
+		if errors.As(err, &ce) {
+			stderr = ce.Stderr
+		}
+		return fmt.Errorf("%w%s", err, failedLine(input, stderr))
 	}
 	return nil
 }
 
 // failedLine quotes the input line iptables-restore complained about
-// ("line N failed"), which names the chain and so the service.
+// ("line N failed", "Error occurred at line: N"), which names the chain and
+// so the service.
 func failedLine(input, stderr string) string {
 	var n int
-	if i := strings.Index(stderr, "line "); i >= 0 {
-		fmt.Sscanf(stderr[i:], "line %d", &n)
+	if i := strings.LastIndex(stderr, "line"); i >= 0 {
+		rest := strings.TrimLeft(stderr[i+len("line"):], ": ")
+		fmt.Sscanf(rest, "%d", &n)
 	}
 	lines := strings.Split(input, "\n")
 	if n < 1 || n > len(lines) {
@@ -269,55 +361,68 @@ func failedLine(input, stderr string) string {
 	return fmt.Sprintf(" (input line %d: %s)", n, lines[n-1])
 }
 
-// ensureJumps puts the jumps from built-in chains to rulegen's chains first
-// in their chains, unless they are there already.
-func (w *Writer) ensureJumps() error {
-	for _, j := range ri.Jumps() {
-		ok, err := w.ipt.Exists(j.Table, j.Chain, j.Args...)
-		if err != nil {
-			return fmt.Errorf("checking jump %s/%s: %w", j.Table, j.Chain, err)
-		}
-		if !ok {
-			if err := w.ipt.Insert(j.Table, j.Chain, 1, j.Args...); err != nil {
-				return fmt.Errorf("adding jump %s/%s -> rulegen: %w", j.Table, j.Chain, err)
-			}
-		}
-	}
-	return nil
-}
-
-// Cleanup removes rulegen's jump rules and every RG- chain, leaving all
-// other rules alone.
+// Cleanup removes rulegen's jump rules and every RG- chain of this family,
+// leaving all other rules alone: one iptables-restore for both tables (each
+// committed on its own), deleting the jumps before the chains they lead to.
+// A jump found twice (loaded twice by hand) is deleted twice.
 func (w *Writer) Cleanup() error {
 	w.applied = nil
 	var errs []error
-	for _, j := range ri.Jumps() {
-		// A jump to a chain that does not exist cannot exist either (and
-		// iptables cannot even check for it).
-		if ok, err := w.ipt.ChainExists(j.Table, j.Args[len(j.Args)-1]); err == nil && !ok {
-			continue
-		}
-		if err := w.ipt.DeleteIfExists(j.Table, j.Chain, j.Args...); err != nil {
-			errs = append(errs, fmt.Errorf("removing jump %s/%s: %w", j.Table, j.Chain, err))
-		}
-	}
-	stale := map[string][]string{}
-	empty := &ri.Ruleset{Family: w.fam}
+	var b strings.Builder
 	for _, table := range []string{"nat", "filter"} {
-		chains, err := w.ipt.ListChains(table)
+		s, err := w.list(table)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		for _, c := range chains {
-			if strings.HasPrefix(c, ri.ChainPrefix) {
-				stale[table] = append(stale[table], c)
+		var dels []string
+		for _, j := range ri.Jumps() {
+			if j.Table != table || !slices.Contains(s.chains, j.Target()) {
+				continue
+			}
+			n := 0
+			for _, r := range s.rules {
+				if r == "-A "+j.Rule() {
+					n++
+				}
+			}
+			if n == 0 { // written differently by this iptables-save?
+				ok, err := w.exists(j)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if ok {
+					n = 1
+				}
+			}
+			for range n {
+				dels = append(dels, "-D "+j.Rule())
 			}
 		}
-		empty.Tables = append(empty.Tables, &ri.Table{Name: table})
+		var ours []string
+		for _, c := range s.chains {
+			if strings.HasPrefix(c, ri.ChainPrefix) {
+				ours = append(ours, c)
+			}
+		}
+		if len(dels) == 0 && len(ours) == 0 {
+			continue
+		}
+		b.WriteString("*" + table + "\n")
+		for _, d := range dels {
+			b.WriteString(d + "\n")
+		}
+		for _, c := range ours {
+			b.WriteString(":" + c + " - [0:0]\n") // flushes it
+		}
+		for _, c := range ours {
+			b.WriteString("-X " + c + "\n")
+		}
+		b.WriteString("COMMIT\n")
 	}
-	if len(stale["nat"])+len(stale["filter"]) > 0 {
-		if err := w.run(empty.Restore(stale)); err != nil {
+	if b.Len() > 0 && len(errs) == 0 {
+		if err := w.restoreInput(b.String()); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -1,8 +1,12 @@
 package iptwriter
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rulegen/rulegen/pkg/rules"
 	ri "github.com/rulegen/rulegen/pkg/rules/iptables"
@@ -95,4 +99,144 @@ func TestWriter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDryRunTextIsWhatIsWritten: the restore text the dry run prints, loaded
+// by hand into an empty namespace, gives exactly the rules a first full
+// update writes; a full update over them adds no second jump.
+func TestDryRunTextIsWhatIsWritten(t *testing.T) {
+	netnstest.Require(t, "iptables-nft-restore", "iptables-legacy-restore")
+	for _, mode := range []Mode{NFT, Legacy} {
+		t.Run(string(mode), func(t *testing.T) {
+			r := ruleset(4, 2)
+			loaded, written := netnstest.New(t, "dry"), netnstest.New(t, "wr")
+			loaded.MustRun([]byte(r.Restore(nil)), "iptables-"+string(mode)+"-restore", "--noflush")
+			var w *Writer
+			if err := written.Do(func() (err error) {
+				if w, err = New(rules.IPv4, mode); err == nil {
+					_, err = w.Apply(r)
+				}
+				return
+			}); err != nil {
+				t.Fatal(err)
+			}
+			save := func(ns *netnstest.NS) string { return stripSave(ns.MustRun(nil, "iptables-"+string(mode)+"-save")) }
+			if got, want := save(loaded), save(written); got != want {
+				t.Fatalf("the dry run loaded by hand:\n%s\ndiffers from what the writer wrote:\n%s", got, want)
+			}
+			before := save(written)
+			for _, ns := range []*netnstest.NS{written, loaded} {
+				var st Stats
+				if err := ns.Do(func() (err error) {
+					w, err := New(rules.IPv4, mode) // a restarted daemon: full update
+					if err == nil {
+						st, err = w.Apply(r)
+					}
+					return
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if !st.Full || st.Jumps != 0 {
+					t.Errorf("%s: full update over the same rules: %+v, want no jump written", ns.Name, st)
+				}
+				if got := save(ns); got != before {
+					t.Errorf("%s: a second full update changed the rules:\n%s", ns.Name, got)
+				}
+			}
+			// Loaded twice by hand, as the note in the text warns: every
+			// jump is there twice, and Cleanup still removes everything.
+			loaded.MustRun([]byte(r.Restore(nil)), "iptables-"+string(mode)+"-restore", "--noflush")
+			if got := save(loaded); strings.Count(got, "-j RG-SERVICES") != 2*strings.Count(before, "-j RG-SERVICES") {
+				t.Fatalf("loading twice did not duplicate the jumps:\n%s", got)
+			}
+			if err := loaded.Do(func() error {
+				w, err := New(rules.IPv4, mode)
+				if err == nil {
+					err = w.Cleanup()
+				}
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if got := save(loaded); strings.Contains(got, "RG-") || strings.Contains(got, "rulegen") {
+				t.Errorf("cleanup of twice-loaded rules left:\n%s", got)
+			}
+		})
+	}
+}
+
+// TestHeldXtablesLock: with the xtables lock held by someone else, an
+// update fails after the lock wait (or is killed after the timeout, when
+// that comes first) naming the command, instead of hanging; once the lock is
+// free the next update is a full one. The lock file is the test's own
+// (XTABLES_LOCKFILE), never the node's /run/xtables.lock; only
+// iptables-legacy takes the lock.
+func TestHeldXtablesLock(t *testing.T) {
+	netnstest.Require(t, "iptables-legacy-restore")
+	lock := filepath.Join(t.TempDir(), "xtables.lock")
+	t.Setenv("XTABLES_LOCKFILE", lock)
+	f, err := os.Create(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	ns := netnstest.New(t, "lock")
+	for _, tc := range []struct {
+		name     string
+		lockWait time.Duration
+		timeout  time.Duration
+		want     string
+	}{
+		{name: "lock wait first", lockWait: time.Second, timeout: 20 * time.Second, want: "holding the xtables lock"},
+		{name: "timeout first", lockWait: 20 * time.Second, timeout: 500 * time.Millisecond, want: "killed after 500ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var w *Writer
+			var err error
+			start := time.Now()
+			ns.Do(func() error {
+				if w, err = NewWithOptions(rules.IPv4, Options{Mode: Legacy, LockWait: tc.lockWait, Timeout: tc.timeout}); err == nil {
+					_, err = w.Apply(ruleset(2, 1))
+				}
+				return nil
+			})
+			if err == nil || !strings.Contains(err.Error(), "iptables-legacy") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("want an error naming the iptables-legacy command and saying %q, got %v", tc.want, err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("gave up after %v", d)
+			}
+		})
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	var st Stats
+	if err := ns.Do(func() error {
+		w, err := NewWithOptions(rules.IPv4, Options{Mode: Legacy, LockWait: time.Second, Timeout: 20 * time.Second})
+		if err == nil {
+			st, err = w.Apply(ruleset(2, 1))
+		}
+		return err
+	}); err != nil || !st.Full {
+		t.Errorf("with the lock free: %+v, %v", st, err)
+	}
+}
+
+// stripSave drops iptables-save's comment lines and chain counters.
+func stripSave(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		if i := strings.LastIndex(l, " ["); strings.HasPrefix(l, ":") && i > 0 {
+			l = l[:i]
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n")
 }
