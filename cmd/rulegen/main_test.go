@@ -216,6 +216,25 @@ func TestApplyInvalidInputWritesNothing(t *testing.T) {
 			if after := list(); !strings.Contains(after, "10.96.0.99") || !strings.Contains(after, "10.244.1.5:8170") {
 				t.Errorf("--apply-valid did not write the valid services:\n%s", after)
 			}
+			// The injection reproducer: names carrying restore lines are
+			// skipped, and nothing of them reaches the kernel.
+			hostile, err := os.ReadFile("testdata/cli/injection-newline-name-iptables/stdin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, errs = apply(string(hostile), "-f", "-", "--apply-valid")
+			if code != exitSkipped {
+				t.Errorf("hostile input: exit %d, want %d; stderr:\n%s", code, exitSkipped, errs)
+			}
+			after := list()
+			for _, bad := range []string{"SOMETHING", "-A INPUT -j", "good-2"} {
+				if strings.Contains(after, bad) {
+					t.Errorf("hostile input reached the kernel (%q):\n%s", bad, after)
+				}
+			}
+			if !strings.Contains(after, "10.96.0.1") {
+				t.Errorf("the valid service of the hostile input is missing:\n%s", after)
+			}
 		})
 	}
 }
