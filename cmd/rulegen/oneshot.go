@@ -70,7 +70,7 @@ func adoptNode(cfg *rules.Config, n rules.Node) {
 func render(apply bool, s settings, st *rules.State, errs []error, stdout, stderr io.Writer) int {
 	fams := families(s, st)
 	if len(s.cfg.Node.IPs) == 0 {
-		fmt.Fprintf(stderr, "rulegen: warning: no IP known for node %q (no --node-ip and no Node object): nodePorts are not rendered\n", s.cfg.Node.Name)
+		fmt.Fprintf(stderr, "rulegen: warning: no IP known for node %q (no --node-ip, and no Node object with a valid InternalIP or ExternalIP address): nodePorts are not rendered\n", s.cfg.Node.Name)
 	}
 	var kernel sync.Kernel
 	if apply {
