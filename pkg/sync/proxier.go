@@ -444,7 +444,9 @@ func (p *Proxier) updateHealthChecks(desired []*Desired) {
 		return
 	}
 	want := map[int32]HealthCheck{}
+	var addrs []netip.Addr // where nodePorts are served
 	for _, d := range desired {
+		addrs = append(addrs, d.Plan.NodePortIPs...)
 		for _, s := range d.Plan.Services {
 			if s.HealthCheckNodePort == 0 {
 				continue
@@ -455,7 +457,7 @@ func (p *Proxier) updateHealthChecks(desired []*Desired) {
 			want[s.HealthCheckNodePort] = hc
 		}
 	}
-	if err := p.health.Update(want); err != nil {
+	if err := p.health.Update(addrs, want); err != nil {
 		p.log.Warn("health check node ports", "error", err.Error())
 	}
 }
