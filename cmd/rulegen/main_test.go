@@ -75,6 +75,9 @@ func TestExitStatus(t *testing.T) {
 		{name: "bad family", args: []string{"--dry-run", "-f", "-", "--ip-family", "ipv5"}, code: exitUsage, stderr: "unknown IP family"},
 		{name: "stray argument", args: []string{"--dry-run", "file.yaml"}, code: exitUsage, stderr: "unexpected argument"},
 		{name: "missing file", args: []string{"--dry-run", "-f", "/nonexistent.yaml"}, code: exitSkipped, stderr: "nonexistent.yaml"},
+		{name: "node without a valid address is not called missing", args: []string{"--dry-run", "-f", "-", "--node-name", "n1"},
+			stdin: "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nstatus:\n  addresses:\n  - type: InternalIP\n    address: not-an-ip\n",
+			code:  exitSkipped, stderr: "no Node object with a valid InternalIP or ExternalIP address"},
 		{
 			name:      "invalid object skipped, others rendered",
 			args:      []string{"--dry-run", "-f", "-", "--node-name", "n1"},

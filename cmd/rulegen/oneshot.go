@@ -77,7 +77,7 @@ func adoptNode(cfg *rules.Config, n rules.Node) {
 func render(apply, applyValid bool, s settings, st *rules.State, errs []error, where func(error) error, stdout, stderr io.Writer) int {
 	fams := families(s, st)
 	if len(s.cfg.Node.IPs) == 0 {
-		fmt.Fprintf(stderr, "rulegen: warning: no IP known for node %q (no --node-ip, and no usable address in a Node object): nodePorts are not rendered\n", s.cfg.Node.Name)
+		fmt.Fprintf(stderr, "rulegen: warning: no IP known for node %q (no --node-ip, and no Node object with a valid InternalIP or ExternalIP address): nodePorts are not rendered\n", s.cfg.Node.Name)
 	}
 	desired := make([]*sync.Desired, 0, len(fams))
 	for _, fam := range fams {

@@ -11,8 +11,12 @@ import (
 type State struct {
 	services map[ServiceKey][]*ServicePort
 	slices   map[ServiceKey]map[string]*Slice
-	// gen counts changes per service (its ports or its slices), so that a
-	// Planner can reuse what it planned for an unchanged service.
+	// gen holds, per service, the value of counter at its last change (its
+	// ports or its slices), so that a Planner can reuse what it planned for
+	// an unchanged service. A service with neither ports nor slices has no
+	// entry (so churn does not grow the map); counter only grows, so a
+	// re-created service gets a number no earlier version had, and a plan
+	// cached for that earlier version is never reused.
 	gen     map[ServiceKey]uint64
 	counter uint64
 	sorted  []*ServicePort // Ports(), cached until the set of ports changes
@@ -23,19 +27,26 @@ func NewState() *State {
 	return &State{services: map[ServiceKey][]*ServicePort{}, slices: map[ServiceKey]map[string]*Slice{}, gen: map[ServiceKey]uint64{}}
 }
 
+// touch records a change of a service. Call it after the change: a
+// service left with neither ports nor slices loses its entry.
 func (s *State) touch(key ServiceKey) {
 	s.counter++
+	if _, ok := s.services[key]; !ok && s.slices[key] == nil {
+		delete(s.gen, key)
+		return
+	}
 	s.gen[key] = s.counter
 }
 
 // Gen returns a number that changes whenever the service or one of its
-// EndpointSlices changes.
+// EndpointSlices changes. It is never 0 for a service that has ports or
+// slices, and never returns to an earlier value.
 func (s *State) Gen(key ServiceKey) uint64 { return s.gen[key] }
 
 // SetService records the ports of a service, replacing any earlier version.
 // Setting no ports removes the service.
 func (s *State) SetService(key ServiceKey, ports []*ServicePort) {
-	s.touch(key)
+	defer s.touch(key)
 	s.sorted = nil
 	if len(ports) == 0 {
 		delete(s.services, key)
@@ -46,31 +57,31 @@ func (s *State) SetService(key ServiceKey, ports []*ServicePort) {
 
 // DeleteService forgets a service (its EndpointSlices stay until deleted).
 func (s *State) DeleteService(key ServiceKey) {
-	s.touch(key)
 	s.sorted = nil
 	delete(s.services, key)
+	s.touch(key)
 }
 
 // SetSlice records an EndpointSlice, replacing any earlier version of it.
 func (s *State) SetSlice(sl *Slice) {
-	s.touch(sl.Service)
 	m := s.slices[sl.Service]
 	if m == nil {
 		m = map[string]*Slice{}
 		s.slices[sl.Service] = m
 	}
 	m[sl.Name] = sl
+	s.touch(sl.Service)
 }
 
 // DeleteSlice forgets an EndpointSlice of a service.
 func (s *State) DeleteSlice(svc ServiceKey, name string) {
-	s.touch(svc)
 	if m := s.slices[svc]; m != nil {
 		delete(m, name)
 		if len(m) == 0 {
 			delete(s.slices, svc)
 		}
 	}
+	s.touch(svc)
 }
 
 // Ports returns every service port, sorted by name. The slice is shared:

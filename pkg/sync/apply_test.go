@@ -25,25 +25,6 @@ func node(addrs ...string) *v1.Node {
 	return n
 }
 
-// fakeKernel records what the proxier asks of it.
-type fakeKernel struct {
-	applied, removed []rules.Family
-	removeErr        error
-}
-
-var _ Kernel = &fakeKernel{}
-
-func (k *fakeKernel) Apply(d *Desired) (Written, error) {
-	k.applied = append(k.applied, d.Plan.Family)
-	return Written{}, nil
-}
-func (k *fakeKernel) Invalidate()  {}
-func (k *fakeKernel) Intact() bool { return true }
-func (k *fakeKernel) Remove(f rules.Family) error {
-	k.removed = append(k.removed, f)
-	return k.removeErr
-}
-
 // TestSyncRemovesDroppedFamily: the rules of a family the node no longer
 // has are removed once; a failed removal fails the sync and is retried.
 func TestSyncRemovesDroppedFamily(t *testing.T) {

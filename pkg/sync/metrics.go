@@ -27,6 +27,11 @@ type Metrics struct {
 //	rulegen_sync_failures_total                          syncs the kernel refused
 //	rulegen_changes_pending                              1 while a change waits for a sync
 //	rulegen_conntrack_entries_deleted_total              stale UDP conntrack entries deleted
+//
+// Network programming latency is observed once per EndpointSlice and
+// successful sync, from the oldest change of the slice that sync applied
+// (several updates of a slice between two syncs, or while syncs fail, count
+// once); a deleted slice is not measured.
 func NewMetrics() *Metrics {
 	buckets := prometheus.ExponentialBuckets(0.0005, 2, 18) // 0.5 ms .. ~65 s
 	m := &Metrics{

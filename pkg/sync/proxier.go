@@ -11,6 +11,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/rulegen/rulegen/pkg/rules"
 )
@@ -60,10 +61,18 @@ type Proxier struct {
 	node         rules.Node
 	dirty        bool
 	pendingSince time.Time
-	triggers     []time.Time
-	reported     map[string]string // object -> last problem logged, to log each once
+	// sliceOwner is the service each recorded EndpointSlice is filed under
+	// in state, so that a relabelled slice moves and a deleted one is
+	// removed from there whatever labels its last copy carries.
+	sliceOwner map[types.NamespacedName]rules.ServiceKey
+	// triggers holds, per recorded slice, the oldest last-change-trigger-time
+	// not yet applied: at most one entry per live slice, however many
+	// updates arrive or syncs fail.
+	triggers map[types.NamespacedName]time.Time
+	reported map[string]string // object -> last problem logged, to log each once; forgotten when the object is deleted
 
 	// Owned by Sync.
+	conflicts   map[string]bool // conflicts of the last sync, each logged when it appeared
 	lastFull    time.Time
 	lastSuccess time.Time
 	applied     map[rules.Family]*Desired
@@ -81,7 +90,8 @@ func NewProxier(opts Options, kernel Kernel, ct Conntrack, m *Metrics, hc *Healt
 	}
 	return &Proxier{opts: opts, renderer: NewRenderer(opts.Backend), kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
 		request: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs},
-		reported: map[string]string{}, applied: map[rules.Family]*Desired{}}
+		sliceOwner: map[types.NamespacedName]rules.ServiceKey{}, triggers: map[types.NamespacedName]time.Time{},
+		reported: map[string]string{}, conflicts: map[string]bool{}, applied: map[rules.Family]*Desired{}}
 }
 
 // SetVerbose makes every sync log the full ruleset it applied (debug level).
@@ -98,7 +108,10 @@ func (p *Proxier) changed(now time.Time) {
 	p.metrics.pending.Set(1)
 }
 
-// report logs a problem with an object once (until it changes or is fixed).
+// report logs a problem with an object once (until it changes or is
+// fixed); a nil err (the object is fixed or deleted) forgets the object.
+// What is ignored depends on the problem (the error names the field): a
+// whole Service or EndpointSlice, one endpoint, one Node address.
 func (p *Proxier) report(key string, err error) {
 	if err == nil {
 		delete(p.reported, key)
@@ -108,7 +121,7 @@ func (p *Proxier) report(key string, err error) {
 		return
 	}
 	p.reported[key] = err.Error()
-	p.log.Warn("skipping invalid object", "object", key, "error", err.Error())
+	p.log.Warn("ignoring what is invalid in an object", "object", key, "error", err.Error())
 }
 
 // OnService records a Service added, updated or (deleted=true) deleted.
@@ -129,33 +142,66 @@ func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
 }
 
 // OnSlice records an EndpointSlice added, updated or (deleted=true) deleted.
+// A slice is filed under the service its kubernetes.io/service-name label
+// names, and the proxier remembers where: an update that changes or drops
+// the label moves the slice (or removes it), and a delete removes it from
+// where it was filed, whatever labels the deleted copy (a tombstone, say)
+// carries.
 func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
-	id := "EndpointSlice " + es.Namespace + "/" + es.Name
+	id := types.NamespacedName{Namespace: es.Namespace, Name: es.Name}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	svc, ok := rules.ServiceNameOf(es)
+	var sl *rules.Slice
 	if deleted {
-		if ok {
-			p.state.DeleteSlice(svc, es.Name)
-		}
-		p.report(id, nil)
+		p.report("EndpointSlice "+id.String(), nil)
 	} else {
-		sl, errs := rules.ConvertSlice(es)
-		p.report(id, errors.Join(errs...))
-		if sl != nil {
-			p.state.SetSlice(sl)
-		} else if ok {
-			p.state.DeleteSlice(svc, es.Name)
-		}
+		var errs []error
+		sl, errs = rules.ConvertSlice(es)
+		p.report("EndpointSlice "+id.String(), errors.Join(errs...))
+	}
+	if old, ok := p.sliceOwner[id]; ok && (sl == nil || sl.Service != old) {
+		p.state.DeleteSlice(old, es.Name)
+		delete(p.sliceOwner, id)
+	}
+	if sl != nil {
+		p.state.SetSlice(sl)
+		p.sliceOwner[id] = sl.Service
 		if t, err := time.Parse(time.RFC3339, es.Annotations[AnnotationTriggerTime]); err == nil {
-			p.triggers = append(p.triggers, t)
+			if old, ok := p.triggers[id]; !ok || t.Before(old) {
+				p.triggers[id] = t
+			}
 		}
+	} else {
+		// Nothing of the slice is left to program: its latency is not
+		// measured (and its entry cannot outlive it).
+		delete(p.triggers, id)
 	}
 	p.changed(p.clock.Now())
 	p.request()
 }
 
-// OnNode records this node's Node object (its addresses and zone).
+// takeTriggers returns the pending trigger times and clears them.
+func (p *Proxier) takeTriggers() map[types.NamespacedName]time.Time {
+	t := p.triggers
+	p.triggers = map[types.NamespacedName]time.Time{}
+	return t
+}
+
+// restoreTriggers puts back the trigger times of a failed sync, keeping
+// the oldest per slice, for the slices that still exist.
+func (p *Proxier) restoreTriggers(taken map[types.NamespacedName]time.Time) {
+	for id, t := range taken {
+		if _, ok := p.sliceOwner[id]; !ok {
+			continue
+		}
+		if cur, ok := p.triggers[id]; !ok || t.Before(cur) {
+			p.triggers[id] = t
+		}
+	}
+}
+
+// OnNode records this node's Node object (its addresses and zone). A Node
+// with an invalid address is reported, and its valid addresses are used.
 func (p *Proxier) OnNode(n *v1.Node, deleted bool) {
 	if n.Name != p.opts.NodeName || deleted {
 		return
@@ -218,19 +264,12 @@ func (p *Proxier) Sync() error {
 		desired = append(desired, p.renderer.Render(p.state, cfg, f))
 	}
 	rendered := p.clock.Now()
-	triggers := p.triggers
-	p.triggers = nil
+	triggers := p.takeTriggers()
 	wasDirty, pendingSince := p.dirty, p.pendingSince
 	p.dirty = false
 	p.mu.Unlock()
 
-	for _, d := range desired {
-		for _, c := range d.Plan.Conflicts {
-			p.mu.Lock()
-			p.report("conflict "+c.Error(), c)
-			p.mu.Unlock()
-		}
-	}
+	p.reportConflicts(desired)
 	periodic := p.opts.FullSyncPeriod > 0 && start.Sub(p.lastFull) >= p.opts.FullSyncPeriod
 	if periodic || !p.kernel.Intact() {
 		p.kernel.Invalidate()
@@ -246,7 +285,7 @@ func (p *Proxier) Sync() error {
 			p.kernel.Invalidate()
 			p.metrics.failures.Inc()
 			p.mu.Lock()
-			p.triggers = append(triggers, p.triggers...)
+			p.restoreTriggers(triggers)
 			if wasDirty {
 				p.changed(pendingSince)
 			}
@@ -313,6 +352,27 @@ func (p *Proxier) Healthy() (bool, string) {
 	return true, fmt.Sprintf("last successful sync %s ago", now.Sub(last).Round(time.Millisecond))
 }
 
+// reportConflicts logs each conflict (two services claiming a destination)
+// once, when it appears, and that it ended when it is gone.
+func (p *Proxier) reportConflicts(desired []*Desired) {
+	now := map[string]bool{}
+	for _, d := range desired {
+		for _, c := range d.Plan.Conflicts {
+			msg := c.Error()
+			if !now[msg] && !p.conflicts[msg] {
+				p.log.Warn("conflict between services", "family", d.Plan.Family, "error", msg)
+			}
+			now[msg] = true
+		}
+	}
+	for msg := range p.conflicts {
+		if !now[msg] {
+			p.log.Info("conflict between services ended", "error", msg)
+		}
+	}
+	p.conflicts = now
+}
+
 // cleanConntrack deletes UDP conntrack entries that would keep sending
 // clients to an endpoint that is gone, or around a service that just got
 // its first endpoint. TCP entries are left alone: TCP notices by itself.
@@ -338,7 +398,7 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 			if o == nil || len(o.UsedEndpoints()) == 0 {
 				if len(now) > 0 && o != nil {
 					for _, dst := range dests {
-						specs = append(specs, ConntrackSpec{OrigDst: dst.addr, OrigPort: dst.port})
+						specs = append(specs, ConntrackSpec{Family: d.Plan.Family, OrigDst: dst.addr, OrigPort: dst.port})
 					}
 				}
 				continue
@@ -348,7 +408,7 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 					continue
 				}
 				for _, dst := range dests {
-					specs = append(specs, ConntrackSpec{OrigDst: dst.addr, OrigPort: dst.port, ReplySrc: e.IP})
+					specs = append(specs, ConntrackSpec{Family: d.Plan.Family, OrigDst: dst.addr, OrigPort: dst.port, ReplySrc: e.IP})
 				}
 			}
 		}
@@ -387,7 +447,9 @@ func (p *Proxier) updateHealthChecks(desired []*Desired) {
 		return
 	}
 	want := map[int32]HealthCheck{}
+	var addrs []netip.Addr // where nodePorts are served
 	for _, d := range desired {
+		addrs = append(addrs, d.Plan.NodePortIPs...)
 		for _, s := range d.Plan.Services {
 			if s.HealthCheckNodePort == 0 {
 				continue
@@ -398,7 +460,7 @@ func (p *Proxier) updateHealthChecks(desired []*Desired) {
 			want[s.HealthCheckNodePort] = hc
 		}
 	}
-	if err := p.health.Update(want); err != nil {
+	if err := p.health.Update(addrs, want); err != nil {
 		p.log.Warn("health check node ports", "error", err.Error())
 	}
 }

@@ -132,12 +132,36 @@ func ListState(ctx context.Context, client kubernetes.Interface, nodeName string
 	return st, node, errs
 }
 
+// pprofWriteTimeout replaces httpWriteTimeout on a server that serves
+// /debug/pprof/: a CPU profile or trace is written only after it has run
+// for ?seconds= (30 by default), and pprof refuses a duration longer than
+// the server's write timeout.
+const pprofWriteTimeout = 5 * time.Minute
+
 // Serve serves /healthz and /livez (200 or 503 from p.Healthy) on
 // healthAddr and /metrics on metricsAddr (the same server when equal),
 // until ctx ends. An empty address disables that endpoint. With profiling,
 // the metrics address also serves Go's /debug/pprof/ (CPU and heap
-// profiles of the running daemon).
+// profiles of the running daemon). Other paths get 404. The servers have
+// rulegen's HTTP timeouts (see httpReadHeaderTimeout).
 func Serve(ctx context.Context, healthAddr, metricsAddr string, profiling bool, p *Proxier, m *Metrics) error {
+	servers := statusServers(healthAddr, metricsAddr, profiling, p, m)
+	errc := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errc <- srv.ListenAndServe() }()
+		go func() { <-ctx.Done(); srv.Close() }()
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// statusServers returns the (not yet started) servers of Serve, one per
+// address.
+func statusServers(healthAddr, metricsAddr string, profiling bool, p *Proxier, m *Metrics) []*http.Server {
 	health := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		ok, why := p.Healthy()
 		if !ok {
@@ -167,16 +191,14 @@ func Serve(ctx context.Context, healthAddr, metricsAddr string, profiling bool, 
 			mx.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		}
 	}
-	errc := make(chan error, len(muxes))
+	var out []*http.Server
 	for addr, mx := range muxes {
-		srv := &http.Server{Addr: addr, Handler: mx, ReadHeaderTimeout: 5 * time.Second}
-		go func() { errc <- srv.ListenAndServe() }()
-		go func() { <-ctx.Done(); srv.Close() }()
+		srv := newHTTPServer(mx)
+		srv.Addr = addr
+		if profiling && addr == metricsAddr {
+			srv.WriteTimeout = pprofWriteTimeout
+		}
+		out = append(out, srv)
 	}
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		return nil
-	}
+	return out
 }

@@ -1,0 +1,96 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+)
+
+// TestStateForgetsDeletedServices: the per-service change numbers are
+// dropped once a service has neither ports nor slices, so that services
+// created and deleted by the hundred thousand leave nothing behind, in
+// whichever order their Service and EndpointSlice come and go.
+func TestStateForgetsDeletedServices(t *testing.T) {
+	port := func(key ServiceKey) []*ServicePort {
+		return []*ServicePort{{Name: ServicePortName{ServiceKey: key, Protocol: TCP}, Port: 80,
+			ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")}}}
+	}
+	slice := func(key ServiceKey) *Slice {
+		return &Slice{Name: key.Name + "-1", Service: key, Family: IPv4,
+			Endpoints: []Endpoint{{IP: netip.MustParseAddr("10.128.0.1")}}}
+	}
+	for _, tc := range []struct {
+		name  string
+		cycle func(st *State, key ServiceKey)
+	}{
+		{"service then slice, deleted in order", func(st *State, key ServiceKey) {
+			st.SetService(key, port(key))
+			st.SetSlice(slice(key))
+			st.DeleteService(key)
+			st.DeleteSlice(key, key.Name+"-1")
+		}},
+		{"slice first, deleted in reverse order", func(st *State, key ServiceKey) {
+			st.SetSlice(slice(key))
+			st.SetService(key, port(key))
+			st.DeleteSlice(key, key.Name+"-1")
+			st.DeleteService(key)
+		}},
+		{"service set to no ports", func(st *State, key ServiceKey) {
+			st.SetService(key, port(key))
+			st.SetService(key, nil)
+		}},
+		{"delete of what was never set", func(st *State, key ServiceKey) {
+			st.DeleteSlice(key, "x")
+			st.DeleteService(key)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := NewState()
+			for i := range 100_000 {
+				tc.cycle(st, ServiceKey{Namespace: "ns", Name: fmt.Sprintf("svc-%d", i)})
+			}
+			if len(st.gen) != 0 || len(st.services) != 0 || len(st.slices) != 0 {
+				t.Errorf("after 100,000 create/delete cycles the state holds %d change numbers, %d services, %d slice sets; want none",
+					len(st.gen), len(st.services), len(st.slices))
+			}
+		})
+	}
+}
+
+// TestPlannerNeverReusesAPlanOfADeletedService: a service deleted and
+// created again (with other ports) between two plans is planned anew,
+// although its change number was forgotten in between.
+func TestPlannerNeverReusesAPlanOfADeletedService(t *testing.T) {
+	key := ServiceKey{"ns", "a"}
+	set := func(st *State, port int32) {
+		st.SetService(key, []*ServicePort{{Name: ServicePortName{ServiceKey: key, Protocol: TCP}, Port: port,
+			ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")}}})
+	}
+	for _, tc := range []struct {
+		name    string
+		between func(st *State)
+	}{
+		{"deleted and re-created", func(st *State) { st.DeleteService(key); set(st, 81) }},
+		{"deleted, another service churned, re-created", func(st *State) {
+			st.DeleteService(key)
+			other := ServiceKey{"ns", "b"}
+			st.SetService(other, []*ServicePort{{Name: ServicePortName{ServiceKey: other, Protocol: TCP}, Port: 80}})
+			st.DeleteService(other)
+			set(st, 81)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := NewState()
+			cfg := &Config{Node: Node{Name: "n"}}
+			set(st, 80)
+			pl := NewPlanner(IPv4)
+			if p := pl.Plan(st, cfg); len(p.Services) != 1 || p.Services[0].Port != 80 {
+				t.Fatalf("first plan: %+v", p.Services)
+			}
+			tc.between(st)
+			if p := pl.Plan(st, cfg); len(p.Services) != 1 || p.Services[0].Port != 81 {
+				t.Errorf("after the service was re-created with port 81 the plan has %+v", p.Services[0])
+			}
+		})
+	}
+}

@@ -1,0 +1,167 @@
+package sync
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+	"github.com/rulegen/rulegen/test/netnstest"
+)
+
+// recordingListen is a HealthChecks.Listen that records the addresses
+// asked for and listens on a free loopback port instead.
+type recordingListen struct{ addrs []string }
+
+func (r *recordingListen) listen(addr netip.AddrPort) (net.Listener, error) {
+	r.addrs = append(r.addrs, addr.String())
+	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+// TestHealthCheckAnswers: like kube-proxy, any path; unlike it, only GET
+// and HEAD.
+func TestHealthCheckAnswers(t *testing.T) {
+	svc := rules.ServiceKey{Namespace: "ns", Name: "a"}
+	for _, tc := range []struct {
+		name, method, path string
+		local              int
+		code               int
+	}{
+		{"GET / with local endpoints", http.MethodGet, "/", 2, http.StatusOK},
+		{"GET /healthz", http.MethodGet, "/healthz", 2, http.StatusOK},
+		{"GET any other path", http.MethodGet, "/any/path", 2, http.StatusOK},
+		{"HEAD", http.MethodHead, "/", 2, http.StatusOK},
+		{"GET without local endpoints", http.MethodGet, "/", 0, http.StatusServiceUnavailable},
+		{"POST", http.MethodPost, "/", 2, http.StatusMethodNotAllowed},
+		{"DELETE", http.MethodDelete, "/healthz", 2, http.StatusMethodNotAllowed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &hcServer{state: HealthCheck{Service: svc, LocalEndpoints: tc.local}}
+			w := httptest.NewRecorder()
+			s.ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, nil))
+			if w.Code != tc.code {
+				t.Errorf("%s %s: %d, want %d (%s)", tc.method, tc.path, w.Code, tc.code, w.Body)
+			}
+		})
+	}
+}
+
+// TestHealthChecksListenOnTheGivenAddresses: each port on each address;
+// the servers move when the addresses change, and only then.
+func TestHealthChecksListenOnTheGivenAddresses(t *testing.T) {
+	rec := &recordingListen{}
+	h := NewHealthChecks()
+	h.Listen = rec.listen
+	defer h.Close()
+	want := map[int32]HealthCheck{30100: {Service: rules.ServiceKey{Namespace: "ns", Name: "a"}, LocalEndpoints: 1}}
+	steps := []struct {
+		name   string
+		addrs  []string
+		listen []string // new listens expected
+	}{
+		{"first", []string{"fd00::1", "10.0.0.1"}, []string{"10.0.0.1:30100", "[fd00::1]:30100"}},
+		{"same addresses, in another order", []string{"10.0.0.1", "fd00::1", "10.0.0.1"}, nil},
+		{"an address gone", []string{"10.0.0.1"}, []string{"10.0.0.1:30100"}},
+		{"no address known", nil, nil},
+	}
+	for _, st := range steps {
+		rec.addrs = nil
+		var addrs []netip.Addr
+		for _, a := range st.addrs {
+			addrs = append(addrs, netip.MustParseAddr(a))
+		}
+		if err := h.Update(addrs, want); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if !slices.Equal(rec.addrs, st.listen) {
+			t.Errorf("%s: listened on %v, want %v", st.name, rec.addrs, st.listen)
+		}
+	}
+}
+
+// TestHTTPServersHaveTimeouts: no server of rulegen lets a slow or idle
+// client hold a connection indefinitely.
+func TestHTTPServersHaveTimeouts(t *testing.T) {
+	h := NewHealthChecks()
+	h.Listen = (&recordingListen{}).listen
+	defer h.Close()
+	if err := h.Update([]netip.Addr{netip.MustParseAddr("10.0.0.1")}, map[int32]HealthCheck{30100: {}}); err != nil {
+		t.Fatal(err)
+	}
+	servers := map[string]*http.Server{"health check node port": h.servers[30100].srv}
+	for _, srv := range statusServers(":10256", ":10249", true, nil, NewMetrics()) {
+		servers["status server "+srv.Addr] = srv
+	}
+	for name, srv := range servers {
+		t.Run(name, func(t *testing.T) {
+			if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.WriteTimeout <= 0 || srv.IdleTimeout <= 0 {
+				t.Errorf("timeouts: read header %v, read %v, write %v, idle %v; want all set",
+					srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout)
+			}
+			if srv.Addr == ":10249" && srv.WriteTimeout <= 30*time.Second {
+				t.Errorf("write timeout %v with profiling: a default 30 s CPU profile would be refused", srv.WriteTimeout)
+			}
+		})
+	}
+}
+
+// TestHealthCheckNodePortsFollowNodePortAddresses: the proxier serves
+// health checks on the addresses its nodePort rules accept.
+func TestHealthCheckNodePortsFollowNodePortAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		prefixes []netip.Prefix
+		listen   []string
+	}{
+		{"unset: every node IP", nil, []string{"10.0.0.1:32000", "192.168.1.1:32000"}},
+		{"one CIDR", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, []string{"10.0.0.1:32000"}},
+		{"no node IP matches", []netip.Prefix{netip.MustParsePrefix("172.16.0.0/12")}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recordingListen{}
+			hc := NewHealthChecks()
+			hc.Listen = rec.listen
+			defer hc.Close()
+			p, _, _ := newTestProxier(Options{NodeIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("192.168.1.1")},
+				NodePortAddresses: tc.prefixes})
+			p.health = hc
+			svc := testService("a", "10.96.0.1", v1.ProtocolTCP, 30080)
+			svc.Spec.Type = v1.ServiceTypeLoadBalancer
+			svc.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+			svc.Spec.HealthCheckNodePort = 32000
+			p.OnService(svc, false)
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(rec.addrs)
+			if !slices.Equal(rec.addrs, tc.listen) {
+				t.Errorf("health check listens on %v, want %v", rec.addrs, tc.listen)
+			}
+		})
+	}
+}
+
+// TestListenFreebind, in the kernel: a health check port opens on a node
+// address no interface holds (a cloud ExternalIP NATed to the node, or an
+// address not configured yet).
+func TestListenFreebind(t *testing.T) {
+	netnstest.Require(t)
+	ns := netnstest.New(t, "freebind")
+	for _, a := range []string{"10.0.0.1:32000", "[fd00::1]:32000"} {
+		if err := ns.Do(func() error {
+			l, err := listenFreebind(netip.MustParseAddrPort(a))
+			if err != nil {
+				return err
+			}
+			return l.Close()
+		}); err != nil {
+			t.Errorf("listen on %s: %v", a, err)
+		}
+	}
+}
