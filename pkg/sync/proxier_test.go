@@ -169,23 +169,30 @@ func TestSliceRelabelAndDelete(t *testing.T) {
 // is reported; the others stay the node's, and nodePorts are served on
 // them.
 func TestNodeWithAnInvalidAddressKeepsTheValidOnes(t *testing.T) {
-	p, k, _ := newTestProxier(Options{})
-	p.OnService(testService("a", "10.96.0.1", v1.ProtocolTCP, 30080), false)
-	p.OnNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{
-		{Type: v1.NodeInternalIP, Address: "10.0.0.1"},
-		{Type: v1.NodeExternalIP, Address: "not-an-ip"},
-	}}}, false)
-	if got := p.Node().IPs; !slices.Equal(got, []netip.Addr{netip.MustParseAddr("10.0.0.1")}) {
-		t.Errorf("node IPs %v, want [10.0.0.1]", got)
-	}
-	if len(p.reported) != 1 {
-		t.Errorf("the invalid address was not reported: %v", p.reported)
-	}
-	if err := p.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if got := k.applied[0].Plan.NodePortIPs; !slices.Equal(got, []netip.Addr{netip.MustParseAddr("10.0.0.1")}) {
-		t.Errorf("nodePorts served on %v, want [10.0.0.1]", got)
+	for _, tc := range []struct {
+		name  string
+		addrs []v1.NodeAddress
+	}{
+		{"bad address last", []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "10.0.0.1"}, {Type: v1.NodeExternalIP, Address: "not-an-ip"}}},
+		{"bad address first", []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: "fd00::1%eth0"}, {Type: v1.NodeInternalIP, Address: "10.0.0.1"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, k, _ := newTestProxier(Options{})
+			p.OnService(testService("a", "10.96.0.1", v1.ProtocolTCP, 30080), false)
+			p.OnNode(&v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: v1.NodeStatus{Addresses: tc.addrs}}, false)
+			if got := p.Node().IPs; !slices.Equal(got, []netip.Addr{netip.MustParseAddr("10.0.0.1")}) {
+				t.Errorf("node IPs %v, want [10.0.0.1]", got)
+			}
+			if len(p.reported) != 1 {
+				t.Errorf("the invalid address was not reported: %v", p.reported)
+			}
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if got := k.applied[0].Plan.NodePortIPs; !slices.Equal(got, []netip.Addr{netip.MustParseAddr("10.0.0.1")}) {
+				t.Errorf("nodePorts served on %v, want [10.0.0.1]", got)
+			}
+		})
 	}
 }
 
