@@ -29,14 +29,73 @@ func Hash(s string, n int) string {
 }
 
 // PortKey returns "namespace/name/protocol/portname", the readable key of a
-// service port (portname is empty for an unnamed port).
+// service port (portname is empty for an unnamed port). The key must name
+// one port only, or two ports would share chains: when a field holds a '/'
+// or a '"' (never in a valid name), every field is written as a Go quoted
+// string instead, "\"a/b\"/\"c\"/\"tcp\"/\"\"", which no plain key can equal.
 func PortKey(n ServicePortName) string {
-	return n.Namespace + "/" + n.Name + "/" + string(n.Protocol) + "/" + n.Port
+	if plainField(n.Namespace) && plainField(n.Name) && plainField(string(n.Protocol)) && plainField(n.Port) {
+		return n.Namespace + "/" + n.Name + "/" + string(n.Protocol) + "/" + n.Port
+	}
+	fields := [4]string{n.Namespace, n.Name, string(n.Protocol), n.Port}
+	for i, f := range fields {
+		fields[i] = strconv.Quote(f)
+	}
+	return strings.Join(fields[:], "/")
 }
+
+func plainField(f string) bool { return strings.IndexByte(f, '/') < 0 && strings.IndexByte(f, '"') < 0 }
 
 // EndpointKey returns "namespace/name/protocol/portname__address/port", with
 // the colons of an IPv6 address written as dots (a colon is not allowed in an
-// nft identifier).
+// nft identifier). An IPv6 zone is left out: no rule can express one, and
+// the renderers drop zones before they name anything (see PrintableService).
 func EndpointKey(n ServicePortName, e Endpoint) string {
-	return PortKey(n) + "__" + strings.ReplaceAll(e.IP.String(), ":", ".") + "/" + strconv.Itoa(int(e.Port))
+	return PortKey(n) + "__" + strings.ReplaceAll(e.IP.WithZone("").String(), ":", ".") + "/" + strconv.Itoa(int(e.Port))
+}
+
+// MaxNFTName is the longest chain or set name the kernel accepts
+// (NFT_NAME_MAXLEN 256, with the terminating NUL); nft refuses the whole
+// script when one name is longer.
+const MaxNFTName = 255
+
+// nameByte reports whether c may appear in the readable part of a name:
+// the characters nft accepts in an identifier after its first one
+// ([A-Za-z0-9/._-]). Every valid key is made of them: Kubernetes names and
+// port names are lower-case letters, digits and '-', protocols are lower
+// case, and EndpointKey writes addresses with digits, hex letters and dots.
+func nameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '/' || c == '.' || c == '_' || c == '-'
+}
+
+// Readable returns prefix + Hash(key, 8) + "-" + key, the name of a
+// per-service nftables object, in a form nft always parses and the kernel
+// always accepts: each byte of key outside [A-Za-z0-9/._-] is written as
+// '_', and the key is cut so that the name is at most MaxNFTName bytes. The
+// hash is of the full, unaltered key, so two keys never share a name (bar
+// a 40-bit hash collision, as before), and the name of a valid key is
+// exactly the unaltered form. prefix must itself be a valid identifier
+// start (a letter, then name bytes).
+func Readable(prefix, key string) string {
+	h := Hash(key, 8)
+	room := MaxNFTName - len(prefix) - len(h) - 1
+	safe := len(key) <= room
+	for i := 0; safe && i < len(key); i++ {
+		safe = nameByte(key[i])
+	}
+	if safe {
+		return prefix + h + "-" + key
+	}
+	b := make([]byte, 0, MaxNFTName)
+	b = append(b, prefix...)
+	b = append(b, h...)
+	b = append(b, '-')
+	for i := 0; i < len(key) && i < room; i++ {
+		c := key[i]
+		if !nameByte(c) {
+			c = '_'
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
