@@ -230,8 +230,20 @@ func (g *gen) directModel() *model {
 			if external {
 				p.NodePort = int32(30000 + g.next()%2700)
 			}
+			// Now and then a port no rule can name (only a direct
+			// model can hold one), unique so that no two ports conflict.
+			if g.r.IntN(15) == 0 {
+				p.Port = -int32(g.next())
+			}
+			if external && g.r.IntN(15) == 0 {
+				p.NodePort = int32(65536 + g.next())
+			}
+			target := int32(8000 + g.r.IntN(100))
+			if g.r.IntN(15) == 0 {
+				target = 0
+			}
 			ports = append(ports, &p)
-			slicePorts = append(slicePorts, rules.SlicePort{Name: p.Name.Port, Protocol: p.Name.Protocol, Port: int32(8000 + g.r.IntN(100))})
+			slicePorts = append(slicePorts, rules.SlicePort{Name: p.Name.Port, Protocol: p.Name.Protocol, Port: target})
 		}
 		m.ports[key] = ports
 		for i, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
