@@ -125,3 +125,35 @@ func TestEndpointKeyDropsZone(t *testing.T) {
 		t.Errorf("EndpointKey = %q, want %q", got, want)
 	}
 }
+
+// TestNameShortcuts checks that the functions that build names without the
+// key as a string give the names the key would.
+func TestNameShortcuts(t *testing.T) {
+	tests := []struct {
+		name string
+		n    ServicePortName
+		ip   string
+	}{
+		{name: "valid", n: ServicePortName{ServiceKey: ServiceKey{"default", "web"}, Port: "http", Protocol: TCP}, ip: "10.244.1.5"},
+		{name: "IPv6 with zone", n: ServicePortName{ServiceKey: ServiceKey{"default", "web"}, Protocol: UDP}, ip: "fd00:244::5%eth0"},
+		{name: "quoted key", n: ServicePortName{ServiceKey: ServiceKey{"a/b", "c\n"}, Port: `"`, Protocol: SCTP}, ip: "10.0.0.1"},
+		{name: "long", n: ServicePortName{ServiceKey: ServiceKey{strings.Repeat("n", 300), "x"}, Protocol: TCP}, ip: "::ffff:10.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := Endpoint{IP: netip.MustParseAddr(tt.ip), Port: 8080}
+			if got, want := ReadablePort("service-", tt.n), Readable("service-", PortKey(tt.n)); got != want {
+				t.Errorf("ReadablePort = %q, want %q", got, want)
+			}
+			if got, want := ReadableEndpoint("endpoint-", tt.n, e), Readable("endpoint-", EndpointKey(tt.n, e)); got != want {
+				t.Errorf("ReadableEndpoint = %q, want %q", got, want)
+			}
+			if got, want := PortHash(tt.n, 16), Hash(PortKey(tt.n), 16); got != want {
+				t.Errorf("PortHash = %q, want %q", got, want)
+			}
+			if got, want := EndpointHash(tt.n, e, 16), Hash(EndpointKey(tt.n, e), 16); got != want {
+				t.Errorf("EndpointHash = %q, want %q", got, want)
+			}
+		})
+	}
+}

@@ -99,26 +99,42 @@ func PrintablePlan(p *Plan) *Plan {
 	return &c
 }
 
+// endpointOK reports whether e can be printed as it is.
+func endpointOK(e Endpoint, fam Family) bool {
+	return e.IP.IsValid() && e.IP.Zone() == "" && FamilyOf(e.IP) == fam && validPort(e.Port)
+}
+
+func endpointsOK(in []Endpoint, fam Family) bool {
+	for i := range in {
+		if !endpointOK(in[i], fam) {
+			return false
+		}
+	}
+	return true
+}
+
 // printableEndpoints returns the endpoints of family fam with a valid port,
 // without zones, each address:port once. It returns in itself when nothing
 // changes.
 func printableEndpoints(in []Endpoint, fam Family) []Endpoint {
-	ok := func(e Endpoint) bool {
-		return e.IP.IsValid() && e.IP.Zone() == "" && FamilyOf(e.IP) == fam && validPort(e.Port)
-	}
-	if !slices.ContainsFunc(in, func(e Endpoint) bool { return !ok(e) }) {
+	if endpointsOK(in, fam) {
 		return in
 	}
 	out := make([]Endpoint, 0, len(in))
+	seen := make(map[netip.AddrPort]bool, len(in))
 	for _, e := range in {
 		ip, good := printableAddr(e.IP, fam)
 		if !good || !validPort(e.Port) {
 			continue
 		}
 		e.IP = ip
-		if !slices.ContainsFunc(out, func(o Endpoint) bool { return o.IP == e.IP && o.Port == e.Port }) {
+		if ap := netip.AddrPortFrom(ip, uint16(e.Port)); !seen[ap] {
+			seen[ap] = true
 			out = append(out, e)
 		}
+	}
+	if len(out) == 0 {
+		return nil // as the planner leaves a list with no endpoint
 	}
 	return out
 }
@@ -126,8 +142,8 @@ func printableEndpoints(in []Endpoint, fam Family) []Endpoint {
 // PrintableService returns s with every address, prefix and endpoint a
 // renderer could not print safely taken out (see the comment above), or
 // nil when the port as a whole cannot be rendered (unknown protocol, port
-// out of range, no valid cluster IP). It returns s itself when s is clean,
-// and never modifies s.
+// out of range, no valid cluster IP). It returns s itself when s is clean
+// (without allocating), and never modifies s.
 func PrintableService(s *ServicePlan, fam Family) *ServicePlan {
 	if !KnownProtocol(s.Name.Protocol) || !validPort(s.Port) {
 		return nil
@@ -135,6 +151,12 @@ func PrintableService(s *ServicePlan, fam Family) *ServicePlan {
 	ip, ok := printableAddr(s.ClusterIP, fam)
 	if !ok {
 		return nil
+	}
+	if ip == s.ClusterIP && (!s.HasNodePort || validPort(s.NodePort)) &&
+		same(PrintableAddrs(s.ExtIPs, fam), s.ExtIPs) && same(PrintableAddrs(s.LBIPs, fam), s.LBIPs) &&
+		same(printablePrefixes(s.Ranges, fam), s.Ranges) &&
+		endpointsOK(s.All, fam) && endpointsOK(s.ClusterEndpoints, fam) && endpointsOK(s.LocalEndpoints, fam) {
+		return s
 	}
 	c := *s
 	c.ClusterIP = ip
@@ -144,23 +166,9 @@ func PrintableService(s *ServicePlan, fam Family) *ServicePlan {
 	c.All = printableEndpoints(s.All, fam)
 	c.ClusterEndpoints = printableEndpoints(s.ClusterEndpoints, fam)
 	c.LocalEndpoints = printableEndpoints(s.LocalEndpoints, fam)
-	if c.HasNodePort && !validPort(s.NodePort) {
-		c.HasNodePort = false
-	}
-	if c.ClusterIP == s.ClusterIP && c.HasNodePort == s.HasNodePort &&
-		same(c.ExtIPs, s.ExtIPs) && same(c.LBIPs, s.LBIPs) && same(c.Ranges, s.Ranges) &&
-		same(c.All, s.All) && same(c.ClusterEndpoints, s.ClusterEndpoints) && same(c.LocalEndpoints, s.LocalEndpoints) {
-		return s
-	}
+	c.HasNodePort = s.HasNodePort && validPort(s.NodePort)
 	if len(c.LBIPs) == 0 {
 		c.Firewalled = false
-	}
-	// A list that lost all its endpoints is nil, as the planner leaves it.
-	if len(c.ClusterEndpoints) == 0 {
-		c.ClusterEndpoints = nil
-	}
-	if len(c.LocalEndpoints) == 0 {
-		c.LocalEndpoints = nil
 	}
 	return &c
 }

@@ -54,19 +54,19 @@ const MaxChainName = 28
 
 // ClusterChain and the functions below name the per-service chains.
 func ClusterChain(n rules.ServicePortName) string {
-	return prefixService + rules.Hash(rules.PortKey(n), 16)
+	return prefixService + rules.PortHash(n, 16)
 }
 func LocalChain(n rules.ServicePortName) string {
-	return prefixLocal + rules.Hash(rules.PortKey(n), 16)
+	return prefixLocal + rules.PortHash(n, 16)
 }
 func ExternalChain(n rules.ServicePortName) string {
-	return prefixExternal + rules.Hash(rules.PortKey(n), 16)
+	return prefixExternal + rules.PortHash(n, 16)
 }
 func FirewallChain(n rules.ServicePortName) string {
-	return prefixFirewall + rules.Hash(rules.PortKey(n), 16)
+	return prefixFirewall + rules.PortHash(n, 16)
 }
 func EndpointChain(n rules.ServicePortName, e rules.Endpoint) string {
-	return prefixEndpoint + rules.Hash(rules.EndpointKey(n, e), 16)
+	return prefixEndpoint + rules.EndpointHash(n, e, 16)
 }
 
 // Chain is one chain and its rules, each rule the text after "-A CHAIN "
@@ -148,12 +148,27 @@ func commentByte(c byte) byte {
 	return c
 }
 
+// commentSafe reports whether commentByte keeps every byte of t.
+func commentSafe(t string) bool {
+	for i := 0; i < len(t); i++ {
+		if commentByte(t[i]) != t[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // comment appends a quoted comment match of text (the parts joined), made
 // safe by commentByte and cut to MaxComment bytes.
 func (l *line) comment(text ...string) *line {
 	l.w("-m comment --comment \"")
 	n := 0
 	for _, t := range text {
+		if n+len(t) <= MaxComment && commentSafe(t) {
+			l.b.WriteString(t) // the common case, in one piece
+			n += len(t)
+			continue
+		}
 		for i := 0; i < len(t) && n < MaxComment; i++ {
 			l.b.WriteByte(commentByte(t[i]))
 			n++

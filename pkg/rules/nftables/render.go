@@ -79,11 +79,11 @@ const (
 
 // serviceChain returns the name of a per-service chain of the given prefix.
 func serviceChain(prefix string, n rules.ServicePortName) string {
-	return rules.Readable(prefix, rules.PortKey(n))
+	return rules.ReadablePort(prefix, n)
 }
 
 func endpointName(prefix string, n rules.ServicePortName, e rules.Endpoint) string {
-	return rules.Readable(prefix, rules.EndpointKey(n, e))
+	return rules.ReadableEndpoint(prefix, n, e)
 }
 
 // ClusterChain, LocalChain, ExternalChain, FirewallChain and EndpointChain
