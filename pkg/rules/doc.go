@@ -5,6 +5,8 @@
 // policy uses, which destinations reject or drop, where nodePorts open.
 //
 // The backends in pkg/rules/nftables and pkg/rules/iptables only spell a
-// plan out. Nothing in this tree does I/O, logs or reads a clock: the same
+// plan out, with names from names.go and after printable.go has taken out
+// what no rule can express: whatever the model holds, they print nothing
+// the kernel tools would read as something else. Nothing in this tree does I/O, logs or reads a clock: the same
 // input always gives byte-identical rules.
 package rules

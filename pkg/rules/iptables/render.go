@@ -54,19 +54,19 @@ const MaxChainName = 28
 
 // ClusterChain and the functions below name the per-service chains.
 func ClusterChain(n rules.ServicePortName) string {
-	return prefixService + rules.Hash(rules.PortKey(n), 16)
+	return prefixService + rules.PortHash(n, 16)
 }
 func LocalChain(n rules.ServicePortName) string {
-	return prefixLocal + rules.Hash(rules.PortKey(n), 16)
+	return prefixLocal + rules.PortHash(n, 16)
 }
 func ExternalChain(n rules.ServicePortName) string {
-	return prefixExternal + rules.Hash(rules.PortKey(n), 16)
+	return prefixExternal + rules.PortHash(n, 16)
 }
 func FirewallChain(n rules.ServicePortName) string {
-	return prefixFirewall + rules.Hash(rules.PortKey(n), 16)
+	return prefixFirewall + rules.PortHash(n, 16)
 }
 func EndpointChain(n rules.ServicePortName, e rules.Endpoint) string {
-	return prefixEndpoint + rules.Hash(rules.EndpointKey(n, e), 16)
+	return prefixEndpoint + rules.EndpointHash(n, e, 16)
 }
 
 // Chain is one chain and its rules, each rule the text after "-A CHAIN "
@@ -103,11 +103,58 @@ func (l *line) w(words ...string) *line {
 	return l
 }
 
-// comment appends a quoted comment match.
+// MaxComment is the longest comment the comment match keeps
+// (XT_MAX_COMMENT_LEN 256, with the terminating NUL): iptables-nft cuts a
+// longer one silently, and a parameter over 1023 bytes makes
+// iptables-restore refuse the whole input.
+const MaxComment = 255
+
+// commentByte returns how byte c of a comment is written between double
+// quotes on an iptables-restore line. Only printable ASCII is kept: a
+// newline would end the line (and what follows would be read as a rule of
+// its own), a NUL would cut it, and a backslash escapes the next byte for
+// iptables-restore. A double quote becomes a single quote (so it cannot
+// close the quotes), a backslash becomes a slash, and every other byte
+// (control bytes, each byte of a multi-byte character) becomes '?'. Valid
+// names and addresses are printable ASCII without quotes or backslashes, so
+// they are kept as they are.
+func commentByte(c byte) byte {
+	switch {
+	case c == '"':
+		return '\''
+	case c == '\\':
+		return '/'
+	case c < ' ' || c > '~':
+		return '?'
+	}
+	return c
+}
+
+// commentSafe reports whether commentByte keeps every byte of t.
+func commentSafe(t string) bool {
+	for i := 0; i < len(t); i++ {
+		if commentByte(t[i]) != t[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// comment appends a quoted comment match of text (the parts joined), made
+// safe by commentByte and cut to MaxComment bytes.
 func (l *line) comment(text ...string) *line {
 	l.w("-m comment --comment \"")
+	n := 0
 	for _, t := range text {
-		l.b.WriteString(strings.ReplaceAll(t, "\"", "'"))
+		if n+len(t) <= MaxComment && commentSafe(t) {
+			l.b.WriteString(t) // the common case, in one piece
+			n += len(t)
+			continue
+		}
+		for i := 0; i < len(t) && n < MaxComment; i++ {
+			l.b.WriteByte(commentByte(t[i]))
+			n++
+		}
 	}
 	l.b.WriteByte('"')
 	return l
@@ -154,7 +201,16 @@ func (b *builder) add(chain string, l *line) {
 
 // Render turns a plan into rulegen's nat and filter chains for the plan's
 // family. It is a pure function: the same plan always gives the same ruleset.
+//
+// Whatever the plan holds, every line of the output is one the plan asked
+// for and one iptables-restore accepts: chain names are hashes, comments are
+// restricted to safe bytes (see commentByte), and a service port or address
+// no rule can express is left out (see rules.PrintableService: an unknown
+// protocol, a port out of range, an address of the other family; an IPv6
+// zone is dropped). The converters reject such input with an error; the
+// renderer does not rely on them.
 func Render(p *rules.Plan) *Ruleset {
+	p = rules.PrintablePlan(p)
 	nat, filter, per := newBuilder(), newBuilder(), newBuilder()
 	for _, c := range []string{ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq, ChainHairpin} {
 		nat.chain(c)
@@ -200,6 +256,9 @@ func Render(p *rules.Plan) *Ruleset {
 	}
 	hairpin := map[netip.Addr]bool{}
 	for _, s := range p.Services {
+		if s = rules.PrintableService(s, p.Family); s == nil {
+			continue
+		}
 		name := s.Name
 		desc := name.String()
 		proto := name.Protocol

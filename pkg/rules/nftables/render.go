@@ -77,19 +77,20 @@ const (
 	prefixAffinity = "affinity-"
 )
 
-// ServiceChain returns the name of a per-service chain of the given prefix.
+// serviceChain returns the name of a per-service chain of the given prefix.
 func serviceChain(prefix string, n rules.ServicePortName) string {
-	k := rules.PortKey(n)
-	return prefix + rules.Hash(k, 8) + "-" + k
+	return rules.ReadablePort(prefix, n)
 }
 
 func endpointName(prefix string, n rules.ServicePortName, e rules.Endpoint) string {
-	k := rules.EndpointKey(n, e)
-	return prefix + rules.Hash(k, 8) + "-" + k
+	return rules.ReadableEndpoint(prefix, n, e)
 }
 
 // ClusterChain, LocalChain, ExternalChain, FirewallChain and EndpointChain
-// name the per-service chains (exported for trace and tests).
+// name the per-service chains (exported for trace and tests). Whatever the
+// names in n hold, the result is a valid nft identifier of at most
+// rules.MaxNFTName bytes (see rules.Readable), so neither the text script
+// nor the netlink writer can be refused for a name.
 func ClusterChain(n rules.ServicePortName) string  { return serviceChain(prefixService, n) }
 func LocalChain(n rules.ServicePortName) string    { return serviceChain(prefixLocal, n) }
 func ExternalChain(n rules.ServicePortName) string { return serviceChain(prefixExternal, n) }
@@ -128,8 +129,15 @@ type fragment struct {
 	chains                                                                 []*Chain
 }
 
-// Render renders a plan.
+// Render renders a plan. Whatever the plan holds, the ruleset is one nft
+// accepts and says nothing the plan did not: names are made safe (see
+// ClusterChain), and a service port or address no rule can express is left
+// out (see rules.PrintableService: an unknown protocol, a port out of
+// range, an address of the other family; an IPv6 zone is dropped). The
+// converters reject such input with an error; the renderer does not rely
+// on them.
 func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
+	p = rules.PrintablePlan(p)
 	next := make(map[*rules.ServicePlan]*fragment, len(p.Services))
 	r := &Ruleset{Family: p.Family}
 	clusterIPs := &Set{Name: SetClusterIPs, Key: KeyAddr}
@@ -148,7 +156,11 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	for _, s := range p.Services {
 		f := rd.cache[s]
 		if f == nil {
-			f = renderService(p, s)
+			if c := rules.PrintableService(s, p.Family); c != nil {
+				f = renderService(p, c)
+			} else {
+				f = &fragment{clusterIPs: &Set{}, serviceIPs: &Set{}, nodePorts: &Set{}, filterIPs: &Set{}, filterNodePorts: &Set{}, hairpin: &Set{}}
+			}
 		}
 		next[s] = f
 		clusterIPs.Elements = append(clusterIPs.Elements, f.clusterIPs.Elements...)
@@ -164,7 +176,15 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	rd.chains = len(svcChains)
 
 	for _, s := range []*Set{clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin} {
-		slices.SortFunc(s.Elements, compareElements)
+		// Sorted by key, then verdict: when two elements share a key (two
+		// services whose addresses differed only by a zone), the one kept
+		// does not depend on the input order.
+		slices.SortFunc(s.Elements, func(a, b Element) int {
+			if c := compareElements(a, b); c != 0 {
+				return c
+			}
+			return cmp.Or(cmp.Compare(a.Verdict.Kind, b.Verdict.Kind), cmp.Compare(a.Verdict.Chain, b.Verdict.Chain))
+		})
 		s.Elements = slices.CompactFunc(s.Elements, func(a, b Element) bool { return compareElements(a, b) == 0 })
 	}
 	r.Sets = append(r.Sets, clusterIPs, nodePortIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin)

@@ -22,6 +22,13 @@ const MasqueradeMark = 0x4000
 // Ruleset is rulegen's whole table for one family, as typed objects. The
 // text renderer (Script) and the netlink writer both consume it, so the two
 // cannot drift apart.
+//
+// In a Ruleset made by Render every set and chain name (and every jump,
+// goto and set reference) is a valid nft identifier of at most
+// rules.MaxNFTName bytes, and every address is of the ruleset's family and
+// has no zone, whatever the plan held: the text is always parsed as
+// written, and the netlink writer's name-length check on apply is a second
+// line of defence, never the first.
 type Ruleset struct {
 	Family rules.Family
 	Sets   []*Set
