@@ -1,35 +1,31 @@
 package iptables
 
 import (
-	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/rulegen/rulegen/pkg/rules"
+	"github.com/rulegen/rulegen/pkg/rules/rulestest"
 )
-
-// plan renders one service port with one endpoint on this node.
-func plan(t *testing.T, fam rules.Family, ns, name, port string, proto rules.Protocol, clusterIP, endpoint string) *rules.Plan {
-	t.Helper()
-	key := rules.ServiceKey{Namespace: ns, Name: name}
-	st := rules.NewState()
-	st.SetService(key, []*rules.ServicePort{{
-		Name:            rules.ServicePortName{ServiceKey: key, Port: port, Protocol: proto},
-		ClusterIPs:      []netip.Addr{netip.MustParseAddr(clusterIP)},
-		Port:            80,
-		AffinitySeconds: 10800, // endpoint chains too
-	}})
-	st.SetSlice(&rules.Slice{Name: "s", Service: key, Family: fam,
-		Ports:     []rules.SlicePort{{Name: port, Protocol: proto, Port: 8080}},
-		Endpoints: []rules.Endpoint{{IP: netip.MustParseAddr(endpoint), Ready: true, Serving: true, NodeName: "node-a"}}})
-	return rules.NewPlan(st, &rules.Config{Node: rules.Node{Name: "node-a"}}, fam)
-}
 
 // ruleLine is the only shape of rule line Restore may print: a rule of an
 // RG- chain whose comment, if any, is quoted printable ASCII without quotes
 // or backslashes, at most MaxComment bytes.
 var ruleLine = regexp.MustCompile(`^-A RG-[A-Z0-9-]+ (-m comment --comment "[ !#-\[\]-~]{0,255}" )?[-!A-Za-z0-9./:\[\] ]+$`)
+
+// jumpLines are the fixed lines of the jumps from the built-in chains and
+// the comment above them: nothing of the model reaches them.
+var jumpLines = func() map[string]bool {
+	m := map[string]bool{}
+	for _, j := range Jumps() {
+		m["-I "+j.Rule()] = true
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(JumpNote, "\n"), "\n") {
+		m[l] = true
+	}
+	return m
+}()
 
 func TestRenderHostileInput(t *testing.T) {
 	tests := []struct {
@@ -56,17 +52,17 @@ func TestRenderHostileInput(t *testing.T) {
 		{name: "zone on the cluster IP is dropped", fam: rules.IPv6, ns: "default", svc: "web", port: "", proto: rules.TCP,
 			clusterIP: "fd00:96::1%eth0", endpoint: "fd00:244::5", wantRules: true, wantComment: `"default/web cluster IP"`, notInText: "%"},
 		{name: "unknown protocol skips the port", fam: rules.IPv4, ns: "default", svc: "web", port: "", proto: "tcp -j DROP\n-A INPUT",
-			clusterIP: "10.96.0.1", endpoint: "10.244.1.5", wantRules: false, notInText: "INPUT"},
+			clusterIP: "10.96.0.1", endpoint: "10.244.1.5", wantRules: false, notInText: "-A INPUT"},
 		{name: "endpoint of the other family is dropped", fam: rules.IPv4, ns: "default", svc: "web", port: "", proto: rules.TCP,
 			clusterIP: "10.96.0.1", endpoint: "fd00:244::5", wantRules: false, notInText: "fd00"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			text := Render(plan(t, tt.fam, tt.ns, tt.svc, tt.port, tt.proto, tt.clusterIP, tt.endpoint)).Restore(nil)
+			text := Render(rulestest.OnePort(tt.fam, tt.ns, tt.svc, tt.port, tt.proto, tt.clusterIP, tt.endpoint, "")).Restore(nil)
 			hasRules := false
 			for _, l := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
 				switch {
-				case strings.HasPrefix(l, "*"), strings.HasPrefix(l, ":RG-"), l == "COMMIT":
+				case strings.HasPrefix(l, "*"), strings.HasPrefix(l, ":RG-"), l == "COMMIT", jumpLines[l]:
 				case ruleLine.MatchString(l):
 					hasRules = hasRules || strings.Contains(l, prefixService)
 				default:

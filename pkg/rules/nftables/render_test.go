@@ -7,27 +7,8 @@ import (
 	"testing"
 
 	"github.com/rulegen/rulegen/pkg/rules"
+	"github.com/rulegen/rulegen/pkg/rules/rulestest"
 )
-
-// plan renders one service port with session affinity (so endpoint chains
-// and sets are named too) and one endpoint on this node.
-func plan(t *testing.T, fam rules.Family, ns, name, port string, proto rules.Protocol, clusterIP, endpoint, nodeIP string) *rules.Plan {
-	t.Helper()
-	key := rules.ServiceKey{Namespace: ns, Name: name}
-	st := rules.NewState()
-	st.SetService(key, []*rules.ServicePort{{
-		Name:            rules.ServicePortName{ServiceKey: key, Port: port, Protocol: proto},
-		ClusterIPs:      []netip.Addr{netip.MustParseAddr(clusterIP)},
-		Port:            80,
-		NodePort:        30080,
-		AffinitySeconds: 10800,
-	}})
-	st.SetSlice(&rules.Slice{Name: "s", Service: key, Family: fam,
-		Ports:     []rules.SlicePort{{Name: port, Protocol: proto, Port: 8080}},
-		Endpoints: []rules.Endpoint{{IP: netip.MustParseAddr(endpoint), Ready: true, Serving: true, NodeName: "node-a"}}})
-	cfg := &rules.Config{Node: rules.Node{Name: "node-a", IPs: []netip.Addr{netip.MustParseAddr(nodeIP)}}}
-	return rules.NewPlan(st, cfg, fam)
-}
 
 var (
 	// names are the identifiers a script refers to: declared chains and
@@ -66,7 +47,7 @@ func TestRenderHostileInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			text := Render(plan(t, tt.fam, tt.ns, tt.svc, tt.port, tt.proto, tt.clusterIP, tt.endpoint, tt.node)).Script()
+			text := Render(rulestest.OnePort(tt.fam, tt.ns, tt.svc, tt.port, tt.proto, tt.clusterIP, tt.endpoint, tt.node)).Script()
 			for _, m := range names.FindAllStringSubmatch(text, -1) {
 				n := m[1] + m[2]
 				if !identifier.MatchString(n) || len(n) > rules.MaxNFTName {
