@@ -394,10 +394,15 @@ func ConvertSlice(es *discovery.EndpointSlice) (s *Slice, errs []error) {
 	portNames := make(map[string]bool, len(es.Ports))
 	for i, p := range es.Ports {
 		field := fmt.Sprintf("ports[%d]", i)
-		var name string
-		if p.Name != nil {
-			name = *p.Name
+		if p.Name == nil {
+			// As kube-proxy ("Ignoring port with nil name",
+			// endpointInfoByServicePort in pkg/proxy/endpointslicecache.go):
+			// the EndpointSlice controller names every port, "" for a
+			// service's single unnamed port, so a nil name matches no
+			// service port.
+			continue
 		}
+		name := *p.Name
 		if name != "" {
 			if why := invalidName(dns1123Label, name); why != "" {
 				return nil, []error{bad(field+".name", "%s", why)}
@@ -454,7 +459,10 @@ func convertEndpoint(ep discovery.Endpoint, fam Family, at discovery.AddressType
 	if c := ep.Conditions.Ready; c != nil {
 		e.Ready = *c
 	}
-	e.Serving = e.Ready
+	// An unset serving condition counts as true, whatever ready says, as
+	// in kube-proxy (addEndpoints in pkg/proxy/endpointslicecache.go): a
+	// not-ready terminating endpoint without it is a terminating fallback.
+	e.Serving = true
 	if c := ep.Conditions.Serving; c != nil {
 		e.Serving = *c
 	}

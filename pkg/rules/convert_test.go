@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -224,7 +225,7 @@ func TestConvertSliceRejects(t *testing.T) {
 			es.Ports = append(es.Ports, discovery.EndpointPort{Name: ptr("http"), Protocol: ptr(v1.ProtocolUDP), Port: ptr(int32(8080))})
 		}},
 		{name: "two unnamed ports", field: "ports[1].name", mutate: func(es *discovery.EndpointSlice) {
-			es.Ports = []discovery.EndpointPort{{Name: ptr(""), Port: ptr(int32(80))}, {Port: ptr(int32(81))}}
+			es.Ports = []discovery.EndpointPort{{Name: ptr(""), Port: ptr(int32(80))}, {Name: ptr(""), Port: ptr(int32(81))}}
 		}},
 		{name: "zoned address", field: "endpoints[0].addresses[0]", endpoint: true, mutate: func(es *discovery.EndpointSlice) {
 			es.AddressType = discovery.AddressTypeIPv6
@@ -393,6 +394,67 @@ func TestObjectErrorQuotesInvalidNames(t *testing.T) {
 			got := (&ObjectError{Kind: "Service", Namespace: tc.ns, Name: tc.obj, Field: "f", Reason: "r"}).Error()
 			if !strings.HasPrefix(got, tc.wantHead) {
 				t.Errorf("got %q, want it to start with %q", got, tc.wantHead)
+			}
+		})
+	}
+}
+
+// TestConvertEndpointConditions: kube-proxy's defaults (addEndpoints in
+// pkg/proxy/endpointslicecache.go): unset ready and serving are true,
+// unset terminating is false; serving does not follow ready.
+func TestConvertEndpointConditions(t *testing.T) {
+	tests := []struct {
+		name                          string
+		ready, serving, terminating   *bool
+		wantReady, wantServ, wantTerm bool
+	}{
+		{name: "all unset", wantReady: true, wantServ: true},
+		{name: "not ready, terminating, serving unset", ready: ptr(false), terminating: ptr(true), wantServ: true, wantTerm: true},
+		{name: "not ready, serving false", ready: ptr(false), serving: ptr(false), terminating: ptr(true), wantTerm: true},
+		{name: "not ready, not terminating, serving unset", ready: ptr(false), wantServ: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			es := validSlice()
+			es.Endpoints[0].Conditions = discovery.EndpointConditions{Ready: tc.ready, Serving: tc.serving, Terminating: tc.terminating}
+			s, errs := ConvertSlice(es)
+			if len(errs) > 0 || s == nil || len(s.Endpoints) != 1 {
+				t.Fatalf("ConvertSlice: %v", errs)
+			}
+			e := s.Endpoints[0]
+			if e.Ready != tc.wantReady || e.Serving != tc.wantServ || e.Terminating != tc.wantTerm {
+				t.Errorf("ready/serving/terminating = %v/%v/%v, want %v/%v/%v", e.Ready, e.Serving, e.Terminating, tc.wantReady, tc.wantServ, tc.wantTerm)
+			}
+		})
+	}
+}
+
+// TestConvertSlicePortNames: as kube-proxy (endpointInfoByServicePort), a
+// port with a nil name is ignored, while "" names a service's unnamed port.
+func TestConvertSlicePortNames(t *testing.T) {
+	tests := []struct {
+		name  string
+		ports []discovery.EndpointPort
+		want  []SlicePort
+	}{
+		{name: "empty name kept", ports: []discovery.EndpointPort{{Name: ptr(""), Port: ptr(int32(8080))}},
+			want: []SlicePort{{Name: "", Protocol: TCP, Port: 8080}}},
+		{name: "nil name ignored", ports: []discovery.EndpointPort{{Port: ptr(int32(8080))}}},
+		{name: "nil name beside a named port", ports: []discovery.EndpointPort{{Port: ptr(int32(8080))}, {Name: ptr("http"), Port: ptr(int32(8081))}},
+			want: []SlicePort{{Name: "http", Protocol: TCP, Port: 8081}}},
+		{name: "nil name beside an empty name is no duplicate", ports: []discovery.EndpointPort{{Port: ptr(int32(8080))}, {Name: ptr(""), Port: ptr(int32(8081))}},
+			want: []SlicePort{{Name: "", Protocol: TCP, Port: 8081}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			es := validSlice()
+			es.Ports = tc.ports
+			s, errs := ConvertSlice(es)
+			if len(errs) > 0 || s == nil {
+				t.Fatalf("ConvertSlice: %v", errs)
+			}
+			if !slices.Equal(s.Ports, tc.want) {
+				t.Errorf("ports = %+v, want %+v", s.Ports, tc.want)
 			}
 		})
 	}

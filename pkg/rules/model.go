@@ -144,8 +144,8 @@ type Endpoint struct {
 	IP   netip.Addr
 	Port int32
 	// Ready, Serving and Terminating are the EndpointSlice conditions, with
-	// the API's defaults applied (nil ready means ready; nil serving means
-	// the same as ready; nil terminating means false).
+	// kube-proxy's defaults applied (nil ready means ready; nil serving
+	// means serving, even when not ready; nil terminating means false).
 	Ready       bool
 	Serving     bool
 	Terminating bool
