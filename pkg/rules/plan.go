@@ -62,6 +62,11 @@ type Plan struct {
 	Family Family
 	// NodeName is the node the plan is for (its endpoints are local).
 	NodeName string
+	// NodeIP is the node's primary address in this family: the first of
+	// Config.Node.IPs (invalid if it has none). As kube-proxy's nodeIP, it
+	// decides whether LB IPs are implicitly allowed sources (see
+	// ServicePlan.Ranges).
+	NodeIP netip.Addr
 	// NodePortIPs are the node addresses that accept nodePorts.
 	NodePortIPs []netip.Addr
 	// ClusterCIDR is the pod range of this family (invalid if not set).
@@ -89,14 +94,20 @@ type ServicePlan struct {
 	*ServicePort
 	// ClusterIP is the ClusterIP of this family (invalid if none).
 	ClusterIP netip.Addr
-	// ExtIPs, LBIPs and Ranges are the port's external IPs, load-balancer
-	// IPs and source ranges of this family.
+	// ExtIPs and LBIPs are the port's external IPs and load-balancer IPs
+	// of this family.
 	ExtIPs []netip.Addr
 	LBIPs  []netip.Addr
+	// Ranges are the sources allowed to reach the LB IPs: the
+	// loadBalancerSourceRanges of this family and, when one of them holds
+	// the node's primary IP (Plan.NodeIP), each LB IP itself — a node that
+	// holds the LB IP as a local address reaches it with that address as
+	// source (kube-proxy's "allowFromNode" in syncProxyRules, both modes).
 	Ranges []netip.Prefix
-	// Firewalled is true when loadBalancerSourceRanges restrict the LB IPs.
-	// A service with ranges of the other family only is firewalled with no
-	// allowed source in this one.
+	// Firewalled is true when loadBalancerSourceRanges restrict the LB IPs
+	// in this family. As kube-proxy (newBaseServiceInfo in
+	// pkg/proxy/serviceport.go), ranges of the other family only, or a
+	// range of length 0 (all addresses), do not restrict.
 	Firewalled bool
 	// HasNodePort is true when the nodePort is open on this node in this family.
 	HasNodePort bool
@@ -162,7 +173,9 @@ func (s *ServicePlan) ExternalVerdict() Verdict {
 	return Pass
 }
 
-// LBVerdict is the fallback verdict for the load-balancer IPs.
+// LBVerdict is the fallback verdict for the load-balancer IPs. For a
+// firewalled service without endpoints it is Reject, but only for the
+// sources inside Ranges: see FirewallRejects.
 func (s *ServicePlan) LBVerdict() Verdict {
 	v := s.ExternalVerdict()
 	if v == Pass && s.Firewalled {
@@ -171,11 +184,26 @@ func (s *ServicePlan) LBVerdict() Verdict {
 	return v
 }
 
+// FirewallRejects reports whether the LB IPs' filter must check the source
+// itself: a firewalled service with no endpoints rejects the sources inside
+// Ranges and drops the others. kube-proxy's nftables mode checks the source
+// ranges before anything else, endpoints or not (its firewall-check chain
+// and usesFWChain in syncProxyRules), so a source outside them never learns
+// that the service exists. (kube-proxy's iptables mode writes its firewall
+// only when the service has endpoints, and rejects every source; rulegen
+// follows the nftables mode in both backends.)
+func (s *ServicePlan) FirewallRejects() bool {
+	return s.Firewalled && !s.HasEndpoints
+}
+
 // ShortCircuit reports whether traffic from pods and from the node itself to
-// an external destination bypasses externalTrafficPolicy Local and is treated
-// like traffic to the ClusterIP (as if it had left and come back).
+// an external destination bypasses externalTrafficPolicy Local and goes to
+// the cluster-policy endpoints, whatever internalTrafficPolicy says (as if
+// it had left the cluster and come back through the load balancer). This is
+// kube-proxy's "short-circuit pod traffic" / "short-circuit local traffic"
+// (syncProxyRules in both modes), which jumps to the cluster-policy chain.
 func (s *ServicePlan) ShortCircuit() bool {
-	return s.ExternalPolicyLocal && len(s.InternalEndpoints()) > 0
+	return s.ExternalPolicyLocal && len(s.ClusterEndpoints) > 0
 }
 
 // NeedsClusterChain reports whether the cluster-policy chain is referenced.
@@ -184,7 +212,7 @@ func (s *ServicePlan) NeedsClusterChain() bool {
 		return false
 	}
 	return (s.ClusterIP.IsValid() && !s.InternalPolicyLocal) ||
-		(s.HasExternal() && (!s.ExternalPolicyLocal || (s.ShortCircuit() && !s.InternalPolicyLocal)))
+		(s.HasExternal() && (!s.ExternalPolicyLocal || s.ShortCircuit()))
 }
 
 // NeedsLocalChain reports whether the local-policy chain is referenced.
@@ -246,11 +274,24 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 			p.ClusterCIDR = c.Masked()
 		}
 	}
+	// As kube-proxy's NewNodePortAddresses (pkg/proxy/util), the
+	// --nodeport-addresses ranges of the other family do not restrict this
+	// one: with no range of this family, every node IP of it accepts
+	// nodePorts.
+	var npRanges []netip.Prefix
+	for _, pr := range cfg.NodePortAddresses {
+		if FamilyOf(pr.Addr()) == fam {
+			npRanges = append(npRanges, pr)
+		}
+	}
 	for _, ip := range cfg.Node.IPs {
 		if FamilyOf(ip) != fam || slices.Contains(p.NodePortIPs, ip) {
 			continue
 		}
-		if len(cfg.NodePortAddresses) > 0 && !slices.ContainsFunc(cfg.NodePortAddresses, func(pr netip.Prefix) bool { return pr.Contains(ip) }) {
+		if !p.NodeIP.IsValid() {
+			p.NodeIP = ip
+		}
+		if len(npRanges) > 0 && !slices.ContainsFunc(npRanges, func(pr netip.Prefix) bool { return pr.Contains(ip) }) {
 			continue
 		}
 		p.NodePortIPs = append(p.NodePortIPs, ip)
@@ -405,16 +446,27 @@ func planService(st *State, cfg *Config, p *Plan, sp *ServicePort, c claims) *Se
 	}
 	s.ExtIPs = ofFamily(sp.ExternalIPs, fam)
 	s.LBIPs = ofFamily(sp.LoadBalancerIPs, fam)
+	allowFromNode := false
 	for _, r := range sp.SourceRanges {
-		if FamilyOf(r.Addr()) == fam {
-			s.Ranges = append(s.Ranges, r)
+		if FamilyOf(r.Addr()) != fam {
+			continue
 		}
+		if r.Bits() == 0 {
+			s.Ranges, allowFromNode = nil, false
+			break
+		}
+		s.Ranges = append(s.Ranges, r)
+		allowFromNode = allowFromNode || r.Contains(p.NodeIP)
 	}
-	s.Firewalled = len(sp.SourceRanges) > 0 && len(s.LBIPs) > 0
 	s.HasNodePort = sp.NodePort != 0 && len(p.NodePortIPs) > 0
 	p.Conflicts = append(p.Conflicts, c.take(s)...)
 	if !s.ClusterIP.IsValid() {
 		return nil // its cluster IP went to another service: nothing left
+	}
+	if s.Firewalled = len(s.Ranges) > 0 && len(s.LBIPs) > 0; s.Firewalled && allowFromNode {
+		for _, ip := range s.LBIPs {
+			s.Ranges = append(s.Ranges, netip.PrefixFrom(ip, ip.BitLen()))
+		}
 	}
 	s.All = st.Endpoints(sp, fam)
 	categorize(s, cfg.Node)
@@ -431,13 +483,17 @@ func ofFamily(in []netip.Addr, fam Family) []netip.Addr {
 	return out
 }
 
-// categorize picks the endpoints each traffic policy uses, as kube-proxy does:
-// ready endpoints (narrowed by topology hints when every ready endpoint has
-// hints and some are for this node or zone); serving-but-terminating ones only
-// when no ready endpoint exists, decided separately for the Cluster and the
-// Local policy.
+// categorize picks the endpoints each traffic policy uses, as kube-proxy does
+// (CategorizeEndpoints in pkg/proxy/topology.go): ready endpoints (narrowed
+// by topology hints when every ready endpoint has hints and some are for
+// this node or zone); serving-but-terminating ones only when no ready
+// endpoint exists, decided separately for the Cluster and the Local policy.
+// The Cluster policy is in use when internalTrafficPolicy is Cluster or the
+// port has an external destination: even under externalTrafficPolicy Local,
+// traffic from pods and from the node goes to the cluster endpoints (see
+// ShortCircuit; kube-proxy's UsesClusterEndpoints).
 func categorize(s *ServicePlan, node Node) {
-	usesCluster := !s.InternalPolicyLocal || (s.HasExternal() && !s.ExternalPolicyLocal)
+	usesCluster := !s.InternalPolicyLocal || s.HasExternal()
 	usesLocal := s.InternalPolicyLocal || (s.HasExternal() && s.ExternalPolicyLocal)
 	if usesCluster {
 		s.Topology = topologyMode(s.All, node)

@@ -250,3 +250,120 @@ func TestPlannerAgeOrderCached(t *testing.T) {
 		t.Errorf("after a service change, age order %v, want [1 0]", got)
 	}
 }
+
+// TestCategorizeShortCircuit: under externalTrafficPolicy Local and
+// internalTrafficPolicy Local, traffic from pods and the node to an external
+// destination goes to the cluster-wide endpoints (kube-proxy's
+// UsesClusterEndpoints and "short-circuit" rules).
+func TestCategorizeShortCircuit(t *testing.T) {
+	node := Node{Name: "node-a"}
+	remote := Endpoint{IP: netip.MustParseAddr("10.0.0.2"), Port: 80, Ready: true, Serving: true, NodeName: "node-b"}
+	tests := []struct {
+		name                         string
+		port                         ServicePort
+		wantShortCircuit, wantChain  bool
+		wantCluster                  int
+		wantInternal, wantExternalVd Verdict
+	}{
+		{name: "etp and itp local, external", port: ServicePort{NodePort: 30000, ExternalPolicyLocal: true, InternalPolicyLocal: true},
+			wantShortCircuit: true, wantChain: true, wantCluster: 1, wantInternal: Drop, wantExternalVd: Drop},
+		{name: "etp local, itp cluster", port: ServicePort{NodePort: 30000, ExternalPolicyLocal: true},
+			wantShortCircuit: true, wantChain: true, wantCluster: 1, wantInternal: Pass, wantExternalVd: Drop},
+		{name: "itp local, no external destination", port: ServicePort{InternalPolicyLocal: true},
+			wantInternal: Drop, wantExternalVd: Reject},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.port
+			s := &ServicePlan{ServicePort: &p, ClusterIP: netip.MustParseAddr("10.96.0.1"), HasNodePort: p.NodePort != 0, All: []Endpoint{remote}}
+			categorize(s, node)
+			if len(s.ClusterEndpoints) != tc.wantCluster {
+				t.Errorf("cluster endpoints = %d, want %d", len(s.ClusterEndpoints), tc.wantCluster)
+			}
+			if s.ShortCircuit() != tc.wantShortCircuit || s.NeedsClusterChain() != tc.wantChain {
+				t.Errorf("ShortCircuit/NeedsClusterChain = %v/%v, want %v/%v", s.ShortCircuit(), s.NeedsClusterChain(), tc.wantShortCircuit, tc.wantChain)
+			}
+			if s.HasExternal() && s.ShortCircuit() != s.NeedsExternalChain() {
+				t.Errorf("NeedsExternalChain = %v, want %v", s.NeedsExternalChain(), s.ShortCircuit())
+			}
+			if v := s.InternalVerdict(); v != tc.wantInternal {
+				t.Errorf("internal verdict %v, want %v", v, tc.wantInternal)
+			}
+			if v := s.ExternalVerdict(); s.HasExternal() && v != tc.wantExternalVd {
+				t.Errorf("external verdict %v, want %v", v, tc.wantExternalVd)
+			}
+		})
+	}
+}
+
+// TestPlanSourceRangesAndNodePorts: kube-proxy's reading of
+// loadBalancerSourceRanges (per family; a /0 or none of the family: no
+// filter; the LB IP itself allowed when a range holds the node IP; with no
+// endpoints, the firewall still decides) and of --nodeport-addresses (no
+// range of a family: every node IP of it).
+func TestPlanSourceRangesAndNodePorts(t *testing.T) {
+	pfx := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	node := Node{Name: "node-a", IPs: []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("192.168.2.10"), netip.MustParseAddr("fd00:1::10")}}
+	tests := []struct {
+		name         string
+		fam          Family
+		ranges       []netip.Prefix
+		npa          []netip.Prefix
+		noEndpoints  bool
+		wantFW       bool
+		wantRanges   []netip.Prefix
+		wantRejects  bool
+		wantNodePort []netip.Addr
+	}{
+		{name: "ranges of the family", fam: IPv4, ranges: pfx("192.168.50.0/24", "fd00:50::/64"),
+			wantFW: true, wantRanges: pfx("192.168.50.0/24")},
+		{name: "ipv6 ranges only, ipv4 LB", fam: IPv4, ranges: pfx("fd00:50::/64")},
+		{name: "ipv4 ranges only, ipv6 LB", fam: IPv6, ranges: pfx("192.168.50.0/24")},
+		{name: "a zero range allows all", fam: IPv4, ranges: pfx("192.168.50.0/24", "0.0.0.0/0")},
+		{name: "a range holding the node IP allows the LB IP", fam: IPv4, ranges: pfx("192.168.1.0/24"),
+			wantFW: true, wantRanges: pfx("192.168.1.0/24", "192.168.100.5/32")},
+		{name: "a range holding a secondary node IP does not", fam: IPv4, ranges: pfx("192.168.2.0/24"),
+			wantFW: true, wantRanges: pfx("192.168.2.0/24")},
+		{name: "no endpoints: the firewall rejects inside, drops outside", fam: IPv4, ranges: pfx("192.168.50.0/24"), noEndpoints: true,
+			wantFW: true, wantRanges: pfx("192.168.50.0/24"), wantRejects: true},
+		{name: "nodeport-addresses of the family", fam: IPv4, npa: pfx("192.168.1.0/24", "fd00:1::/64"),
+			wantNodePort: []netip.Addr{netip.MustParseAddr("192.168.1.10")}},
+		{name: "nodeport-addresses of the other family only", fam: IPv6, npa: pfx("192.168.1.0/24"),
+			wantNodePort: []netip.Addr{netip.MustParseAddr("fd00:1::10")}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := NewState()
+			key := ServiceKey{"ns", "web"}
+			st.SetService(key, []*ServicePort{{Name: ServicePortName{ServiceKey: key, Protocol: TCP}, Port: 80, NodePort: 30080,
+				ClusterIPs:      []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00:96::10")},
+				LoadBalancerIPs: []netip.Addr{netip.MustParseAddr("192.168.100.5"), netip.MustParseAddr("fd00:100::5")},
+				SourceRanges:    tc.ranges}})
+			if !tc.noEndpoints {
+				ip := map[Family]string{IPv4: "10.244.2.7", IPv6: "fd00:244:2::7"}[tc.fam]
+				st.SetSlice(&Slice{Name: "web-1", Service: key, Family: tc.fam, Ports: []SlicePort{{Protocol: TCP, Port: 8080}},
+					Endpoints: []Endpoint{{IP: netip.MustParseAddr(ip), Ready: true, Serving: true, NodeName: "node-b"}}})
+			}
+			p := NewPlan(st, &Config{Node: node, NodePortAddresses: tc.npa}, tc.fam)
+			if len(p.Services) != 1 {
+				t.Fatalf("%d services planned, want 1", len(p.Services))
+			}
+			s := p.Services[0]
+			if s.Firewalled != tc.wantFW || !slices.Equal(s.Ranges, tc.wantRanges) {
+				t.Errorf("Firewalled %v, Ranges %v; want %v, %v", s.Firewalled, s.Ranges, tc.wantFW, tc.wantRanges)
+			}
+			if s.FirewallRejects() != tc.wantRejects {
+				t.Errorf("FirewallRejects = %v, want %v", s.FirewallRejects(), tc.wantRejects)
+			}
+			if tc.wantNodePort != nil && !slices.Equal(p.NodePortIPs, tc.wantNodePort) {
+				t.Errorf("NodePortIPs = %v, want %v", p.NodePortIPs, tc.wantNodePort)
+			}
+		})
+	}
+}

@@ -34,12 +34,18 @@ type config struct {
 	Families          []string `json:"families"`
 	MasqueradeAll     bool     `json:"masqueradeAll"`
 	NodePortAddresses []string `json:"nodePortAddresses"`
+	// TraceFromInside adds to trace.txt a pod's and the node's connections
+	// to the external destinations (nodePort, external and LB IPs), and
+	// the node's connection to an LB IP from that LB IP (a node holding
+	// the LB IP as a local address).
+	TraceFromInside bool `json:"traceFromInside"`
 }
 
 type scenario struct {
-	name, dir string
-	cfg       *rules.Config
-	families  []rules.Family
+	name, dir       string
+	cfg             *rules.Config
+	families        []rules.Family
+	traceFromInside bool
 }
 
 func scenarios(t *testing.T) []scenario {
@@ -75,7 +81,7 @@ func scenarios(t *testing.T) []scenario {
 		for _, s := range c.NodePortAddresses {
 			cfg.NodePortAddresses = append(cfg.NodePortAddresses, netip.MustParsePrefix(s))
 		}
-		sc := scenario{name: d.Name(), dir: dir, cfg: cfg}
+		sc := scenario{name: d.Name(), dir: dir, cfg: cfg, traceFromInside: c.TraceFromInside}
 		for _, f := range c.Families {
 			fam, err := rules.ParseFamily(f)
 			if err != nil {

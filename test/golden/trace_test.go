@@ -49,6 +49,19 @@ func TestTraceAndExplainGolden(t *testing.T) {
 						run(outside, ip, s.Port, p, trace.FromExternal)
 						run(blocked, ip, s.Port, p, trace.FromExternal)
 					}
+					if sc.traceFromInside {
+						if s.HasNodePort {
+							run(pod, d.Plan.NodePortIPs[0], s.NodePort, p, trace.FromPod)
+							run(nodeSrc, d.Plan.NodePortIPs[0], s.NodePort, p, trace.FromNode)
+						}
+						for _, ip := range append(append([]netip.Addr{}, s.ExtIPs...), s.LBIPs...) {
+							run(pod, ip, s.Port, p, trace.FromPod)
+							run(nodeSrc, ip, s.Port, p, trace.FromNode)
+						}
+						for _, ip := range s.LBIPs {
+							run(ip, ip, s.Port, p, trace.FromNode)
+						}
+					}
 					if !seen[s.Name.ServiceKey] {
 						seen[s.Name.ServiceKey] = true
 						var ex []trace.Explanation

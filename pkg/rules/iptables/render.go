@@ -292,6 +292,14 @@ func Render(p *rules.Plan) *Ruleset {
 			filterRule(ChainFilter, desc, ip, proto, s.Port, s.ExternalVerdict())
 		}
 		for _, ip := range s.LBIPs {
+			if s.FirewallRejects() {
+				// No endpoints: reject the allowed sources, drop the others.
+				for _, rg := range s.Ranges {
+					filter.add(ChainFilter, new(line).comment(desc, " has no endpoints").w("-s", rg.String()).addr("-d", ip).port(proto, s.Port).w("-j REJECT"))
+				}
+				filter.add(ChainFilter, new(line).comment(desc, " source not in loadBalancerSourceRanges").addr("-d", ip).port(proto, s.Port).w("-j DROP"))
+				continue
+			}
 			filterRule(ChainFilter, desc, ip, proto, s.Port, s.LBVerdict())
 		}
 		if s.HasNodePort {
@@ -355,11 +363,12 @@ func Render(p *rules.Plan) *Ruleset {
 				per.add(ext, new(line).w("-j", ClusterChain(name)))
 			} else {
 				if s.ShortCircuit() {
+					cluster := ClusterChain(name)
 					if cidr != "" {
-						per.add(ext, new(line).comment("pod traffic for ", desc, " external destinations").w("-s", cidr, "-j", internal))
+						per.add(ext, new(line).comment("pod traffic for ", desc, " external destinations").w("-s", cidr, "-j", cluster))
 					}
 					per.add(ext, new(line).comment("masquerade LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", ChainMarkMasq))
-					per.add(ext, new(line).comment("route LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", internal))
+					per.add(ext, new(line).comment("route LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", cluster))
 				}
 				if len(s.LocalEndpoints) > 0 {
 					per.add(ext, new(line).w("-j", LocalChain(name)))

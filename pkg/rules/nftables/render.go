@@ -301,8 +301,22 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 	for _, ip := range s.ExtIPs {
 		addFilter(filterIPs, ip, s.Port, s.ExternalVerdict())
 	}
-	for _, ip := range s.LBIPs {
-		addFilter(filterIPs, ip, s.Port, s.LBVerdict())
+	if s.FirewallRejects() {
+		// No endpoints: the filter sends the LB IPs to the firewall
+		// chain, which rejects the allowed sources and drops the others.
+		fw := &Chain{Name: FirewallChain(name)}
+		for _, rg := range s.Ranges {
+			fw.Rules = append(fw.Rules, Rule{AddrMatch{Src: true, Prefix: rg}, Verdict{Kind: Goto, Chain: ChainReject}})
+		}
+		fw.Rules = append(fw.Rules, Rule{Verdict{Kind: Drop}})
+		svcChains = append(svcChains, fw)
+		for _, ip := range s.LBIPs {
+			add(filterIPs, ip, s.Port, Verdict{Kind: Goto, Chain: fw.Name})
+		}
+	} else {
+		for _, ip := range s.LBIPs {
+			addFilter(filterIPs, ip, s.Port, s.LBVerdict())
+		}
 	}
 	if s.HasNodePort {
 		addFilter(filterNodePorts, netip.Addr{}, s.NodePort, s.ExternalVerdict())
@@ -371,12 +385,13 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 			c.Rules = append(c.Rules, masq, Rule{Verdict{Kind: Goto, Chain: ClusterChain(name)}})
 		} else {
 			if s.ShortCircuit() {
+				cluster := ClusterChain(name)
 				if p.ClusterCIDR.IsValid() {
-					c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: p.ClusterCIDR}, Verdict{Kind: Goto, Chain: internal}})
+					c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: p.ClusterCIDR}, Verdict{Kind: Goto, Chain: cluster}})
 				}
 				c.Rules = append(c.Rules,
 					Rule{FibLocal{Src: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}},
-					Rule{FibLocal{Src: true}, Verdict{Kind: Goto, Chain: internal}})
+					Rule{FibLocal{Src: true}, Verdict{Kind: Goto, Chain: cluster}})
 			}
 			if len(s.LocalEndpoints) > 0 {
 				c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: LocalChain(name)}})

@@ -65,9 +65,6 @@ func explainPort(b *strings.Builder, e Explanation, s *rules.ServicePlan, node r
 			for _, p := range s.Ranges {
 				r = append(r, p.String())
 			}
-			if len(r) == 0 {
-				r = []string{"none of this family"}
-			}
 			fmt.Fprintf(b, "  (only from %s; other sources dropped)", strings.Join(r, ", "))
 		}
 		b.WriteString("\n")
