@@ -110,7 +110,7 @@ func explainPort(b *strings.Builder, e Explanation, s *rules.ServicePlan, node r
 	if s.HasExternal() {
 		ext := pol(s.ExternalPolicyLocal, s.ExternalEndpoints())
 		if s.ExternalPolicyLocal {
-			ext += ", client source kept; pods and the node itself use the ClusterIP's endpoints"
+			ext += ", client source kept; pods and the node itself use the cluster-wide endpoints, whatever internalTrafficPolicy says"
 		} else {
 			ext += ", client source masqueraded so that replies come back through this node"
 		}
