@@ -77,7 +77,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringSliceVar(&o.clusterCIDRs, "cluster-cidr", nil, "pod CIDR, at most one per family: traffic from outside it to a ClusterIP is masqueraded, traffic from inside it is pod traffic")
 	fs.StringVar(&o.backend, "backend", "nftables", "kernel interface: nftables or iptables")
 	fs.StringVar(&o.ipFamily, "ip-family", "", "program only this family: ipv4 or ipv6 (default: every family of the node's IPs)")
-	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "open nodePorts only on node IPs inside these CIDRs (default: every node IP)")
+	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "open nodePorts only on node IPs inside these CIDRs, per family: a family with no range here uses every node IP of it (default: every node IP)")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic to ClusterIPs")
 	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", 0, "daemon: least time between two syncs; changes arriving meanwhile are applied together (0: apply every change at once)")
 	fs.DurationVar(&o.syncPeriod, "sync-period", 30*time.Second, "daemon: interval of periodic syncs, which also check that the kernel still holds rulegen's rules and repair them")

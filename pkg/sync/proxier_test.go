@@ -84,9 +84,9 @@ func testService(name, clusterIP string, proto v1.Protocol, nodePort int32) *v1.
 // testSlice is the slice "ns/name" labelled for service svc ("" for no
 // label) with ready endpoints ips on port 8080 of proto.
 func testSlice(name, svc string, proto v1.Protocol, ips ...string) *discovery.EndpointSlice {
-	ready, port := true, int32(8080)
+	ready, port, unnamed := true, int32(8080), ""
 	es := &discovery.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
-		AddressType: discovery.AddressTypeIPv4, Ports: []discovery.EndpointPort{{Port: &port, Protocol: &proto}}}
+		AddressType: discovery.AddressTypeIPv4, Ports: []discovery.EndpointPort{{Name: &unnamed, Port: &port, Protocol: &proto}}}
 	if svc != "" {
 		es.Labels = map[string]string{discovery.LabelServiceName: svc}
 	}

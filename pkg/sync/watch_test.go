@@ -36,7 +36,7 @@ func TestWatchReturnsAfterEveryObjectReachedTheProxier(t *testing.T) {
 		}, &discovery.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Namespace: "default", Labels: map[string]string{discovery.LabelServiceName: name}},
 			AddressType: discovery.AddressTypeIPv4,
-			Ports:       []discovery.EndpointPort{{Port: &port}},
+			Ports:       []discovery.EndpointPort{{Name: new(string), Port: &port}}, // "" as the controller writes it: a nil name is ignored
 			Endpoints:   []discovery.Endpoint{{Addresses: []string{fmt.Sprintf("10.128.%d.%d", i/250, i%250+1)}, Conditions: discovery.EndpointConditions{Ready: &ready}}},
 		})
 	}
