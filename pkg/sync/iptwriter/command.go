@@ -12,7 +12,9 @@ import (
 
 // Bounds on every iptables command, so that a held xtables lock or a stuck
 // tool fails one sync (which is retried, in full) instead of stalling the
-// sync loop for ever.
+// sync loop for ever. The Runner's commands get both; go-iptables' (the
+// jump checks and deletes), which it cannot kill, wait for the lock at most
+// the smaller of the two.
 const (
 	// DefaultLockWait is how long a command waits for the xtables lock
 	// (`--wait SECONDS`; iptables-legacy takes the lock, iptables-nft
@@ -24,8 +26,10 @@ const (
 	DefaultTimeout = 2 * time.Minute
 )
 
-// Runner runs the iptables tools; the real one is ExecRunner, tests inject
-// fakes.
+// Runner runs the iptables tools the writer drives itself, each bounded by
+// a context: iptables-restore (every write), iptables-save (listing a
+// table) and `iptables -S` (the canary). The real one is ExecRunner; tests
+// inject fakes. The jump checks and deletes go through JumpRules instead.
 type Runner interface {
 	// Run runs name with args and stdin (none when stdin is empty) and
 	// returns its standard output. It must stop the command when ctx ends.
@@ -63,15 +67,6 @@ func suffix(s string) string {
 
 // Unwrap returns the cause.
 func (e *CommandError) Unwrap() error { return e.Err }
-
-// exitCode is err's exit status when err is a *CommandError, else -1.
-func exitCode(err error) int {
-	var ce *CommandError
-	if errors.As(err, &ce) {
-		return ce.Code
-	}
-	return -1
-}
 
 // ExecRunner runs commands as child processes (in the caller's thread's
 // network namespace), killing them when the context ends.

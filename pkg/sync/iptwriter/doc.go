@@ -6,12 +6,27 @@
 // # One text for the dry run and the kernel
 //
 // What the writer sends is ri.Ruleset.Restore, the text `rulegen --dry-run
-// --backend iptables` prints. A full update sends all of it but the jumps
-// that `iptables -C` finds already in place (iptables-restore cannot test
-// for a rule, and a second -I would insert a duplicate); an incremental one
-// sends only the chains whose rules changed, and deletes the chains that
-// went away. Loading the dry-run text into a node without rulegen's rules
-// gives exactly what a first full update writes.
+// --backend iptables` prints, jumps included. A full update sends all of it
+// but the jumps already in place (iptables-restore cannot test for a rule,
+// and a second -I would insert a duplicate); an incremental one sends only
+// the chains whose rules changed, and deletes the chains that went away.
+// Loading the dry-run text into a node without rulegen's rules gives
+// exactly what a first full update writes.
+//
+// # Who runs what
+//
+//   - The Runner (ExecRunner; fakes in tests) runs iptables-restore (every
+//     write, and Cleanup's deletion of the chains), iptables-save (listing
+//     a table) and `iptables -S` (the canary in Intact), each under a
+//     context that kills it after Timeout, with `--wait` where it takes the
+//     lock. go-iptables has no restore.
+//   - github.com/coreos/go-iptables (behind JumpRules; FakeJumps in tests)
+//     tests whether each jump is in place (Exists: `iptables -C`) before a
+//     full write and in Intact, and deletes the jumps in Cleanup (Delete:
+//     `iptables -D`, as often as the jump is there). It runs the binary of
+//     the family and flavour (iptables-nft, ip6tables-legacy, ...; the
+//     unversioned one when only that is installed) with the process's
+//     environment and `--wait SECONDS`.
 //
 // # What is guaranteed
 //
@@ -34,8 +49,12 @@
 //     full update lists the RG- chains the kernel holds and rewrites or
 //     deletes every one of them, so it converges from any half-written
 //     state.
-//   - Every command is bounded: it waits at most LockWait for the xtables
-//     lock (`--wait`) and is killed after Timeout, and the error names the
-//     command and quotes what it said. A held lock fails the sync, which is
-//     retried, instead of stalling the sync loop.
+//   - Every command is bounded, and its error names the command and quotes
+//     what it said. The Runner's wait at most LockWait for the xtables lock
+//     (`--wait`) and are killed after Timeout. go-iptables cannot kill a
+//     command, so its `--wait` is the smaller of LockWait and Timeout: a
+//     jump check or delete waits no longer than that for the lock, and does
+//     nothing else that takes long (it reads or edits one built-in chain).
+//     A held lock fails the sync, which is retried, instead of stalling the
+//     sync loop.
 package iptwriter

@@ -15,15 +15,15 @@ import (
 )
 
 // fakeRunner plays the iptables tools: iptables-save lists the chains in
-// chains, `iptables -C` finds the jumps in present, iptables-restore
-// accepts its input unless refuse is set. It records every call.
+// chains, iptables-restore accepts its input unless refuse is set, and
+// `iptables -S` answers one rule. It records every call. (The jumps are a
+// FakeJumps.)
 type fakeRunner struct {
-	mu      sync.Mutex
-	chains  map[string][]string // table -> chain names
-	present map[string]bool     // "table/CHAIN" of the jumps in place
-	refuse  string              // iptables-restore fails when its name contains this
-	hang    bool                // every command runs until its context ends
-	calls   []fakeCall
+	mu     sync.Mutex
+	chains map[string][]string // table -> chain names
+	refuse string              // iptables-restore fails when its name contains this
+	hang   bool                // every command runs until its context ends
+	calls  []fakeCall
 }
 
 type fakeCall struct {
@@ -64,13 +64,6 @@ func (f *fakeRunner) Run(ctx context.Context, stdin, name string, args ...string
 			return nil, &CommandError{Command: cmdline, Code: 1, Err: errors.New("exit status 1"), Stderr: "Error occurred at line: 2"}
 		}
 		return nil, nil
-	case slices.Contains(args, "-C"):
-		i := slices.Index(args, "-t")
-		j := slices.Index(args, "-C")
-		if f.present[args[i+1]+"/"+args[j+1]] {
-			return nil, nil
-		}
-		return nil, &CommandError{Command: cmdline, Code: 1, Err: errors.New("exit status 1"), Stderr: "Bad rule"}
 	}
 	return []byte("-A RG-SERVICES -j ACCEPT\n"), nil // iptables -S CHAIN 1
 }
@@ -95,12 +88,18 @@ func builtins() map[string][]string {
 	}
 }
 
-func allJumps() map[string]bool {
-	m := map[string]bool{}
+// jumpsIn returns a FakeJumps holding copies of each jump whose
+// "table/CHAIN" is not in except.
+func jumpsIn(copies int, except ...string) *FakeJumps {
+	f := &FakeJumps{}
 	for _, j := range ri.Jumps() {
-		m[j.Table+"/"+j.Chain] = true
+		if !slices.Contains(except, j.Table+"/"+j.Chain) {
+			for range copies {
+				f.Insert(j.Table, j.Chain, j.Args...)
+			}
+		}
 	}
-	return m
+	return f
 }
 
 // TestFullUpdateInput: a full update sends the dry-run text, less the jumps
@@ -113,31 +112,29 @@ func TestFullUpdateInput(t *testing.T) {
 	stale := builtins()
 	stale["nat"] = append(slices.Clone(withRG["nat"]), "RG-SVC-GONE")
 	stale["filter"] = withRG["filter"]
-	noForward := allJumps()
-	delete(noForward, "filter/FORWARD")
 	for _, tc := range []struct {
 		name    string
 		chains  map[string][]string
-		present map[string]bool
+		present *FakeJumps // the jumps in place
 		want    func(string) bool
 		jumps   int
 	}{
-		{name: "empty node: exactly the dry-run text", chains: builtins(), jumps: 6,
+		{name: "empty node: exactly the dry-run text", chains: builtins(), present: jumpsIn(0), jumps: 6,
 			want: func(in string) bool { return in == r.Restore(nil) }},
-		{name: "every jump in place: none written", chains: withRG, present: allJumps(), jumps: 0,
+		{name: "every jump in place: none written", chains: withRG, present: jumpsIn(1), jumps: 0,
 			want: func(in string) bool {
 				return in == (&ri.Ruleset{Family: r.Family, Tables: r.Tables}).Restore(nil)
 			}},
-		{name: "one jump gone: only it written", chains: withRG, present: noForward, jumps: 1,
+		{name: "one jump gone: only it written", chains: withRG, present: jumpsIn(1, "filter/FORWARD"), jumps: 1,
 			want: func(in string) bool {
 				return strings.Count(in, "\n-I ") == 1 && strings.Contains(in, "\n-I FORWARD -m conntrack --ctstate NEW -m comment --comment \"rulegen service filter\" -j RG-FILTER\n")
 			}},
-		{name: "stale chain: deleted", chains: stale, present: allJumps(), jumps: 0,
+		{name: "stale chain: deleted", chains: stale, present: jumpsIn(1), jumps: 0,
 			want: func(in string) bool { return strings.Contains(in, "\n-X RG-SVC-GONE\n") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := &fakeRunner{chains: tc.chains, present: tc.present}
-			w, err := NewWithOptions(rules.IPv4, Options{Mode: NFT, Runner: f})
+			f := &fakeRunner{chains: tc.chains}
+			w, err := NewWithOptions(rules.IPv4, Options{Mode: NFT, Runner: f, Jumps: tc.present})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,18 +161,22 @@ func TestFullUpdateInput(t *testing.T) {
 	}
 }
 
-// TestCommandsBounded: every command the writer runs has a deadline, and
-// those that take the xtables lock wait for it a bounded time.
+// TestCommandsBounded: every command the writer runs through its Runner
+// has a deadline, and those that take the xtables lock wait for it a
+// bounded time. (go-iptables' bound: TestJumpRulesBinaryAndWait.)
 func TestCommandsBounded(t *testing.T) {
 	f := &fakeRunner{chains: builtins()}
-	w, err := NewWithOptions(rules.IPv4, Options{Mode: Legacy, Runner: f, LockWait: 3 * time.Second, Timeout: 7 * time.Second})
+	jumps := &FakeJumps{}
+	w, err := NewWithOptions(rules.IPv4, Options{Mode: Legacy, Runner: f, Jumps: jumps, LockWait: 3 * time.Second, Timeout: 7 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.Apply(ruleset(2, 1)); err != nil {
 		t.Fatal(err)
 	}
-	f.present = allJumps()
+	for _, j := range ri.Jumps() {
+		jumps.Insert(j.Table, j.Chain, j.Args...)
+	}
 	f.chains["nat"] = append(f.chains["nat"], ri.ChainServices, ri.ChainPostrouting)
 	f.chains["filter"] = append(f.chains["filter"], ri.ChainFilter)
 	w.Intact()

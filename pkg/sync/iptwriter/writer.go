@@ -44,10 +44,16 @@ type Options struct {
 	// LockWait bounds the wait for the xtables lock (DefaultLockWait),
 	// Timeout every command (DefaultTimeout).
 	LockWait, Timeout time.Duration
-	// Runner runs the tools; nil runs them as child processes. A Runner
-	// given here is trusted to find them: New then neither detects the
-	// flavour (Auto means the unversioned tools) nor looks at PATH.
+	// Runner runs iptables-restore, iptables-save and `iptables -S`; nil
+	// runs them as child processes. A Runner given here is trusted to find
+	// them: New then neither detects the flavour (Auto means the unversioned
+	// tools) nor looks at PATH.
 	Runner Runner
+	// Jumps checks for and deletes the jump rules in built-in chains; nil
+	// means go-iptables for the flavour's iptables binary, unless Runner is
+	// given: then an empty FakeJumps, so that a fake Runner never lets the
+	// writer touch the real tables.
+	Jumps JumpRules
 }
 
 // Writer writes one family's RG- chains. It is not safe for concurrent use.
@@ -58,6 +64,7 @@ type Writer struct {
 	save     string // iptables-save binary
 	restore  string // iptables-restore binary
 	runner   Runner
+	jumps    JumpRules
 	lockWait time.Duration
 	timeout  time.Duration
 	applied  *ri.Ruleset
@@ -115,14 +122,18 @@ func New(fam rules.Family, mode Mode) (*Writer, error) {
 }
 
 // NewWithOptions returns a writer for one family in the caller's network
-// namespace. It fails with ErrNotInstalled when the tools are missing.
+// namespace. It fails with ErrNotInstalled when the tools are missing, and
+// when go-iptables cannot run the iptables binary (`iptables --version`).
 func NewWithOptions(fam rules.Family, o Options) (*Writer, error) {
-	w := &Writer{fam: fam, mode: o.Mode, runner: o.Runner, lockWait: o.LockWait, timeout: o.Timeout}
+	w := &Writer{fam: fam, mode: o.Mode, runner: o.Runner, jumps: o.Jumps, lockWait: o.LockWait, timeout: o.Timeout}
 	if w.lockWait <= 0 {
 		w.lockWait = DefaultLockWait
 	}
 	if w.timeout <= 0 {
 		w.timeout = DefaultTimeout
+	}
+	if w.jumps == nil && w.runner != nil {
+		w.jumps = &FakeJumps{}
 	}
 	if w.runner == nil {
 		w.runner = ExecRunner{}
@@ -140,6 +151,13 @@ func NewWithOptions(fam rules.Family, o Options) (*Writer, error) {
 		}
 	}
 	w.cmd, w.save, w.restore = binaries(fam, w.mode)
+	if w.jumps == nil {
+		ipt, err := newJumpRules(fam, w.mode, w.lockWait, w.timeout)
+		if err != nil {
+			return nil, err
+		}
+		w.jumps = ipt
+	}
 	return w, nil
 }
 
@@ -150,28 +168,12 @@ func (w *Writer) run(stdin, name string, args ...string) ([]byte, error) {
 
 // waitArgs prepends the lock wait to a command's arguments.
 func (w *Writer) waitArgs(args ...string) []string {
-	secs := int((w.lockWait + time.Second - 1) / time.Second)
-	return append([]string{"--wait", strconv.Itoa(secs)}, args...)
-}
-
-// exists reports whether a jump is in its built-in chain (`iptables -C`,
-// which exits with 1 for a missing rule). The jump's target chain must
-// exist: iptables cannot check a rule that jumps nowhere.
-func (w *Writer) exists(j ri.Jump) (bool, error) {
-	_, err := w.run("", w.cmd, w.waitArgs(append([]string{"-t", j.Table, "-C", j.Chain}, j.Args...)...)...)
-	switch {
-	case err == nil:
-		return true, nil
-	case exitCode(err) == 1:
-		return false, nil
-	}
-	return false, fmt.Errorf("checking %s jump %s/%s -> %s: %w", w.fam, j.Table, j.Chain, j.Target(), err)
+	return append([]string{"--wait", strconv.Itoa(waitSeconds(w.lockWait))}, args...)
 }
 
 // saved is what iptables-save says of one table.
 type saved struct {
 	chains []string // every chain, built-in ones included
-	rules  []string // "-A CHAIN ..." lines
 }
 
 func (w *Writer) list(table string) (saved, error) {
@@ -185,8 +187,6 @@ func (w *Writer) list(table string) (saved, error) {
 		case strings.HasPrefix(line, ":"):
 			name, _, _ := strings.Cut(line[1:], " ")
 			s.chains = append(s.chains, name)
-		case strings.HasPrefix(line, "-A "):
-			s.rules = append(s.rules, line)
 		}
 	}
 	return s, nil
@@ -199,7 +199,7 @@ func (w *Writer) Intact() bool {
 	if w.applied == nil {
 		return true
 	}
-	if ok, err := w.exists(ri.Jumps()[0]); err != nil || !ok {
+	if ok, err := w.jumpExists(ri.Jumps()[0]); err != nil || !ok {
 		return false
 	}
 	for _, c := range chainsOf(w.applied, "nat") {
@@ -276,7 +276,7 @@ func (w *Writer) plan(r *ri.Ruleset) (Stats, string, error) {
 		for _, j := range r.Jumps {
 			// A jump to a chain that does not exist yet cannot be there.
 			if slices.Contains(have[j.Table], j.Target()) {
-				ok, err := w.exists(j)
+				ok, err := w.jumpExists(j)
 				if err != nil {
 					return st, "", err
 				}
@@ -362,9 +362,12 @@ func failedLine(input, stderr string) string {
 }
 
 // Cleanup removes rulegen's jump rules and every RG- chain of this family,
-// leaving all other rules alone: one iptables-restore for both tables (each
-// committed on its own), deleting the jumps before the chains they lead to.
-// A jump found twice (loaded twice by hand) is deleted twice.
+// leaving all other rules alone. The jumps are deleted first, one by one
+// with go-iptables (every copy: the dry-run text loaded twice by hand
+// inserts each twice), then the chains with one iptables-restore for both
+// tables (each committed on its own). When a jump cannot be deleted the
+// chains are left (a chain still jumped to cannot be deleted) and the
+// error says which.
 func (w *Writer) Cleanup() error {
 	w.applied = nil
 	var errs []error
@@ -375,29 +378,11 @@ func (w *Writer) Cleanup() error {
 			errs = append(errs, err)
 			continue
 		}
-		var dels []string
 		for _, j := range ri.Jumps() {
-			if j.Table != table || !slices.Contains(s.chains, j.Target()) {
-				continue
-			}
-			n := 0
-			for _, r := range s.rules {
-				if r == "-A "+j.Rule() {
-					n++
-				}
-			}
-			if n == 0 { // written differently by this iptables-save?
-				ok, err := w.exists(j)
-				if err != nil {
+			if j.Table == table && slices.Contains(s.chains, j.Target()) {
+				if _, err := w.deleteJump(j); err != nil {
 					errs = append(errs, err)
-					continue
 				}
-				if ok {
-					n = 1
-				}
-			}
-			for range n {
-				dels = append(dels, "-D "+j.Rule())
 			}
 		}
 		var ours []string
@@ -406,13 +391,10 @@ func (w *Writer) Cleanup() error {
 				ours = append(ours, c)
 			}
 		}
-		if len(dels) == 0 && len(ours) == 0 {
+		if len(ours) == 0 {
 			continue
 		}
 		b.WriteString("*" + table + "\n")
-		for _, d := range dels {
-			b.WriteString(d + "\n")
-		}
 		for _, c := range ours {
 			b.WriteString(":" + c + " - [0:0]\n") // flushes it
 		}
