@@ -39,10 +39,16 @@ var (
 	svcV6        = Svc{Name: "v6", ClusterIP: "fd00:96::10", Port: 80, Family: "IPv6", Slices: [][]Ep{{{IP: PodA6, Node: "node-a", Port: 8080}, {IP: PodB6, Node: "node-a", Port: 8080}}}}
 	svcEmptyUDP  = Svc{Name: "empty-udp", ClusterIP: "10.96.0.26", Port: 53, Protocol: "UDP", Slices: [][]Ep{{}}}
 	svcUpdate    = Svc{Name: "update", ClusterIP: "10.96.0.30", Port: 80, Slices: [][]Ep{{EpA}}}
-	allServices  = []Svc{svcSpread, svcHairpin, svcNamed, svcUDP, svcEmpty, svcNPCluster, svcNPLocal, svcNPNoLocal, svcExtIP, svcLB, svcAffinity, svcITPLocal, svcNotReady, svcTermOnly, svcTermMixed, svcV6, svcEmptyUDP, svcUpdate}
-	podsAB       = []string{"pod-a", "pod-b"}
-	podsABR      = []string{"pod-a", "pod-b", "pod-r"}
-	podsA        = []string{"pod-a"}
+	// kube-proxy semantics (issue 12): both policies Local and only a
+	// remote endpoint; a not-ready terminating endpoint with serving unset;
+	// a load balancer with source ranges and no endpoints.
+	svcBothLocal    = Svc{Name: "both-local", Type: "NodePort", ClusterIP: "10.96.0.31", Port: 80, NodePort: 30086, ETPLocal: true, ITPLocal: true, Slices: [][]Ep{{EpR}}}
+	svcServingUnset = Svc{Name: "serving-unset", ClusterIP: "10.96.0.32", Port: 80, Slices: [][]Ep{{{IP: PodB, Node: "node-a", Port: 8080, NotReady: true, Terminating: true, ServingUnset: true}}}}
+	svcLBNoEp       = Svc{Name: "lb-noep", Type: "LoadBalancer", ClusterIP: "10.96.0.33", Port: 80, NodePort: 30087, LBIP: "192.168.100.6", Ranges: []string{"192.168.1.0/24"}, Slices: [][]Ep{{}}}
+	allServices     = []Svc{svcSpread, svcHairpin, svcNamed, svcUDP, svcEmpty, svcNPCluster, svcNPLocal, svcNPNoLocal, svcExtIP, svcLB, svcAffinity, svcITPLocal, svcNotReady, svcTermOnly, svcTermMixed, svcV6, svcEmptyUDP, svcBothLocal, svcServingUnset, svcLBNoEp, svcUpdate} // svcUpdate last: the update test replaces it
+	podsAB          = []string{"pod-a", "pod-b"}
+	podsABR         = []string{"pod-a", "pod-b", "pod-r"}
+	podsA           = []string{"pod-a"}
 )
 
 // Check is one behaviour, asserted with real connections.
@@ -100,6 +106,13 @@ var checks = []Check{
 	{Name: "ipv6-clusterip", From: "pod-r", Addr: "[fd00:96::10]:80", Tries: 30, Pods: podsAB, All: true, Src: PodR6},
 	{Name: "ipv6-hairpin", From: "pod-a", Addr: "[fd00:96::10]:80", Tries: 30, Pods: podsAB, All: true},
 	{Name: "ipv6-clusterip-from-node", From: "node", Addr: "[fd00:96::10]:80", Pods: podsAB},
+	// kube-proxy semantics (issue 12 items 1, 2 and 6)
+	{Name: "both-policies-local-nodeport-from-node-uses-cluster-endpoints", From: "node", Addr: NodeIP + ":30086", Pods: []string{"pod-r"}},
+	{Name: "both-policies-local-nodeport-from-pod-uses-cluster-endpoints", From: "pod-a", Addr: NodeIP + ":30086", Pods: []string{"pod-r"}},
+	{Name: "both-policies-local-nodeport-from-outside-dropped", From: "client1", Addr: NodeIP + ":30086", Outcome: "timeout"},
+	{Name: "serving-unset-terminating-used-when-nothing-ready", From: "pod-a", Addr: "10.96.0.32:80", Pods: []string{"pod-b"}},
+	{Name: "lb-no-endpoints-allowed-source-rejected", From: "client1", Addr: "192.168.100.6:80", Outcome: "refused"},
+	{Name: "lb-no-endpoints-blocked-source-dropped", From: "client2", Addr: "192.168.100.6:80", Outcome: "timeout"},
 }
 
 func (tp *Topology) ns(name string) *netnstest.NS {

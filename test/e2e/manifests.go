@@ -12,6 +12,9 @@ type Ep struct {
 	Port        int
 	NotReady    bool
 	Terminating bool // serving but terminating
+	// ServingUnset leaves conditions.serving out (the API: unset means
+	// serving; kube-proxy uses such a terminating endpoint as a fallback).
+	ServingUnset bool
 }
 
 // Local pods (on node-a) and the remote one (on node-b), on TCP 8080.
@@ -88,6 +91,10 @@ func (s Svc) YAML() string {
 		}
 		for _, e := range eps {
 			ready, serving, term := !e.NotReady && !e.Terminating, !e.NotReady, e.Terminating
+			if e.ServingUnset {
+				fmt.Fprintf(&b, "- addresses: [%q]\n  nodeName: %s\n  conditions: {ready: %v, terminating: %v}\n", e.IP, e.Node, ready, term)
+				continue
+			}
 			fmt.Fprintf(&b, "- addresses: [%q]\n  nodeName: %s\n  conditions: {ready: %v, serving: %v, terminating: %v}\n", e.IP, e.Node, ready, serving, term)
 		}
 	}
