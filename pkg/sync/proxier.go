@@ -30,6 +30,12 @@ type Options struct {
 	ClusterCIDRs      []netip.Prefix
 	NodePortAddresses []netip.Prefix
 	MasqueradeAll     bool
+	// MasqueradeBit, ServiceCIDRs, LocalhostNodePorts and
+	// ConntrackTCPBeLiberal are passed on to rules.Config (see there).
+	MasqueradeBit         *int32
+	ServiceCIDRs          []netip.Prefix
+	LocalhostNodePorts    *bool
+	ConntrackTCPBeLiberal bool
 	// Families to program; empty means the families of the node's IPs.
 	Families []rules.Family
 	// SyncPeriod is the interval of periodic syncs (which check that the
@@ -258,7 +264,8 @@ func (p *Proxier) families() []rules.Family {
 func (p *Proxier) Sync() error {
 	start := p.clock.Now()
 	p.mu.Lock()
-	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, MasqueradeAll: p.opts.MasqueradeAll}
+	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, MasqueradeAll: p.opts.MasqueradeAll,
+		MasqueradeBit: p.opts.MasqueradeBit, ServiceCIDRs: p.opts.ServiceCIDRs, LocalhostNodePorts: p.opts.LocalhostNodePorts, ConntrackTCPBeLiberal: p.opts.ConntrackTCPBeLiberal}
 	var desired []*Desired
 	for _, f := range p.families() {
 		desired = append(desired, p.renderer.Render(p.state, cfg, f))
