@@ -71,7 +71,9 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	p := sync.NewProxier(sync.Options{
 		Backend: s.backend, NodeName: s.cfg.Node.Name, NodeIPs: s.cfg.Node.IPs,
 		ClusterCIDRs: s.cfg.ClusterCIDRs, NodePortAddresses: s.cfg.NodePortAddresses, MasqueradeAll: s.cfg.MasqueradeAll,
-		Families: s.families, SyncPeriod: o.syncPeriod, FullSyncPeriod: o.fullSyncPeriod, HealthTimeout: o.healthTimeout,
+		MasqueradeBit: s.cfg.MasqueradeBit, ServiceCIDRs: s.cfg.ServiceCIDRs, LocalhostNodePorts: s.cfg.LocalhostNodePorts,
+		ConntrackTCPBeLiberal: s.cfg.ConntrackTCPBeLiberal,
+		Families:              s.families, SyncPeriod: o.syncPeriod, FullSyncPeriod: o.fullSyncPeriod, HealthTimeout: o.healthTimeout,
 	}, kernel, sync.NetlinkConntrack{}, metrics, health, nil, log)
 	p.SetVerbose(o.verbosity >= 2)
 	runner := sync.NewRunner(p.Sync, o.minSyncPeriod, o.syncPeriod, time.Second, nil)
@@ -99,7 +101,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	}
 	node := p.Node()
 	log.Info("watches synced", "nodeIPs", fmt.Sprint(node.IPs), "zone", node.Zone)
-	for _, w := range sync.NodeWarnings(p.Families()) {
+	for _, w := range sync.NodeWarnings(s.backend, s.cfg, p.Families()) {
 		log.Warn(w)
 	}
 	runner.Loop(ctx.Done())

@@ -50,6 +50,9 @@ type options struct {
 	ipFamily               string
 	nodePortAddresses      []string
 	masqueradeAll          bool
+	masqueradeBit          int32
+	serviceCIDRs           []string
+	localhostNodePorts     bool
 	minSyncPeriod          time.Duration
 	syncPeriod             time.Duration
 	fullSyncPeriod         time.Duration
@@ -79,6 +82,17 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.ipFamily, "ip-family", "", "program only this family: ipv4 or ipv6 (default: every family of the node's IPs)")
 	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "open nodePorts only on node IPs inside these CIDRs, per family: a family with no range here uses every node IP of it (default: every node IP)")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic to ClusterIPs")
+	fs.Int32Var(&o.masqueradeBit, "iptables-masquerade-bit", rules.DefaultMasqueradeBit, "the bit of the fwmark space that marks packets to masquerade, 0-31 (both backends; it must match kube-proxy's during a migration)")
+	fs.StringSliceVar(&o.serviceCIDRs, "service-cluster-ip-range", nil, "the ClusterIP ranges, at most one per family (comma-separated; alias --service-cidr): with nftables, new connections to an address in them that no service holds are dropped, as kube-proxy's nftables mode does")
+	fs.BoolVar(&o.localhostNodePorts, "iptables-localhost-nodeports", true, "iptables backend, IPv4: also open nodePorts on 127.0.0.0/8 (when --nodeport-addresses is empty or covers it), as kube-proxy does; needs net.ipv4.conf.all.route_localnet=1, which rulegen does not set")
+	// kube-apiserver's flag is --service-cluster-ip-range; --service-cidr
+	// is accepted as another spelling of it.
+	fs.SetNormalizeFunc(func(_ *flag.FlagSet, name string) flag.NormalizedName {
+		if name == "service-cidr" {
+			name = "service-cluster-ip-range"
+		}
+		return flag.NormalizedName(name)
+	})
 	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", 0, "daemon: least time between two syncs; changes arriving meanwhile are applied together (0: apply every change at once)")
 	fs.DurationVar(&o.syncPeriod, "sync-period", 30*time.Second, "daemon: interval of periodic syncs, which also check that the kernel still holds rulegen's rules and repair them")
 	fs.DurationVar(&o.fullSyncPeriod, "full-sync-period", time.Hour, "daemon: interval of full rewrites of the ruleset (other syncs send only what changed)")
@@ -183,7 +197,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if s.backend, err = sync.ParseBackend(o.backend); err != nil {
 		return usage("--backend: %v", err)
 	}
-	s.cfg = &rules.Config{Node: rules.Node{Name: o.nodeName}, MasqueradeAll: o.masqueradeAll}
+	s.cfg = &rules.Config{Node: rules.Node{Name: o.nodeName}, MasqueradeAll: o.masqueradeAll,
+		MasqueradeBit: &o.masqueradeBit, LocalhostNodePorts: &o.localhostNodePorts}
+	for _, v := range o.serviceCIDRs {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return usage("--service-cluster-ip-range: %q is not a CIDR", v)
+		}
+		s.cfg.ServiceCIDRs = append(s.cfg.ServiceCIDRs, p.Masked())
+	}
 	for _, v := range o.clusterCIDRs {
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
@@ -207,6 +229,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if err := s.cfg.Validate(); err != nil {
 		return usage("%v", err)
+	}
+	if o.apply || (!o.dryRun && sub == "") {
+		// Writing to this node: like kube-proxy (NewProxier), leave
+		// INVALID packets alone when conntrack is liberal. A dry run
+		// assumes the kernel's default (strict).
+		s.cfg.ConntrackTCPBeLiberal = sync.ConntrackTCPBeLiberal()
 	}
 	if o.ipFamily != "" {
 		f, err := rules.ParseFamily(o.ipFamily)

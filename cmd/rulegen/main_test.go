@@ -241,3 +241,52 @@ func TestApplyInvalidInputWritesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestKubeProxyNodeFlags: --iptables-masquerade-bit,
+// --service-cluster-ip-range (alias --service-cidr) and
+// --iptables-localhost-nodeports reach the rules, and bad values are usage
+// errors that name the setting.
+func TestKubeProxyNodeFlags(t *testing.T) {
+	martian := `-A RG-BLOCK-LOCALNET -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8`
+	tests := []struct {
+		name    string
+		args    []string
+		code    int
+		stderr  string
+		want    []string
+		notWant []string
+	}{
+		{name: "default mark", args: []string{"--backend", "iptables"}, want: []string{"-j MARK --or-mark 0x4000", martian}},
+		{name: "masquerade bit 3", args: []string{"--backend", "iptables", "--iptables-masquerade-bit", "3"}, want: []string{"-j MARK --or-mark 0x8", "--mark 0x8/0x8"}, notWant: []string{"0x4000"}},
+		{name: "masquerade bit 31, nftables", args: []string{"--iptables-masquerade-bit", "31"}, want: []string{"meta mark set meta mark | 0x80000000"}},
+		{name: "masquerade bit 32", args: []string{"--iptables-masquerade-bit", "32"}, code: exitUsage, stderr: "masquerade bit: 32 is out of range (0-31)"},
+		{name: "service CIDR", args: []string{"--service-cluster-ip-range", "10.96.0.0/16,fd00:96::/112"}, want: []string{"ct state new ip daddr 10.96.0.0/16 drop"}},
+		{name: "service CIDR by its alias", args: []string{"--service-cidr", "10.96.0.0/16"}, want: []string{"ct state new ip daddr 10.96.0.0/16 drop"}},
+		{name: "no service CIDR, no drop", args: nil, notWant: []string{" drop"}},
+		{name: "service CIDR not a CIDR", args: []string{"--service-cluster-ip-range", "10.96.0.0"}, code: exitUsage, stderr: `--service-cluster-ip-range: "10.96.0.0" is not a CIDR`},
+		{name: "two IPv4 service CIDRs", args: []string{"--service-cidr", "10.96.0.0/16,10.97.0.0/16"}, code: exitUsage, stderr: "service CIDR: more than one ipv4 range"},
+		{name: "localhost nodePorts off", args: []string{"--backend", "iptables", "--iptables-localhost-nodeports=false"}, notWant: []string{"127.0.0.0/8"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--dry-run", "-f", "-", "--node-name", "n1", "--node-ip", "192.168.1.10"}, tc.args...)
+			code, out, errs := runCLI(t, svcYAML("web", "10.96.0.9", "TCP"), args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tc.code, errs)
+			}
+			if !strings.Contains(errs, tc.stderr) {
+				t.Errorf("stderr lacks %q:\n%s", tc.stderr, errs)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+			for _, n := range tc.notWant {
+				if strings.Contains(out, n) {
+					t.Errorf("stdout holds %q:\n%s", n, out)
+				}
+			}
+		})
+	}
+}

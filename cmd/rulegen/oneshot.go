@@ -109,7 +109,7 @@ func render(apply, applyValid bool, s settings, st *rules.State, errs []error, w
 		fmt.Fprintf(stderr, "rulegen: %d problem(s) in the input: nothing written (the kernel's rules are unchanged; --apply-valid writes the valid objects' rules anyway)\n", len(errs))
 		return exitSkipped
 	}
-	for _, w := range sync.NodeWarnings(fams) {
+	for _, w := range sync.NodeWarnings(s.backend, s.cfg, fams) {
 		fmt.Fprintf(stderr, "rulegen: warning: %s\n", w)
 	}
 	kernel, err := sync.NewKernel(s.backend, s.iptMode)

@@ -6,37 +6,6 @@ import (
 	"slices"
 )
 
-// Config is the node-side input of rendering: who this node is and how its
-// network is laid out.
-type Config struct {
-	Node Node
-	// NodePortAddresses limits nodePorts to the node IPs inside these CIDRs
-	// (--nodeport-addresses). Empty means every node IP.
-	NodePortAddresses []netip.Prefix
-	// ClusterCIDRs are the pod ranges, at most one per family. Traffic to a
-	// ClusterIP from outside them is masqueraded; traffic from inside them
-	// to an external destination is treated as pod traffic.
-	ClusterCIDRs []netip.Prefix
-	// MasqueradeAll masquerades all traffic to ClusterIPs.
-	MasqueradeAll bool
-}
-
-// Validate checks the configuration.
-func (c *Config) Validate() error {
-	if c.Node.Name == "" {
-		return fmt.Errorf("node name is required (it decides which endpoints are local)")
-	}
-	seen := map[Family]bool{}
-	for _, p := range c.ClusterCIDRs {
-		f := FamilyOf(p.Addr())
-		if seen[f] {
-			return fmt.Errorf("cluster CIDR: more than one %s range (%s)", f, p)
-		}
-		seen[f] = true
-	}
-	return nil
-}
-
 // Verdict is what happens to a new connection to a service destination that
 // the NAT rules did not send to an endpoint.
 type Verdict int
@@ -72,6 +41,9 @@ type Plan struct {
 	// ClusterCIDR is the pod range of this family (invalid if not set).
 	ClusterCIDR   netip.Prefix
 	MasqueradeAll bool
+	// Settings are the node-wide settings the renderers spell out as they
+	// are (see Config.settings).
+	Settings
 	// Services holds every service port that has at least one destination
 	// in this family, sorted by name.
 	Services []*ServicePlan
@@ -268,7 +240,7 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	if key := fmt.Sprintf("%+v|%v|%v|%v", cfg.Node, cfg.NodePortAddresses, cfg.ClusterCIDRs, cfg.MasqueradeAll); key != pl.cfgKey {
 		pl.cfgKey, pl.cache = key, nil
 	}
-	p := &Plan{Family: fam, NodeName: cfg.Node.Name, MasqueradeAll: cfg.MasqueradeAll, Services: make([]*ServicePlan, 0, len(pl.cache))}
+	p := &Plan{Family: fam, NodeName: cfg.Node.Name, MasqueradeAll: cfg.MasqueradeAll, Settings: cfg.settings(fam), Services: make([]*ServicePlan, 0, len(pl.cache))}
 	for _, c := range cfg.ClusterCIDRs {
 		if FamilyOf(c.Addr()) == fam {
 			p.ClusterCIDR = c.Masked()

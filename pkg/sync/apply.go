@@ -179,9 +179,21 @@ func Cleanup(iptMode iptwriter.Mode) error {
 
 // NodeWarnings checks the node settings rulegen's rules depend on but does
 // not own, and returns one line per problem: forwarding must be on for
-// traffic to reach pods on other nodes or behind a bridge.
-func NodeWarnings(fams []rules.Family) []string {
+// traffic to reach pods on other nodes or behind a bridge, and
+// route_localnet for localhost nodePorts (iptables backend).
+func NodeWarnings(b Backend, cfg *rules.Config, fams []rules.Family) []string {
 	var out []string
+	if b == IPTables && slices.Contains(fams, rules.IPv4) && len(cfg.LocalhostNodePortRanges()) > 0 {
+		// kube-proxy's iptables mode sets it (NewProxier, "Setting
+		// route_localnet=1 to allow node-ports on localhost"); rulegen
+		// leaves every sysctl to the operator: it would open 127.0.0.0/8
+		// to routing on every interface of the host, a decision the
+		// RG-BLOCK-LOCALNET rule only mitigates.
+		v, err := os.ReadFile("/proc/sys/net/ipv4/conf/all/route_localnet")
+		if err == nil && strings.TrimSpace(string(v)) != "1" {
+			out = append(out, "net.ipv4.conf.all.route_localnet is 0: nodePorts on 127.0.0.1 are written but the kernel will not route them to endpoints (set it to 1 as kube-proxy does, or pass --iptables-localhost-nodeports=false)")
+		}
+	}
 	for _, f := range fams {
 		path, name := "/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"
 		if f == rules.IPv6 {
@@ -193,6 +205,15 @@ func NodeWarnings(fams []rules.Family) []string {
 		}
 	}
 	return out
+}
+
+// ConntrackTCPBeLiberal reports whether net.netfilter.
+// nf_conntrack_tcp_be_liberal is set in this network namespace (false if
+// it cannot be read): kube-proxy's iptables mode reads it the same way
+// (NewProxier) and then writes no DROP for INVALID packets.
+func ConntrackTCPBeLiberal() bool {
+	b, err := os.ReadFile("/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal")
+	return err == nil && strings.TrimSpace(string(b)) != "0"
 }
 
 // CleanupKubeProxy removes kube-proxy's leftovers from the caller's network

@@ -11,6 +11,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -30,6 +31,12 @@ type Options struct {
 	ClusterCIDRs      []netip.Prefix
 	NodePortAddresses []netip.Prefix
 	MasqueradeAll     bool
+	// MasqueradeBit, ServiceCIDRs, LocalhostNodePorts and
+	// ConntrackTCPBeLiberal are passed on to rules.Config (see there).
+	MasqueradeBit         *int32
+	ServiceCIDRs          []netip.Prefix
+	LocalhostNodePorts    *bool
+	ConntrackTCPBeLiberal bool
 	// Families to program; empty means the families of the node's IPs.
 	Families []rules.Family
 	// SyncPeriod is the interval of periodic syncs (which check that the
@@ -70,6 +77,9 @@ type Proxier struct {
 	// updates arrive or syncs fail.
 	triggers map[types.NamespacedName]time.Time
 	reported map[string]string // object -> last problem logged, to log each once; forgotten when the object is deleted
+	// serviceCIDRs are the valid spec.cidrs of each ServiceCIDR object,
+	// by object name.
+	serviceCIDRs map[string][]netip.Prefix
 
 	// Owned by Sync.
 	conflicts   map[string]bool // conflicts of the last sync, each logged when it appeared
@@ -91,7 +101,7 @@ func NewProxier(opts Options, kernel Kernel, ct Conntrack, m *Metrics, hc *Healt
 	return &Proxier{opts: opts, renderer: NewRenderer(opts.Backend), kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
 		request: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs},
 		sliceOwner: map[types.NamespacedName]rules.ServiceKey{}, triggers: map[types.NamespacedName]time.Time{},
-		reported: map[string]string{}, conflicts: map[string]bool{}, applied: map[rules.Family]*Desired{}}
+		reported: map[string]string{}, serviceCIDRs: map[string][]netip.Prefix{}, conflicts: map[string]bool{}, applied: map[rules.Family]*Desired{}}
 }
 
 // SetVerbose makes every sync log the full ruleset it applied (debug level).
@@ -221,6 +231,64 @@ func (p *Proxier) OnNode(n *v1.Node, deleted bool) {
 	p.request()
 }
 
+// OnServiceCIDR records a ServiceCIDR (networking.k8s.io/v1) added, updated
+// or (deleted=true) deleted. Like kube-proxy (OnServiceCIDRsChanged), the
+// ranges of every ServiceCIDR object, with those of
+// --service-cluster-ip-range, are where the nftables backend drops
+// connections to unallocated ClusterIPs. An invalid range is reported and
+// left out; the object's other ranges are kept.
+func (p *Proxier) OnServiceCIDR(o *networkingv1.ServiceCIDR, deleted bool) {
+	key := "ServiceCIDR " + o.Name
+	var cidrs []netip.Prefix
+	var errs []error
+	if !deleted {
+		for i, c := range o.Spec.CIDRs {
+			pr, err := netip.ParsePrefix(c)
+			if err != nil || pr.Addr().Zone() != "" {
+				errs = append(errs, fmt.Errorf("spec.cidrs[%d]: %q is not a CIDR", i, c))
+				continue
+			}
+			cidrs = append(cidrs, pr.Masked())
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.report(key, errors.Join(errs...)) // nil (deleted, or valid) forgets the object
+	old, had := p.serviceCIDRs[o.Name]
+	if deleted || len(cidrs) == 0 {
+		if !had {
+			return
+		}
+		delete(p.serviceCIDRs, o.Name)
+	} else {
+		if had && slices.Equal(old, cidrs) {
+			return
+		}
+		p.serviceCIDRs[o.Name] = cidrs
+	}
+	p.changed(p.clock.Now())
+	p.request()
+}
+
+// allServiceCIDRs returns the ranges of --service-cluster-ip-range and of
+// every ServiceCIDR object, sorted, each once (p.mu held).
+func (p *Proxier) allServiceCIDRs() []netip.Prefix {
+	if len(p.serviceCIDRs) == 0 {
+		return p.opts.ServiceCIDRs
+	}
+	out := slices.Clone(p.opts.ServiceCIDRs)
+	for _, cidrs := range p.serviceCIDRs {
+		out = append(out, cidrs...)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return slices.Compact(out)
+}
+
 // Node returns what the proxier knows of its node.
 func (p *Proxier) Node() rules.Node {
 	p.mu.Lock()
@@ -258,7 +326,8 @@ func (p *Proxier) families() []rules.Family {
 func (p *Proxier) Sync() error {
 	start := p.clock.Now()
 	p.mu.Lock()
-	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, MasqueradeAll: p.opts.MasqueradeAll}
+	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, MasqueradeAll: p.opts.MasqueradeAll,
+		MasqueradeBit: p.opts.MasqueradeBit, ServiceCIDRs: p.allServiceCIDRs(), LocalhostNodePorts: p.opts.LocalhostNodePorts, ConntrackTCPBeLiberal: p.opts.ConntrackTCPBeLiberal}
 	var desired []*Desired
 	for _, f := range p.families() {
 		desired = append(desired, p.renderer.Render(p.state, cfg, f))

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -34,6 +35,13 @@ const (
 // record the change; resync is off (the proxier resyncs the kernel itself).
 // Managed fields are dropped from cached objects (rulegen never reads them;
 // they are often the larger part of an object).
+//
+// ServiceCIDR objects are watched too, but not waited for, as kube-proxy
+// does (its ServiceCIDRConfig runs beside the sync gate): the drop of
+// unallocated ClusterIPs they bring follows in a later sync, and a cluster
+// that does not serve networking.k8s.io/v1 ServiceCIDRs (before 1.33), or
+// does not let rulegen list them, still gets its services (the informer
+// logs its list errors and retries).
 func Watch(ctx context.Context, client kubernetes.Interface, p *Proxier) error {
 	strip := informers.WithTransform(stripManagedFields)
 	svcs := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
@@ -58,7 +66,11 @@ func Watch(ctx context.Context, client kubernetes.Interface, p *Proxier) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range []informers.SharedInformerFactory{svcs, slicesF, nodes} {
+	cidrsF := informers.NewSharedInformerFactoryWithOptions(client, 0, strip)
+	if _, err := cidrsF.Networking().V1().ServiceCIDRs().Informer().AddEventHandler(handler(func(o *networkingv1.ServiceCIDR, del bool) { p.OnServiceCIDR(o, del) })); err != nil {
+		return err
+	}
+	for _, f := range []informers.SharedInformerFactory{svcs, slicesF, nodes, cidrsF} {
 		f.Start(ctx.Done())
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), sr.HasSynced, er.HasSynced, nr.HasSynced) {

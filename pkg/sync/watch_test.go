@@ -8,6 +8,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -60,5 +61,31 @@ func TestWatchReturnsAfterEveryObjectReachedTheProxier(t *testing.T) {
 	p.mu.Unlock()
 	if ports != n || eps != n {
 		t.Errorf("when Watch returned the proxier had %d of %d service ports and %d of %d endpoints", ports, n, eps, n)
+	}
+}
+
+// TestWatchServiceCIDRs: ServiceCIDR objects reach the proxier (not waited
+// for by Watch, as in kube-proxy: polled here, bounded).
+func TestWatchServiceCIDRs(t *testing.T) {
+	client := fake.NewClientset(&networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"},
+		Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.96.0.0/16", "fd00:96::/112"}}})
+	p := NewProxier(Options{NodeName: "node-a"}, nil, nil, NewMetrics(), NewHealthChecks(), nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := Watch(ctx, client, p); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for range 100 {
+		p.mu.Lock()
+		got = fmt.Sprint(p.allServiceCIDRs())
+		p.mu.Unlock()
+		if got != "[]" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if want := "[10.96.0.0/16 fd00:96::/112]"; got != want {
+		t.Errorf("service CIDRs %s, want %s", got, want)
 	}
 }

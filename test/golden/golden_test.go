@@ -39,6 +39,12 @@ type config struct {
 	// the node's connection to an LB IP from that LB IP (a node holding
 	// the LB IP as a local address).
 	TraceFromInside bool `json:"traceFromInside"`
+	// The settings below are nil or empty by default: kube-proxy's
+	// defaults (see rules.Config).
+	MasqueradeBit         *int32   `json:"masqueradeBit"`
+	ServiceCIDRs          []string `json:"serviceCIDRs"`
+	LocalhostNodePorts    *bool    `json:"localhostNodePorts"`
+	ConntrackTCPBeLiberal bool     `json:"conntrackTCPBeLiberal"`
 }
 
 type scenario struct {
@@ -71,7 +77,14 @@ func scenarios(t *testing.T) []scenario {
 				t.Fatalf("%s/config.yaml: %v", dir, err)
 			}
 		}
-		cfg := &rules.Config{Node: rules.Node{Name: c.NodeName}, MasqueradeAll: c.MasqueradeAll}
+		cfg := &rules.Config{Node: rules.Node{Name: c.NodeName}, MasqueradeAll: c.MasqueradeAll,
+			MasqueradeBit: c.MasqueradeBit, LocalhostNodePorts: c.LocalhostNodePorts, ConntrackTCPBeLiberal: c.ConntrackTCPBeLiberal}
+		for _, s := range c.ServiceCIDRs {
+			cfg.ServiceCIDRs = append(cfg.ServiceCIDRs, netip.MustParsePrefix(s))
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%s/config.yaml: %v", dir, err)
+		}
 		for _, s := range c.NodeIPs {
 			cfg.Node.IPs = append(cfg.Node.IPs, netip.MustParseAddr(s))
 		}

@@ -79,6 +79,14 @@ func TestTraceAndExplainGolden(t *testing.T) {
 					traces.WriteString("# other destinations\n")
 					run(pod, s.ClusterIP, 9, rules.TCP, trace.FromPod)
 				}
+				// An address of each service CIDR that no service holds.
+				for _, cidr := range d.Plan.ServiceCIDRs {
+					if ip := unallocated(cidr, d.Plan); ip.IsValid() {
+						traces.WriteString("# unallocated address of the service CIDR " + cidr.String() + "\n")
+						run(pod, ip, 80, rules.TCP, trace.FromPod)
+						run(nodeSrc, ip, 80, rules.TCP, trace.FromNode)
+					}
+				}
 			}
 			for name, text := range map[string]string{"trace.txt": traces.String(), "explain.txt": explains.String()} {
 				path := filepath.Join(sc.dir, name)
@@ -98,4 +106,19 @@ func TestTraceAndExplainGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// unallocated returns the first address of cidr after its network address
+// that is no ClusterIP of the plan (invalid if there is none).
+func unallocated(cidr netip.Prefix, p *rules.Plan) netip.Addr {
+	held := map[netip.Addr]bool{}
+	for _, s := range p.Services {
+		held[s.ClusterIP] = true
+	}
+	for ip := cidr.Addr().Next(); cidr.Contains(ip); ip = ip.Next() {
+		if !held[ip] {
+			return ip
+		}
+	}
+	return netip.Addr{}
 }

@@ -18,6 +18,12 @@ type Jump struct {
 func Jumps() []Jump {
 	portals := []string{"-m", "comment", "--comment", "rulegen service portals", "-j", ChainServices}
 	filter := []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "rulegen service filter", "-j", ChainFilter}
+	localnet := []string{"-m", "comment", "--comment", "rulegen block incoming localnet connections", "-j", ChainBlockLocalnet}
+	// Each jump is inserted first in its chain, so in a chain the last one
+	// listed comes first, in kube-proxy's order (syncProxyRules prepends
+	// its jumps the same way): in INPUT the localnet drop, then the
+	// health-check accept, then the service filter; in FORWARD the
+	// forwarding accept, then the service filter.
 	return []Jump{
 		{"nat", "PREROUTING", portals},
 		{"nat", "OUTPUT", portals},
@@ -25,6 +31,10 @@ func Jumps() []Jump {
 		{"filter", "INPUT", filter},
 		{"filter", "FORWARD", filter},
 		{"filter", "OUTPUT", filter},
+		{"filter", "INPUT", []string{"-m", "comment", "--comment", "rulegen health check node ports", "-j", ChainHealthChecks}},
+		{"filter", "FORWARD", []string{"-m", "comment", "--comment", "rulegen forwarding rules", "-j", ChainForward}},
+		{"filter", "INPUT", localnet},
+		{"filter", "OUTPUT", localnet},
 	}
 }
 

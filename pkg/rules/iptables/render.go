@@ -31,6 +31,20 @@ const (
 	ChainFilter = "RG-FILTER"
 	// ChainNodePortFilter (filter) does the same for nodePorts.
 	ChainNodePortFilter = "RG-NODEPORTS-FILTER"
+	// ChainHealthChecks (filter, from INPUT) accepts connections to the
+	// services' healthCheckNodePorts, so that a restrictive INPUT policy
+	// does not fail the load balancers' health checks (kube-proxy's
+	// KUBE-NODEPORTS in its filter table).
+	ChainHealthChecks = "RG-HEALTH-CHECKS"
+	// ChainForward (filter, from FORWARD) accepts forwarded service
+	// traffic (marked for masquerading, or of an established connection)
+	// and drops conntrack INVALID packets (kube-proxy's KUBE-FORWARD).
+	ChainForward = "RG-FORWARD"
+	// ChainBlockLocalnet (filter, from INPUT and OUTPUT) drops packets to
+	// 127.0.0.0/8 from other sources when localhost nodePorts are open
+	// (the KUBE-FIREWALL rule kubelet and kube-proxy both write); empty
+	// otherwise.
+	ChainBlockLocalnet = "RG-BLOCK-LOCALNET"
 )
 
 // Per-service chain prefixes: RG-SVC (cluster policy), RG-SVL (local
@@ -45,9 +59,8 @@ const (
 	prefixEndpoint = "RG-SEP-"
 )
 
-// MasqueradeMark is the mark bit meaning "masquerade on the way out"; it is
-// kube-proxy's, so both proxies agree during a migration.
-const MasqueradeMark = "0x4000"
+// markString spells a mark as the rules write it ("0x4000").
+func markString(mark uint32) string { return "0x" + strconv.FormatUint(uint64(mark), 16) }
 
 // MaxChainName is the longest chain name iptables accepts.
 const MaxChainName = 28
@@ -215,13 +228,29 @@ func Render(p *rules.Plan) *Ruleset {
 	for _, c := range []string{ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq, ChainHairpin} {
 		nat.chain(c)
 	}
-	filter.chain(ChainFilter)
-	filter.chain(ChainNodePortFilter)
-	nat.add(ChainMarkMasq, new(line).w("-j MARK --or-mark", MasqueradeMark))
+	for _, c := range []string{ChainFilter, ChainNodePortFilter, ChainHealthChecks, ChainForward, ChainBlockLocalnet} {
+		filter.chain(c)
+	}
+	// The mark is --iptables-masquerade-bit's, as kube-proxy's
+	// (NewProxier: 1 << MasqueradeBit), so that both proxies agree on what
+	// a marked packet means during a migration.
+	mark := markString(p.Mark())
+	nat.add(ChainMarkMasq, new(line).w("-j MARK --or-mark", mark))
 	nat.add(ChainPostrouting, new(line).w("-m conntrack --ctstate DNAT -j", ChainHairpin))
-	nat.add(ChainPostrouting, new(line).w("-m mark ! --mark", MasqueradeMark+"/"+MasqueradeMark, "-j RETURN"))
-	nat.add(ChainPostrouting, new(line).w("-j MARK --xor-mark", MasqueradeMark))
+	nat.add(ChainPostrouting, new(line).w("-m mark ! --mark", mark+"/"+mark, "-j RETURN"))
+	nat.add(ChainPostrouting, new(line).w("-j MARK --xor-mark", mark))
 	nat.add(ChainPostrouting, new(line).w("-j MASQUERADE --random-fully"))
+	forwardRules(filter, p, mark)
+	localhost := localhostNodePorts(p)
+	if len(localhost) > 0 {
+		// kube-proxy (syncProxyRules, "block incoming localnet
+		// connections"): route_localnet lets packets to 127.0.0.0/8 be
+		// routed, so one from another host could reach a localhost
+		// nodePort or a service bound to loopback; drop what is not a
+		// reply or DNATed.
+		filter.add(ChainBlockLocalnet, new(line).comment("block incoming localnet connections").w("-d", rules.IPv4Loopback.String(), "! -s", rules.IPv4Loopback.String(), "-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"))
+	}
+	healthChecks := map[int32]bool{}
 
 	mask := "255.255.255.255"
 	if p.Family == rules.IPv6 {
@@ -304,6 +333,14 @@ func Render(p *rules.Plan) *Ruleset {
 		}
 		if s.HasNodePort {
 			filterRule(ChainNodePortFilter, desc, netip.Addr{}, proto, s.NodePort, s.ExternalVerdict())
+		}
+		// kube-proxy (syncProxyRules, "Capture healthCheckNodePorts")
+		// accepts the health check port whether or not the node has local
+		// endpoints; one rule per port here (kube-proxy writes one per
+		// service port, the same rule again for each).
+		if hc := s.HealthCheckNodePort; hc > 0 && hc <= 65535 && !healthChecks[hc] {
+			healthChecks[hc] = true
+			filter.add(ChainHealthChecks, new(line).comment(name.ServiceKey.String(), " health check node port").w("-p tcp -m tcp --dport", strconv.Itoa(int(hc)), "-j ACCEPT"))
 		}
 
 		used := s.UsedEndpoints()
@@ -402,9 +439,49 @@ func Render(p *rules.Plan) *Ruleset {
 			filter.add(ChainFilter, new(line).comment("rulegen service nodeports").addr("-d", ip).w("-j", ChainNodePortFilter))
 		}
 	}
+	for _, pr := range localhost {
+		if len(nat.byName[ChainNodePorts].Rules) > 0 {
+			nat.add(ChainServices, new(line).comment("rulegen service nodeports on localhost").w("-d", pr.String(), "-j", ChainNodePorts))
+		}
+		if len(filter.byName[ChainNodePortFilter].Rules) > 0 {
+			filter.add(ChainFilter, new(line).comment("rulegen service nodeports on localhost").w("-d", pr.String(), "-j", ChainNodePortFilter))
+		}
+	}
 	// Per-service chains stay grouped by service, in service order.
 	natTable := &Table{Name: "nat", Chains: append(nat.chains, per.chains...)}
 	return &Ruleset{Family: p.Family, Tables: []*Table{natTable, {Name: "filter", Chains: filter.chains}}, Jumps: Jumps()}
+}
+
+// localhostNodePorts returns the loopback ranges of the plan on which
+// nodePorts open: IPv4 only, as in kube-proxy (localhost nodePorts never
+// work for IPv6: the kernel has no route_localnet for it).
+func localhostNodePorts(p *rules.Plan) []netip.Prefix {
+	if p.Family != rules.IPv4 {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, pr := range p.LocalhostNodePorts {
+		if pr.IsValid() && pr.Addr().Is4() && rules.IPv4Loopback.Overlaps(pr) {
+			out = append(out, pr.Masked())
+		}
+	}
+	return out
+}
+
+// forwardRules fills RG-FORWARD as kube-proxy fills KUBE-FORWARD
+// (syncProxyRules): drop conntrack INVALID packets, which would otherwise
+// reach a pod un-NATed and be answered with a reset (unless
+// nf_conntrack_tcp_be_liberal makes conntrack lenient, see
+// rules.Config.ConntrackTCPBeLiberal); accept packets marked for
+// masquerading (a new connection to a service, DNATed) and packets of
+// established connections, so that a FORWARD policy of DROP does not
+// break services.
+func forwardRules(filter *builder, p *rules.Plan, mark string) {
+	if !p.KeepInvalid {
+		filter.add(ChainForward, new(line).w("-m conntrack --ctstate INVALID -j DROP"))
+	}
+	filter.add(ChainForward, new(line).comment("rulegen forwarding rules").w("-m mark --mark", mark+"/"+mark, "-j ACCEPT"))
+	filter.add(ChainForward, new(line).comment("rulegen forwarding conntrack rule").w("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"))
 }
 
 // Restore returns `iptables-restore --noflush` input that replaces the

@@ -12,7 +12,7 @@ import (
 // ruleLine is the only shape of rule line Restore may print: a rule of an
 // RG- chain whose comment, if any, is quoted printable ASCII without quotes
 // or backslashes, at most MaxComment bytes.
-var ruleLine = regexp.MustCompile(`^-A RG-[A-Z0-9-]+ (-m comment --comment "[ !#-\[\]-~]{0,255}" )?[-!A-Za-z0-9./:\[\] ]+$`)
+var ruleLine = regexp.MustCompile(`^-A RG-[A-Z0-9-]+ (-m comment --comment "[ !#-\[\]-~]{0,255}" )?[-!A-Za-z0-9./:,\[\] ]+$`)
 
 // jumpLines are the fixed lines of the jumps from the built-in chains and
 // the comment above them: nothing of the model reaches them.

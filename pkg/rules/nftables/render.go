@@ -192,13 +192,18 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	r.Sets = append(r.Sets, affinity...)
 
 	newConn := func(chain string) Rule { return Rule{CtStateNew{}, Verdict{Kind: Jump, Chain: chain}} }
+	// The mark meaning "masquerade" is --iptables-masquerade-bit's, like
+	// kube-proxy's (NewProxier: 1 << MasqueradeBit), so that both proxies
+	// agree on what a marked packet means during a migration.
+	mark := p.Mark()
+	unallocated := dropUnallocated(p)
 	r.Chains = []*Chain{
 		{Name: ChainNatPrerouting, Hook: &Hook{"nat", "prerouting", PriorityDstNAT}, Rules: []Rule{{Verdict{Kind: Jump, Chain: ChainServices}}}},
 		{Name: ChainNatOutput, Hook: &Hook{"nat", "output", PriorityDstNAT}, Rules: []Rule{{Verdict{Kind: Jump, Chain: ChainServices}}}},
 		{Name: ChainNatPostrouting, Hook: &Hook{"nat", "postrouting", PrioritySrcNAT}, Rules: []Rule{{Verdict{Kind: Jump, Chain: ChainMasquerading}}}},
 		{Name: ChainFilterInput, Hook: &Hook{"filter", "input", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
-		{Name: ChainFilterForward, Hook: &Hook{"filter", "forward", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
-		{Name: ChainFilterOutput, Hook: &Hook{"filter", "output", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
+		{Name: ChainFilterForward, Hook: &Hook{"filter", "forward", PriorityFilter}, Rules: append([]Rule{newConn(ChainServiceFilter)}, unallocated...)},
+		{Name: ChainFilterOutput, Hook: &Hook{"filter", "output", PriorityFilter}, Rules: append([]Rule{newConn(ChainServiceFilter)}, unallocated...)},
 		{Name: ChainServices, Rules: append(masqueradeClusterIPs(p),
 			Rule{VmapLookup{Key: KeyAddrProtoPort, Map: MapServiceIPs}},
 			Rule{AddrInSet{Set: SetNodePortIPs}, VmapLookup{Key: KeyProtoPort, Map: MapServiceNodePort}},
@@ -209,11 +214,11 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 			{AddrInSet{Set: SetClusterIPs}, Reject{}},
 		}},
 		{Name: ChainReject, Rules: []Rule{{Reject{}}}},
-		{Name: ChainMarkMasq, Rules: []Rule{{MarkOr{Mark: MasqueradeMark}}}},
+		{Name: ChainMarkMasq, Rules: []Rule{{MarkOr{Mark: mark}}}},
 		{Name: ChainMasquerading, Rules: []Rule{
 			{CtDNAT{}, AddrPairInSet{Set: SetHairpin}, Verdict{Kind: Jump, Chain: ChainMarkMasq}},
-			{MarkUnset{Mark: MasqueradeMark}, Verdict{Kind: Return}},
-			{MarkXor{Mark: MasqueradeMark}},
+			{MarkUnset{Mark: mark}, Verdict{Kind: Return}},
+			{MarkXor{Mark: mark}},
 			{Masquerade{}},
 		}},
 	}
@@ -221,6 +226,28 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	// and a reader finds all of a service's chains together.
 	r.Chains = append(r.Chains, svcChains...)
 	return r
+}
+
+// dropUnallocated returns the rules that drop new connections to an
+// address of the service CIDRs that no service holds, as kube-proxy's
+// nftables mode does (setupNFTables: "Drop traffic to unallocated
+// ClusterIPs", in the cluster-ips-check chain that filter-forward and
+// filter-output jump to for new connections). They follow the jump to
+// service-filter, which has already rejected what is addressed to a held
+// ClusterIP on a port it does not serve (kube-proxy's rule before the
+// drop) and decided what is addressed to a held one with no endpoints; a
+// connection DNATed to an endpoint no longer has a service address. Like
+// kube-proxy, nothing is dropped on the input hook: an address in the
+// service CIDR is not the node's. One rule per range (kube-proxy writes
+// one anonymous set; the ranges are one or two).
+func dropUnallocated(p *rules.Plan) []Rule {
+	var out []Rule
+	for _, c := range p.ServiceCIDRs {
+		if c.IsValid() && rules.FamilyOf(c.Addr()) == p.Family && c.Addr().Zone() == "" {
+			out = append(out, Rule{CtStateNew{}, AddrMatch{Prefix: c.Masked()}, Verdict{Kind: Drop}})
+		}
+	}
+	return out
 }
 
 // masqueradeClusterIPs marks for masquerading every new connection to a

@@ -14,11 +14,6 @@ import (
 // table and nothing else.
 const TableName = "rulegen"
 
-// MasqueradeMark is the packet mark bit meaning "masquerade on the way out".
-// It is the bit kube-proxy uses, so that during a migration both proxies
-// agree on what a marked packet means.
-const MasqueradeMark = 0x4000
-
 // Ruleset is rulegen's whole table for one family, as typed objects. The
 // text renderer (Script) and the netlink writer both consume it, so the two
 // cannot drift apart.

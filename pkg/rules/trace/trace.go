@@ -7,9 +7,11 @@
 // dropped.
 //
 // The iptables backend writes the same decisions (both backends render one
-// rules.Plan); the one difference is noted in the result: a new connection
+// rules.Plan); the differences are noted in the result: a new connection
 // to a ClusterIP on a port the service does not have is rejected by
-// nftables but routed normally by iptables.
+// nftables but routed normally by iptables, and one to an unallocated
+// address of the service CIDRs is dropped by nftables but routed normally
+// by iptables (as in kube-proxy's two modes).
 package trace
 
 import (
@@ -156,8 +158,11 @@ func Trace(r *rn.Ruleset, nodeIPs []netip.Addr, pkt Packet) *Result {
 		return a.Endpoint.Compare(b.Endpoint)
 	})
 	for _, o := range res.Outcomes {
-		if o.Verdict == Reject && strings.Contains(o.Why, "unknown port") {
+		switch {
+		case o.Verdict == Reject && strings.Contains(o.Why, "unknown port"):
 			res.Note = "with --backend iptables this packet is not rejected but routed normally (iptables has no per-packet ClusterIP set)"
+		case o.Verdict == Drop && strings.Contains(o.Why, unallocatedWhy):
+			res.Note = "with --backend iptables this packet is not dropped but routed normally (kube-proxy's iptables mode does not drop unallocated ClusterIPs either)"
 		}
 	}
 	return res
@@ -400,6 +405,12 @@ func (t *tracer) rule(p *path, c *rn.Chain, r rn.Rule) []branch {
 				if s.Chain == rn.ChainMarkMasq && q.masqWhy == "" {
 					q.masqWhy = masqReason(c, r)
 				}
+				if s.Kind == rn.Drop && c.Hook != nil {
+					// The only drop in a base chain: an address of a
+					// service CIDR that no service holds.
+					q.verdict, q.why = Drop, unallocatedReason(r, q.dst.Addr())
+					return append(branchesOf(missed), branch{p: q, stop: true})
+				}
 				return append(branchesOf(missed), t.verdictBranch(q, s)...)
 			}
 		}
@@ -455,6 +466,22 @@ func (t *tracer) dropWhy(p *path) string {
 		return "dropped"
 	}
 	return "no usable endpoint for this source (only remote endpoints under a Local traffic policy, or a source outside loadBalancerSourceRanges): dropped"
+}
+
+// unallocatedWhy is the start of the reason for the drop of a packet to an
+// unallocated ClusterIP.
+const unallocatedWhy = "unallocated ClusterIP"
+
+// unallocatedReason explains the drop of a packet to dst by rule r, which
+// matches a service CIDR.
+func unallocatedReason(r rn.Rule, dst netip.Addr) string {
+	cidr := ""
+	for _, s := range r {
+		if m, ok := s.(rn.AddrMatch); ok && !m.Src {
+			cidr = " " + m.Prefix.String()
+		}
+	}
+	return fmt.Sprintf("%s: %s is in the service CIDR%s but no service holds it: dropped", unallocatedWhy, dst, cidr)
 }
 
 // masqReason says why a rule marked the packet for masquerading.

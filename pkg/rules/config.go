@@ -1,0 +1,155 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Config is the node-side input of rendering: who this node is and how its
+// network is laid out. The zero value of every optional field is
+// kube-proxy's default.
+type Config struct {
+	Node Node
+	// NodePortAddresses limits nodePorts to the node IPs inside these CIDRs
+	// (--nodeport-addresses). Empty means every node IP.
+	NodePortAddresses []netip.Prefix
+	// ClusterCIDRs are the pod ranges, at most one per family. Traffic to a
+	// ClusterIP from outside them is masqueraded; traffic from inside them
+	// to an external destination is treated as pod traffic.
+	ClusterCIDRs []netip.Prefix
+	// MasqueradeAll masquerades all traffic to ClusterIPs.
+	MasqueradeAll bool
+	// MasqueradeBit is the bit of the packet mark that means "masquerade
+	// on the way out" (kube-proxy's --iptables-masquerade-bit, 0-31); nil
+	// means kube-proxy's default, DefaultMasqueradeBit. Both proxies on a
+	// node must agree on it during a migration.
+	MasqueradeBit *int32
+	// ServiceCIDRs are the ranges ClusterIPs are allocated from
+	// (--service-cluster-ip-range, or the cluster's ServiceCIDR objects).
+	// The nftables backend drops new connections to an address in them
+	// that no service holds, as kube-proxy's nftables mode does; empty
+	// means no such drop.
+	ServiceCIDRs []netip.Prefix
+	// LocalhostNodePorts opens nodePorts on 127.0.0.0/8 with the iptables
+	// backend, IPv4 only (kube-proxy's --iptables-localhost-nodeports); nil
+	// means kube-proxy's default, true. It takes effect only when
+	// NodePortAddresses is empty or covers 127.0.0.0, as in kube-proxy.
+	LocalhostNodePorts *bool
+	// ConntrackTCPBeLiberal is the node's net.netfilter.
+	// nf_conntrack_tcp_be_liberal: when set, conntrack marks only
+	// out-of-window RSTs INVALID, and the iptables backend, like
+	// kube-proxy, does not drop INVALID packets in its forward chain.
+	ConntrackTCPBeLiberal bool
+}
+
+// DefaultMasqueradeBit is kube-proxy's default --iptables-masquerade-bit:
+// the mark 0x4000.
+const DefaultMasqueradeBit = 14
+
+// IPv4Loopback is the IPv4 loopback range, on which the iptables backend
+// opens localhost nodePorts.
+var IPv4Loopback = netip.MustParsePrefix("127.0.0.0/8")
+
+// Validate checks the configuration. Each error names the setting.
+func (c *Config) Validate() error {
+	if c.Node.Name == "" {
+		return fmt.Errorf("node name is required (it decides which endpoints are local)")
+	}
+	if err := onePerFamily("cluster CIDR", c.ClusterCIDRs); err != nil {
+		return err
+	}
+	if err := onePerFamily("service CIDR", c.ServiceCIDRs); err != nil {
+		return err
+	}
+	if b := c.MasqueradeBit; b != nil && (*b < 0 || *b > 31) {
+		return fmt.Errorf("masquerade bit: %d is out of range (0-31)", *b)
+	}
+	return nil
+}
+
+func onePerFamily(what string, prefixes []netip.Prefix) error {
+	seen := map[Family]bool{}
+	for _, p := range prefixes {
+		f := FamilyOf(p.Addr())
+		if seen[f] {
+			return fmt.Errorf("%s: more than one %s range (%s)", what, f, p)
+		}
+		seen[f] = true
+	}
+	return nil
+}
+
+// Settings are the node-wide settings of one family that the renderers
+// spell out as they are: no policy decision depends on them.
+type Settings struct {
+	// MasqueradeMark is the mark bit meaning "masquerade" (0 in a Plan
+	// built by hand means DefaultMasqueradeBit: see Mark).
+	MasqueradeMark uint32
+	// ServiceCIDRs are the service ranges of this family (see
+	// Config.ServiceCIDRs).
+	ServiceCIDRs []netip.Prefix
+	// LocalhostNodePorts are the loopback ranges on which the iptables
+	// backend opens nodePorts (see Config.LocalhostNodePorts): empty, or
+	// IPv4Loopback, or the parts of it --nodeport-addresses names.
+	LocalhostNodePorts []netip.Prefix
+	// KeepInvalid leaves conntrack INVALID packets alone in the iptables
+	// forward chain (Config.ConntrackTCPBeLiberal).
+	KeepInvalid bool
+}
+
+// Mark returns the masquerade mark: MasqueradeMark, or 1<<DefaultMasqueradeBit
+// when it is 0 (a mark of one bit is never 0).
+func (s Settings) Mark() uint32 {
+	if s.MasqueradeMark == 0 {
+		return 1 << DefaultMasqueradeBit
+	}
+	return s.MasqueradeMark
+}
+
+// settings returns the Settings of family fam.
+func (c *Config) settings(fam Family) Settings {
+	s := Settings{MasqueradeMark: 1 << DefaultMasqueradeBit, KeepInvalid: c.ConntrackTCPBeLiberal}
+	if c.MasqueradeBit != nil {
+		s.MasqueradeMark = 1 << uint(*c.MasqueradeBit&31)
+	}
+	for _, p := range c.ServiceCIDRs {
+		if FamilyOf(p.Addr()) == fam {
+			s.ServiceCIDRs = append(s.ServiceCIDRs, p.Masked())
+		}
+	}
+	if fam == IPv4 {
+		s.LocalhostNodePorts = c.LocalhostNodePortRanges()
+	}
+	return s
+}
+
+// LocalhostNodePortRanges returns where localhost nodePorts open with the
+// iptables backend (IPv4 only), nil when they do not. kube-proxy
+// iptables (NewProxier, NodePortAddresses.ContainsIPv4Loopback) enables
+// them when --nodeport-addresses is empty or holds a CIDR that is loopback
+// or contains 127.0.0.0; with no list, or a list that matches every
+// address, it matches all of 127.0.0.0/8 ("--dst-type LOCAL"). With a
+// narrower list, kube-proxy opens the loopback addresses the node's
+// interfaces hold in it; rulegen knows no interfaces, and every address of
+// 127.0.0.0/8 is local on Linux, so it opens the part of 127.0.0.0/8 the
+// list covers.
+func (c *Config) LocalhostNodePortRanges() []netip.Prefix {
+	if c.LocalhostNodePorts != nil && !*c.LocalhostNodePorts {
+		return nil
+	}
+	if len(c.NodePortAddresses) == 0 {
+		return []netip.Prefix{IPv4Loopback}
+	}
+	var out []netip.Prefix
+	for _, p := range c.NodePortAddresses {
+		p = p.Masked()
+		switch {
+		case !p.Addr().Is4():
+		case p.Bits() <= IPv4Loopback.Bits() && p.Contains(IPv4Loopback.Addr()):
+			return []netip.Prefix{IPv4Loopback}
+		case p.Addr().IsLoopback():
+			out = append(out, p)
+		}
+	}
+	return out
+}
