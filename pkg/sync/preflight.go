@@ -29,6 +29,7 @@ var Permissions = []Permission{
 	{"list", "", "services"}, {"watch", "", "services"},
 	{"list", "discovery.k8s.io", "endpointslices"}, {"watch", "discovery.k8s.io", "endpointslices"},
 	{"list", "", "nodes"}, {"watch", "", "nodes"},
+	{"list", "networking.k8s.io", "servicecidrs"}, {"watch", "networking.k8s.io", "servicecidrs"},
 }
 
 // CheckPermissions asks the API server (SelfSubjectAccessReview, which every

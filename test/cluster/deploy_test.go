@@ -97,8 +97,8 @@ func TestDeploy(t *testing.T) {
 				perms = append(perms, perm{i, j})
 			}
 		}
-		if len(perms) != 6 {
-			t.Fatalf("the role grants %d permissions; this test expects list+watch on services, endpointslices, nodes", len(perms))
+		if len(perms) != 8 {
+			t.Fatalf("the role grants %d permissions; this test expects list+watch on services, endpointslices, nodes, servicecidrs", len(perms))
 		}
 		for _, p := range perms {
 			r := orig.Rules[p.rule]
