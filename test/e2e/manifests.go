@@ -41,6 +41,9 @@ type Svc struct {
 	ITPLocal    bool
 	Affinity    bool
 	Family      string // IPv4 (default) or IPv6
+	// Unnamed: the service's one port has no name, and the slice's port a
+	// nil name (which kube-proxy ignores: the service has no endpoints).
+	Unnamed bool
 	// Slices: each inner list is one slice; a slice's port is its first
 	// endpoint's port (so that a named targetPort can differ per slice).
 	Slices [][]Ep
@@ -52,7 +55,11 @@ func (s Svc) YAML() string {
 	typ, proto := cmp.Or(s.Type, "ClusterIP"), cmp.Or(s.Protocol, "TCP")
 	pname, fam := cmp.Or(s.PortName, "p"), cmp.Or(s.Family, "IPv4")
 	fmt.Fprintf(&b, "apiVersion: v1\nkind: Service\nmetadata: {name: %s, namespace: e2e}\nspec:\n  type: %s\n  clusterIP: %q\n  clusterIPs: [%q]\n", s.Name, typ, s.ClusterIP, s.ClusterIP)
-	fmt.Fprintf(&b, "  ports:\n  - name: %s\n    protocol: %s\n    port: %d\n", pname, proto, s.Port)
+	if s.Unnamed {
+		fmt.Fprintf(&b, "  ports:\n  - protocol: %s\n    port: %d\n", proto, s.Port)
+	} else {
+		fmt.Fprintf(&b, "  ports:\n  - name: %s\n    protocol: %s\n    port: %d\n", pname, proto, s.Port)
+	}
 	if s.TargetPort != "" {
 		fmt.Fprintf(&b, "    targetPort: %s\n", s.TargetPort)
 	}
@@ -83,7 +90,11 @@ func (s Svc) YAML() string {
 			port = eps[0].Port
 		}
 		fmt.Fprintf(&b, "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: %s-%d\n  namespace: e2e\n  labels: {kubernetes.io/service-name: %s}\naddressType: %s\n", s.Name, i, s.Name, fam)
-		fmt.Fprintf(&b, "ports: [{name: %s, protocol: %s, port: %d}]\n", pname, proto, port)
+		if s.Unnamed {
+			fmt.Fprintf(&b, "ports: [{protocol: %s, port: %d}]\n", proto, port)
+		} else {
+			fmt.Fprintf(&b, "ports: [{name: %s, protocol: %s, port: %d}]\n", pname, proto, port)
+		}
 		if len(eps) == 0 {
 			b.WriteString("endpoints: []\n")
 		} else {

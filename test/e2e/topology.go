@@ -88,6 +88,7 @@ func NewTopology(t testing.TB, server string) *Topology {
 		{"net.ipv6.icmp.ratelimit", "0"},
 		{"net.bridge.bridge-nf-call-iptables", "1"},
 		{"net.bridge.bridge-nf-call-ip6tables", "1"},
+		{"net.ipv4.conf.all.route_localnet", "1"}, // localhost nodePorts (iptables)
 	} {
 		n.Sysctl(kv[0], kv[1])
 	}
