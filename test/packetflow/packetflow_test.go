@@ -340,6 +340,9 @@ func TestPacketFlow(t *testing.T) {
 						// Both backends render the same plan; trace reads its nftables form.
 						d = sync.Render(st, sc.rcfg, sync.NFTables, fam)
 						rendered[fam] = d
+						for _, c := range d.Plan.Conflicts {
+							t.Logf("%s: rulegen reports a conflict (upstream has no such notion): %v", fam, c)
+						}
 					}
 					pkt := trace.Packet{Src: p.src, Dst: p.dst, Proto: p.proto, From: origin(sc.rcfg, p.src)}
 					res := traceAs(d, sc.rcfg, b, pkt)
