@@ -41,7 +41,7 @@ $(KUBE_BINS) &:
 
 test: deps kube-bins ## run every test: unit, golden, kernel, cluster and a small side-by-side scale run (as root) — what CI runs
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 ./cmd/... ./pkg/... ./test/golden/... ./test/property/...
+	$(GO) test -count=1 ./cmd/... ./pkg/... ./test/golden/... ./test/property/... ./test/packetflow/...
 	@# the kernel and cluster suites log every scenario by name; test/scale
 	@# runs the side-by-side harness small (200 services), to keep it working
 	set -o pipefail; $(GO) test -count=1 -timeout 25m -v ./test/e2e/... ./test/cluster/... ./test/scale/... 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT' -e 'spec.externalIPs is deprecated'

@@ -28,6 +28,9 @@ type config struct {
 	ClusterCIDRs      []string `json:"clusterCIDRs"`
 	NodePortAddresses []string `json:"nodePortAddresses"`
 	MasqueradeAll     bool     `json:"masqueradeAll"`
+	// ServiceCIDRs are the ClusterIP ranges (kube-proxy nftables' fake
+	// proxier has 172.30.0.0/16): unallocated addresses in them are dropped.
+	ServiceCIDRs []string `json:"serviceCIDRs"`
 }
 
 // packet is one line of packets.txt: one upstream packetFlowTest.
@@ -119,6 +122,13 @@ func ruleConfig(c config) (*rules.Config, error) {
 			return nil, fmt.Errorf("clusterCIDRs: %w", err)
 		}
 		cfg.ClusterCIDRs = append(cfg.ClusterCIDRs, p)
+	}
+	for _, s := range c.ServiceCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("serviceCIDRs: %w", err)
+		}
+		cfg.ServiceCIDRs = append(cfg.ServiceCIDRs, p)
 	}
 	for _, s := range c.NodePortAddresses {
 		p, err := netip.ParsePrefix(s)
