@@ -57,7 +57,10 @@ func invalidName(check nameCheck, value string) string {
 func parseIP(s string) (netip.Addr, error) {
 	ip, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+		var ok bool
+		if ip, ok = parseLegacyIPv4(s); !ok {
+			return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+		}
 	}
 	if ip.Zone() != "" {
 		return netip.Addr{}, fmt.Errorf("%q is not an IP address (an IPv6 zone is not allowed)", s)
@@ -70,9 +73,46 @@ func parseIP(s string) (netip.Addr, error) {
 func parseCIDR(s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR", s)
+		addr, bits, found := strings.Cut(s, "/")
+		ip, ok := parseLegacyIPv4(addr)
+		if !found || !ok {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR", s)
+		}
+		if p, err = netip.ParsePrefix(ip.String() + "/" + bits); err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR", s)
+		}
 	}
 	return p.Masked(), nil
+}
+
+// parseLegacyIPv4 parses an IPv4 address written with leading zeros
+// ("172.30.0.041"), which API servers before Kubernetes 1.30 accepted and
+// older objects may still hold. Like kube-proxy (k8s.io/utils/net
+// ParseIPSloppy, Go's parser before 1.17) every part is decimal: 041 is 41,
+// never octal. Anything else is not an address.
+func parseLegacyIPv4(s string) (netip.Addr, bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return netip.Addr{}, false
+	}
+	var b [4]byte
+	for i, p := range parts {
+		if len(p) == 0 || len(p) > 3 {
+			return netip.Addr{}, false
+		}
+		n := 0
+		for _, c := range p {
+			if c < '0' || c > '9' {
+				return netip.Addr{}, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		if n > 255 {
+			return netip.Addr{}, false
+		}
+		b[i] = byte(n)
+	}
+	return netip.AddrFrom4(b), true
 }
 
 // parseEndpointIP parses an address that traffic is sent to or accepted on
