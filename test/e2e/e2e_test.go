@@ -47,8 +47,9 @@ var (
 	svcLBOtherFam   = Svc{Name: "lb-other-family", Type: "LoadBalancer", ClusterIP: "10.96.0.34", Port: 80, NodePort: 30088, LBIP: "192.168.100.7", Ranges: []string{"fd00:50::/64"}, Slices: [][]Ep{{EpA}}}
 	svcNilPortName  = Svc{Name: "nil-port-name", ClusterIP: "10.96.0.35", Port: 80, Unnamed: true, Slices: [][]Ep{{EpA}}}
 	svcLegacyIP     = Svc{Name: "legacy-ip", ClusterIP: "10.96.0.036", Port: 80, Slices: [][]Ep{{{IP: "010.244.001.005", Node: "node-a", Port: 8080}}}}
+	svcNPv6         = Svc{Name: "np-v6", Type: "NodePort", ClusterIP: "fd00:96::11", Port: 80, NodePort: 30089, Family: "IPv6", Slices: [][]Ep{{{IP: PodA6, Node: "node-a", Port: 8080}}}}
 	svcLBNoEp       = Svc{Name: "lb-noep", Type: "LoadBalancer", ClusterIP: "10.96.0.33", Port: 80, NodePort: 30087, LBIP: "192.168.100.6", Ranges: []string{"192.168.1.0/24"}, Slices: [][]Ep{{}}}
-	allServices     = []Svc{svcSpread, svcHairpin, svcNamed, svcUDP, svcEmpty, svcNPCluster, svcNPLocal, svcNPNoLocal, svcExtIP, svcLB, svcAffinity, svcITPLocal, svcNotReady, svcTermOnly, svcTermMixed, svcV6, svcEmptyUDP, svcBothLocal, svcServingUnset, svcLBNoEp, svcLBOtherFam, svcNilPortName, svcLegacyIP, svcUpdate} // svcUpdate last: the update test replaces it
+	allServices     = []Svc{svcSpread, svcHairpin, svcNamed, svcUDP, svcEmpty, svcNPCluster, svcNPLocal, svcNPNoLocal, svcExtIP, svcLB, svcAffinity, svcITPLocal, svcNotReady, svcTermOnly, svcTermMixed, svcV6, svcEmptyUDP, svcBothLocal, svcServingUnset, svcLBNoEp, svcLBOtherFam, svcNilPortName, svcLegacyIP, svcNPv6, svcUpdate} // svcUpdate last: the update test replaces it
 	podsAB          = []string{"pod-a", "pod-b"}
 	podsABR         = []string{"pod-a", "pod-b", "pod-r"}
 	podsA           = []string{"pod-a"}
@@ -121,6 +122,10 @@ var checks = []Check{
 	// (items 4, 7, 8, 9)
 	{Name: "lb-ranges-of-the-other-family-only-do-not-filter", From: "client2", Addr: "192.168.100.7:80", Pods: podsA},
 	{Name: "slice-port-with-nil-name-ignored", From: "pod-a", Addr: "10.96.0.35:80", Outcome: "refused"},
+	// --nodeport-addresses names only IPv4 ranges (the node's subnet and
+	// loopback, for localhost nodePorts): IPv6 nodePorts stay open on every
+	// IPv6 node address, as in kube-proxy (item 5).
+	{Name: "nodeport-addresses-of-one-family-keep-the-other-open", From: "client1", Addr: "[" + NodeIP6 + "]:30089", Pods: podsA},
 	{Name: "leading-zero-addresses-read-as-decimal", From: "pod-r", Addr: "10.96.0.36:80", Pods: podsA},
 	{Name: "unallocated-clusterip-dropped", From: "pod-a", Addr: "10.96.0.99:80", Outcome: "timeout"},
 	// The node's own connection to 127.0.0.1:nodePort (iptables, as kube-proxy;
@@ -156,7 +161,7 @@ func (tp *Topology) Apply(t testing.TB, backend, manifests string) {
 // every masquerading check proves that the configured bit is the one set
 // and tested, in both backends (issue 12 item 12).
 var nodeFlags = []string{"--node-name", "node-a", "--node-ip", NodeIP + "," + NodeIP6, "--cluster-cidr", ClusterCIDR + "," + ClusterCIDR6,
-	"--service-cluster-ip-range", "10.96.0.0/16,fd00:96::/112", "--iptables-masquerade-bit", "13"}
+	"--service-cluster-ip-range", "10.96.0.0/16,fd00:96::/112", "--iptables-masquerade-bit", "13", "--nodeport-addresses", "192.168.1.0/24,127.0.0.0/8"}
 
 // probe makes one connection and returns "ok POD SRC", "refused" or "timeout".
 func (tp *Topology) probe(t testing.TB, from, proto, addr string) string {
