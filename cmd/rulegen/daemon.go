@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -50,11 +49,11 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
-	level := slog.LevelInfo
-	if o.verbosity > 0 {
-		level = slog.LevelDebug
+	log, err := newLogger(stderr, o.verbosity, o.loggingFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "rulegen: %v\n", err)
+		return exitUsage
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	client, err := newClient(o.kubeconfig)
 	if err != nil {
 		log.Error("cannot reach the API server", "error", err.Error())
@@ -75,7 +74,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 		ConntrackTCPBeLiberal: s.cfg.ConntrackTCPBeLiberal,
 		Families:              s.families, SyncPeriod: o.syncPeriod, FullSyncPeriod: o.fullSyncPeriod, HealthTimeout: o.healthTimeout,
 	}, kernel, sync.NetlinkConntrack{}, metrics, health, nil, log)
-	p.SetVerbose(o.verbosity >= 2)
+	p.SetVerbose(o.verbosity >= verbosityRuleset)
 	runner := sync.NewRunner(p.Sync, o.minSyncPeriod, o.syncPeriod, time.Second, nil)
 	p.SetRequest(runner.Run)
 

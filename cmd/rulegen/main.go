@@ -60,6 +60,7 @@ type options struct {
 	healthzAddr            string
 	metricsAddr            string
 	verbosity              int
+	loggingFormat          string
 }
 
 func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
@@ -100,7 +101,8 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.healthzAddr, "healthz-bind-address", "127.0.0.1:10266", "daemon: address of /healthz and /livez (empty: off)")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:10267", "daemon: address of /metrics (empty: off)")
 	fs.BoolVar(&o.profiling, "profiling", false, "daemon: also serve Go's /debug/pprof/ (CPU and heap profiles) on the metrics address")
-	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 1 debug (every sync), 2 also the full ruleset")
+	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity, as kube-proxy's: 0 info, from 1 every sync (debug), from 9 also the full ruleset after each sync")
+	fs.StringVar(&o.loggingFormat, "logging-format", "text", "daemon: log format, text (key=value) or json; client-go's lines come out in the same format")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage:\n"+
 			"  rulegen [--kubeconfig FILE] [flags]               run as the node daemon\n"+
