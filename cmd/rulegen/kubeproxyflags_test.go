@@ -288,19 +288,22 @@ func TestVersion(t *testing.T) {
 	tests := []struct {
 		name    string
 		version string
+		commit  string
 		bi      *debug.BuildInfo
 		ok      bool
 		want    string
 	}{
-		{"no build info", "", nil, false, "rulegen devel (commit unknown)"},
-		{"ldflags and a clean commit", "v1.2.3", stamp("(devel)", "vcs.revision", "abc123", "vcs.modified", "false"), true, "rulegen v1.2.3 (commit abc123)"},
-		{"a dirty tree", "v1.2.3", stamp("(devel)", "vcs.revision", "abc123", "vcs.modified", "true"), true, "rulegen v1.2.3 (commit abc123-dirty)"},
-		{"go install of a tag", "", stamp("v0.4.0"), true, "rulegen v0.4.0 (commit unknown)"},
-		{"ldflags win over the module version", "v9", stamp("v0.4.0"), true, "rulegen v9 (commit unknown)"},
+		{"no build info", "", "", nil, false, "rulegen devel (commit unknown)"},
+		{"ldflags and a clean commit", "v1.2.3", "", stamp("(devel)", "vcs.revision", "abc123", "vcs.modified", "false"), true, "rulegen v1.2.3 (commit abc123)"},
+		{"a dirty tree", "v1.2.3", "", stamp("(devel)", "vcs.revision", "abc123", "vcs.modified", "true"), true, "rulegen v1.2.3 (commit abc123-dirty)"},
+		{"go install of a tag", "", "", stamp("v0.4.0"), true, "rulegen v0.4.0 (commit unknown)"},
+		{"ldflags win over the module version", "v9", "", stamp("v0.4.0"), true, "rulegen v9 (commit unknown)"},
+		{"commit from ldflags without a stamp", "v1", "def456-dirty", stamp("(devel)"), true, "rulegen v1 (commit def456-dirty)"},
+		{"Go's stamp wins over ldflags", "v1", "def456", stamp("(devel)", "vcs.revision", "abc123"), true, "rulegen v1 (commit abc123)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := formatVersion(tc.version, tc.bi, tc.ok); got != tc.want {
+			if got := formatVersion(tc.version, tc.commit, tc.bi, tc.ok); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
