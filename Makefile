@@ -22,8 +22,14 @@ PROXIES ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-build: ## build bin/rulegen
-	$(GO) build -o $(BIN) ./cmd/rulegen
+# rulegen --version prints VERSION (the nearest tag; devel without one) and
+# COMMIT (Go's own stamp wins when it has one; it has none with
+# -buildvcs=false or in a git worktree).
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git status --porcelain 2>/dev/null | grep -q . && echo -dirty)
+
+build: ## build bin/rulegen (VERSION= sets what --version prints)
+	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o $(BIN) ./cmd/rulegen
 
 image: ## build the container image rulegen:latest (needs a container engine; there is none on the dev machines)
 	docker build -t rulegen:latest .

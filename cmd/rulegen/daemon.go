@@ -17,12 +17,14 @@ import (
 	"github.com/rulegen/rulegen/pkg/sync"
 )
 
-// newClient returns a client from a kubeconfig, or in-cluster.
-func newClient(kubeconfig string) (kubernetes.Interface, error) {
+// newClient returns a client from a kubeconfig and/or an API server URL
+// (--master, which overrides the kubeconfig's), or in-cluster when neither
+// is given, as kube-proxy does.
+func newClient(master, kubeconfig string) (kubernetes.Interface, error) {
 	var cfg *rest.Config
 	var err error
-	if kubeconfig != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if kubeconfig != "" || master != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags(master, kubeconfig)
 	} else {
 		cfg, err = rest.InClusterConfig()
 		if err != nil {
@@ -54,7 +56,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rulegen: %v\n", err)
 		return exitUsage
 	}
-	client, err := newClient(o.kubeconfig)
+	client, err := newClient(o.master, o.kubeconfig)
 	if err != nil {
 		log.Error("cannot reach the API server", "error", err.Error())
 		return exitUsage
@@ -86,7 +88,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 			os.Exit(exitSkipped)
 		}
 	}()
-	log.Info("starting", "node", s.cfg.Node.Name, "backend", s.backend, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
+	log.Info("starting", "version", versionString(), "node", s.cfg.Node.Name, "backend", s.backend, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
 	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
 	err = sync.CheckPermissions(pctx, client)
 	pcancel()

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -43,6 +44,8 @@ type options struct {
 	iptablesMode           string
 	files                  []string
 	kubeconfig             string
+	master                 string
+	version                bool
 	nodeName               string
 	nodeIPs                []string
 	clusterCIDRs           []string
@@ -76,6 +79,8 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.iptablesMode, "iptables-mode", "auto", "iptables flavour for the iptables backend: auto (the one holding more rules), nft or legacy")
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "read Services, EndpointSlices and Nodes from this file, directory or - (stdin); YAML or JSON, multi-document, kind List; repeatable")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default: the in-cluster service account)")
+	fs.StringVar(&o.master, "master", "", "the API server's URL, overriding the kubeconfig's (as kube-proxy's --master)")
+	fs.BoolVar(&o.version, "version", false, "print the version and the git commit, and exit")
 	fs.StringVar(&o.nodeName, "node-name", strings.ToLower(host), "this node's name: endpoints with this nodeName are local")
 	fs.StringSliceVar(&o.nodeIPs, "node-ip", nil, "this node's IP addresses (default: from the Node object's status); repeatable or comma-separated")
 	fs.StringSliceVar(&o.clusterCIDRs, "cluster-cidr", nil, "pod CIDR, at most one per family: traffic from outside it to a ClusterIP is masqueraded, traffic from inside it is pod traffic")
@@ -103,6 +108,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.profiling, "profiling", false, "daemon: also serve Go's /debug/pprof/ (CPU and heap profiles) on the metrics address")
 	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity, as kube-proxy's: 0 info, from 1 every sync (debug), from 9 also the full ruleset after each sync")
 	fs.StringVar(&o.loggingFormat, "logging-format", "text", "daemon: log format, text (key=value) or json; client-go's lines come out in the same format")
+	addKubeProxyFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage:\n"+
 			"  rulegen [--kubeconfig FILE] [flags]               run as the node daemon\n"+
@@ -119,6 +125,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 			"was invalid and skipped, or the kernel refused the rules (--apply writes nothing\n"+
 			"when any input is invalid, unless --apply-valid); 2 usage error.\n\nFlags:\n")
 		fs.PrintDefaults()
+		fmt.Fprint(stderr, kubeProxyUsage())
 	}
 	return fs
 }
@@ -150,8 +157,30 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rulegen: %v (see rulegen --help)\n", err)
 		return exitUsage
 	}
+	if o.version {
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	}
+	// kube-proxy's flags first, so that an alias counts as given on the
+	// command line when the config file is read.
+	if err := applyKubeProxyFlags(fs, stderr); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "rulegen: %s (see rulegen --help)\n", line)
+		}
+		return exitUsage
+	}
+	if o.master != "" {
+		if u, err := url.Parse(o.master); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			fmt.Fprintf(stderr, "rulegen: --master: %q is not an http or https URL (see rulegen --help)\n", o.master)
+			return exitUsage
+		}
+	}
 	usage := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "rulegen: "+format+"\n", a...)
+		msg := fmt.Sprintf(format, a...)
+		if !strings.Contains(msg, "rulegen --help") {
+			msg += " (see rulegen --help)"
+		}
+		fmt.Fprintf(stderr, "rulegen: %s\n", msg)
 		return exitUsage
 	}
 	if o.config != "" {
@@ -216,6 +245,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		s.cfg.ClusterCIDRs = append(s.cfg.ClusterCIDRs, p.Masked())
 	}
 	for _, v := range o.nodePortAddresses {
+		switch v {
+		case "all": // kube-proxy's keyword: every node IP of both families
+			v = "0.0.0.0/0"
+			s.cfg.NodePortAddresses = append(s.cfg.NodePortAddresses, netip.MustParsePrefix("::/0"))
+		case "primary", "localhost":
+			return usage("--nodeport-addresses: the keyword %q is not supported; give CIDRs or all", v)
+		}
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
 			return usage("--nodeport-addresses: %q is not a CIDR", v)
@@ -244,6 +280,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return usage("--ip-family: %v", err)
 		}
 		s.families = []rules.Family{f}
+	}
+	if o.loggingFormat != "text" && o.loggingFormat != "json" {
+		return usage("--logging-format: %q is not text or json", o.loggingFormat)
 	}
 	if o.applyValid && !o.apply {
 		return usage("--apply-valid goes with --apply")

@@ -56,7 +56,7 @@ func TestExitStatus(t *testing.T) {
 			stdin: svcYAML("web", "10.96.0.9", "TCP"), code: exitOK, stdoutHas: "-A RG-FILTER"},
 		{name: "config file, flag wins", args: []string{"--dry-run", "-f", "-", "--config", "testdata/config.yaml", "--backend", "nftables"},
 			stdin: svcYAML("web", "10.96.0.9", "TCP"), code: exitOK, stdoutHas: "10.96.0.9 . tcp . 80 : goto reject-chain"},
-		{name: "unknown flag names it", args: []string{"--hostname-override=n1"}, code: exitUsage, stderr: "rulegen: unknown flag: --hostname-override (see rulegen --help)"},
+		{name: "unknown flag names it", args: []string{"--hostname-overide=n1"}, code: exitUsage, stderr: "rulegen: unknown flag: --hostname-overide (see rulegen --help)"},
 		{name: "bad flag value names it", args: []string{"--dry-run", "--sync-period", "soon"}, code: exitUsage, stderr: `invalid argument "soon" for "--sync-period" flag`},
 		{name: "config key twice", args: []string{"--dry-run", "-f", "-", "--config", "testdata/dup-config.yaml"}, code: exitUsage,
 			stderr: `--config: testdata/dup-config.yaml: "node-name" and "nodeName" are the same setting (--node-name): give it once`},

@@ -1,0 +1,311 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestFlagErrors: every wrong flag — an unknown name, a malformed value, a
+// kube-proxy mode or value rulegen cannot honour, two spellings of one
+// setting that disagree — is one line on stderr that names the flag and
+// points to --help, and exit status 2.
+func TestFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		flag string // named on the error line
+	}{
+		{"unknown flag", []string{"--hostname-overide=node-a"}, "--hostname-overide"},
+		{"unknown shorthand", []string{"-x"}, "-x"},
+		{"flag without its value", []string{"--proxy-mode"}, "--proxy-mode"},
+		{"proxy mode ipvs", []string{"--proxy-mode=ipvs"}, "--proxy-mode=ipvs"},
+		{"proxy mode kernelspace", []string{"--proxy-mode=kernelspace"}, "--proxy-mode=kernelspace"},
+		{"proxy mode unknown", []string{"--proxy-mode=userspace"}, "--proxy-mode=userspace"},
+		{"proxy mode against backend", []string{"--proxy-mode=iptables", "--backend=nftables"}, "--proxy-mode=iptables and --backend=nftables"},
+		{"hostname-override against node-name", []string{"--hostname-override=a", "--node-name=b"}, "--hostname-override=a and --node-name=b"},
+		{"hostname-override unexpanded", []string{"--hostname-override=$(NODE_NAME)"}, "--hostname-override=$(NODE_NAME)"},
+		{"hostname-override only spaces", []string{"--hostname-override=  "}, "--hostname-override"},
+		{"iptables-sync-period zero", []string{"--iptables-sync-period=0s"}, "--iptables-sync-period=0s"},
+		{"iptables-sync-period malformed", []string{"--iptables-sync-period=soon"}, "--iptables-sync-period"},
+		{"min sync periods disagree", []string{"--iptables-min-sync-period=1s", "--min-sync-period=2s"}, "--iptables-min-sync-period=1s and --min-sync-period=2s"},
+		{"bind-address a node IP", []string{"--bind-address=10.0.0.1"}, "--bind-address=10.0.0.1"},
+		{"bind-address malformed", []string{"--bind-address=node"}, "--bind-address"},
+		{"bind-address-hard-fail false", []string{"--bind-address-hard-fail=false"}, "--bind-address-hard-fail=false"},
+		{"init-only", []string{"--init-only"}, "--init-only=true"},
+		{"feature gate set", []string{"--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true"}, "--feature-gates"},
+		{"feature gate malformed", []string{"--feature-gates=Foo"}, "--feature-gates"},
+		{"detect-local-mode NodeCIDR", []string{"--detect-local-mode=NodeCIDR"}, "--detect-local-mode=NodeCIDR"},
+		{"conntrack max per core", []string{"--conntrack-max-per-core=32768"}, "--conntrack-max-per-core=32768"},
+		{"conntrack min alone", []string{"--conntrack-min=131072"}, "--conntrack-min=131072"},
+		{"conntrack established timeout", []string{"--conntrack-tcp-timeout-established=24h"}, "--conntrack-tcp-timeout-established=24h0m0s"},
+		{"conntrack be liberal", []string{"--conntrack-tcp-be-liberal"}, "--conntrack-tcp-be-liberal=true"},
+		{"conntrack udp timeout malformed", []string{"--conntrack-udp-timeout=30"}, "--conntrack-udp-timeout"},
+		{"healthz-port off", []string{"--healthz-port=0"}, "--healthz-port=0"},
+		{"logging format xml", []string{"--logging-format=xml"}, "--logging-format"},
+		{"write-config-to", []string{"--write-config-to=/tmp/kube-proxy.yaml"}, "--write-config-to"},
+		{"oom-score-adj malformed", []string{"--oom-score-adj=low"}, "--oom-score-adj"},
+		{"kube-api-qps malformed", []string{"--kube-api-qps=fast"}, "--kube-api-qps"},
+		{"ipvs-strict-arp malformed", []string{"--ipvs-strict-arp=yes"}, "--ipvs-strict-arp"},
+		{"master not a URL", []string{"--master=apiserver:6443"}, "--master"},
+		{"nodeport-addresses primary", []string{"--nodeport-addresses=primary"}, "--nodeport-addresses"},
+		{"nodeport-addresses malformed", []string{"--nodeport-addresses=10.0.0.0"}, "--nodeport-addresses"},
+		{"version malformed", []string{"--version=maybe"}, "--version"},
+		{"backend ipvs", []string{"--backend=ipvs"}, "--backend"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--dry-run", "-f", "-"}, tc.args...)
+			code, _, errs := runCLI(t, "", args...)
+			if code != exitUsage {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, exitUsage, errs)
+			}
+			var lines []string
+			for _, l := range strings.Split(strings.TrimRight(errs, "\n"), "\n") {
+				if !strings.HasPrefix(l, "rulegen: warning:") {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) != 1 {
+				t.Fatalf("want one error line, got %d:\n%s", len(lines), errs)
+			}
+			if !strings.Contains(lines[0], tc.flag) || !strings.HasSuffix(lines[0], "(see rulegen --help)") {
+				t.Errorf("the error line does not name %q and end with the --help hint:\n%s", tc.flag, lines[0])
+			}
+		})
+	}
+}
+
+// parseFlags parses args as run does up to the kube-proxy flags.
+func parseFlags(t *testing.T, args ...string) (options, string) {
+	t.Helper()
+	var o options
+	var stderr bytes.Buffer
+	fs := newFlags(&o, &stderr)
+	if err := fs.Parse(args); err != nil {
+		t.Fatalf("parse %q: %v", args, err)
+	}
+	if err := applyKubeProxyFlags(fs, &stderr); err != nil {
+		t.Fatalf("%q: %v", args, err)
+	}
+	return o, stderr.String()
+}
+
+// TestKubeProxyFlagsReachTheSetting: each kube-proxy spelling sets exactly
+// what rulegen's own flag sets, and a value rulegen honours as kube-proxy
+// does is accepted (an ignored flag with a warning naming it).
+func TestKubeProxyFlagsReachTheSetting(t *testing.T) {
+	tests := []struct {
+		name       string
+		kubeProxy  []string
+		rulegen    []string
+		warningFor string
+	}{
+		{name: "hostname-override", kubeProxy: []string{"--hostname-override=node-a"}, rulegen: []string{"--node-name=node-a"}},
+		{name: "hostname-override as kube-proxy cleans it", kubeProxy: []string{"--hostname-override= Node-A "}, rulegen: []string{"--node-name=node-a"}},
+		{name: "hostname-override empty is unset", kubeProxy: []string{"--hostname-override="}, rulegen: nil},
+		{name: "hostname-override and node-name agree", kubeProxy: []string{"--hostname-override=a", "--node-name=a"}, rulegen: []string{"--node-name=a"}},
+		{name: "proxy-mode nftables", kubeProxy: []string{"--proxy-mode=nftables"}, rulegen: []string{"--backend=nftables"}},
+		{name: "proxy-mode iptables", kubeProxy: []string{"--proxy-mode", "iptables"}, rulegen: []string{"--backend=iptables"}},
+		{name: "proxy-mode empty is iptables", kubeProxy: []string{"--proxy-mode="}, rulegen: []string{"--backend=iptables"}},
+		{name: "iptables-sync-period", kubeProxy: []string{"--iptables-sync-period=1m"}, rulegen: []string{"--sync-period=60s"}},
+		{name: "iptables-min-sync-period", kubeProxy: []string{"--iptables-min-sync-period=1s"}, rulegen: []string{"--min-sync-period=1s"}},
+		{name: "master", kubeProxy: []string{"--master=https://10.0.0.1:6443"}, rulegen: []string{"--master=https://10.0.0.1:6443"}},
+		{name: "bind-address unspecified", kubeProxy: []string{"--bind-address=0.0.0.0"}},
+		{name: "bind-address-hard-fail", kubeProxy: []string{"--bind-address-hard-fail"}},
+		{name: "detect-local-mode ClusterCIDR", kubeProxy: []string{"--detect-local-mode=ClusterCIDR", "--cluster-cidr=10.244.0.0/16"}, rulegen: []string{"--cluster-cidr=10.244.0.0/16"}},
+		{name: "conntrack left as-is", kubeProxy: []string{"--conntrack-max-per-core=0", "--conntrack-min=131072", "--conntrack-udp-timeout=0"}},
+		{name: "feature gates empty", kubeProxy: []string{"--feature-gates="}},
+		{name: "healthz-port", kubeProxy: []string{"--healthz-port=10256"}},
+		{name: "logging-format text", kubeProxy: []string{"--logging-format=text"}},
+		{name: "oom-score-adj warns", kubeProxy: []string{"--oom-score-adj=-999"}, warningFor: "--oom-score-adj"},
+		{name: "ipvs flag warns", kubeProxy: []string{"--ipvs-scheduler=rr"}, warningFor: "--ipvs-scheduler"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, warnings := parseFlags(t, tc.kubeProxy...)
+			want, _ := parseFlags(t, tc.rulegen...)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%q gives\n%+v\n%q gives\n%+v", tc.kubeProxy, got, tc.rulegen, want)
+			}
+			if tc.warningFor == "" && warnings != "" {
+				t.Errorf("unexpected warning: %s", warnings)
+			}
+			if tc.warningFor != "" && !strings.HasPrefix(warnings, "rulegen: warning: "+tc.warningFor+" ignored: ") {
+				t.Errorf("no warning naming %s: %q", tc.warningFor, warnings)
+			}
+		})
+	}
+}
+
+// TestKubeadmCommandLine: kube-proxy's DaemonSet as kubeadm writes it runs
+// `kube-proxy --config=... --hostname-override=$(NODE_NAME)`; with rulegen
+// in its place the node name reaches the rules as --node-name's does.
+func TestKubeadmCommandLine(t *testing.T) {
+	common := []string{"--dry-run", "-f", "../../examples/", "--cluster-cidr", "10.244.0.0/16"}
+	code, viaAlias, errs := runCLI(t, "", append(common, "--hostname-override=node-a")...)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	_, viaFlag, _ := runCLI(t, "", append(common, "--node-name=node-a")...)
+	_, otherNode, _ := runCLI(t, "", append(common, "--node-name=node-b")...)
+	if viaAlias != viaFlag {
+		t.Errorf("--hostname-override=node-a and --node-name=node-a render differently")
+	}
+	if viaAlias == otherNode {
+		t.Errorf("the node name does not reach the rules: node-a and node-b render the same")
+	}
+}
+
+// TestMaster: --master is the API server a live dry run talks to.
+func TestMaster(t *testing.T) {
+	code, _, errs := runCLI(t, "", "--dry-run", "--master=http://127.0.0.1:1")
+	if code != exitSkipped || !strings.Contains(errs, "127.0.0.1:1") {
+		t.Errorf("exit %d, want %d with an error reaching 127.0.0.1:1; stderr:\n%s", code, exitSkipped, errs)
+	}
+}
+
+// TestNodePortAddressesAll: kube-proxy's keyword all is every node IP of
+// both families, which is rulegen's default.
+func TestNodePortAddressesAll(t *testing.T) {
+	common := []string{"--dry-run", "-f", "../../examples/", "--node-name", "node-a"}
+	code, all, errs := runCLI(t, "", append(common, "--nodeport-addresses=all")...)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if _, none, _ := runCLI(t, "", common...); all != none {
+		t.Errorf("--nodeport-addresses=all renders differently from the default")
+	}
+}
+
+// TestKubeProxyFlagsComplete: the table holds every flag kube-proxy
+// v1.37.2 defines, once, and each of its rows matches a flag rulegen
+// parses (kube-proxy's own names hidden from rulegen's flag list).
+func TestKubeProxyFlagsComplete(t *testing.T) {
+	var o options
+	fs := newFlags(&o, &bytes.Buffer{})
+	seen := map[string]bool{}
+	for _, k := range kubeProxyFlags {
+		if seen[k.name] {
+			t.Errorf("--%s is in the table twice", k.name)
+		}
+		seen[k.name] = true
+		f := fs.Lookup(k.name)
+		switch {
+		case k.name == "help":
+		case f == nil:
+			t.Errorf("--%s (%s) is not a rulegen flag", k.name, k.kind)
+		case (k.kind == kpSame) == f.Hidden:
+			t.Errorf("--%s (%s): hidden %v", k.name, k.kind, f.Hidden)
+		}
+		if k.kind == kpAlias && fs.Lookup(k.target) == nil {
+			t.Errorf("--%s: its target --%s is not a rulegen flag", k.name, k.target)
+		}
+	}
+
+	gomodcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := strings.TrimSpace(string(gomodcache))
+	sources := []string{
+		filepath.Join(mod, "k8s.io/kubernetes@v1.37.2/cmd/kube-proxy/app/options.go"),
+		filepath.Join(mod, "k8s.io/component-base@v0.37.2/logs/api/v1/options.go"),
+	}
+	defined := regexp.MustCompile(`fs\.\w*Var\w*\((?:[^,()]|\([^()]*\))+, "([a-z-]+)"`)
+	want := []string{"help", "version", "log-flush-frequency"} // cobra, verflag; the flush flag is named by a constant
+	for _, src := range sources {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Skipf("kube-proxy's source is not in the module cache (%v); `make kube-bins` fetches it", err)
+		}
+		for _, m := range defined.FindAllStringSubmatch(string(b), -1) {
+			want = append(want, m[1])
+		}
+	}
+	slices.Sort(want)
+	want = slices.Compact(want)
+	for _, name := range want {
+		if !seen[name] {
+			t.Errorf("kube-proxy's --%s is not in kubeProxyFlags", name)
+		}
+	}
+	for name := range seen {
+		if !slices.Contains(want, name) {
+			t.Errorf("--%s is in kubeProxyFlags but kube-proxy has no such flag", name)
+		}
+	}
+}
+
+// TestKubeProxyFlagsREADME: the README's table of kube-proxy's flags is
+// the one kubeProxyFlags gives (-update rewrites it).
+func TestKubeProxyFlagsREADME(t *testing.T) {
+	const path = "../../README.md"
+	const begin, end = "<!-- kube-proxy-flags: generated from cmd/rulegen/kubeproxyflags.go -->\n", "<!-- end kube-proxy-flags -->\n"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	i, j := strings.Index(readme, begin), strings.Index(readme, end)
+	if i < 0 || j < i {
+		t.Fatalf("README.md lacks the markers %q and %q", begin, end)
+	}
+	got, want := readme[i+len(begin):j], kubeProxyFlagsMarkdown()
+	if got == want {
+		return
+	}
+	if *update {
+		if err := os.WriteFile(path, []byte(readme[:i+len(begin)]+want+readme[j:]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("README.md's kube-proxy flags differ from kubeProxyFlags; run go test ./cmd/rulegen -run TestKubeProxyFlagsREADME -update\n--- README\n%s\n--- table\n%s", got, want)
+}
+
+// TestVersion: --version prints "rulegen VERSION (commit SHA)" and exits 0;
+// the parts come from -ldflags and Go's build stamp.
+func TestVersion(t *testing.T) {
+	code, out, errs := runCLI(t, "", "--version", "--proxy-mode=ipvs")
+	if code != exitOK || !regexp.MustCompile(`^rulegen \S+ \(commit \S+\)\n$`).MatchString(out) {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	stamp := func(main string, settings ...string) *debug.BuildInfo {
+		bi := &debug.BuildInfo{Main: debug.Module{Version: main}}
+		for i := 0; i < len(settings); i += 2 {
+			bi.Settings = append(bi.Settings, debug.BuildSetting{Key: settings[i], Value: settings[i+1]})
+		}
+		return bi
+	}
+	tests := []struct {
+		name    string
+		version string
+		commit  string
+		bi      *debug.BuildInfo
+		ok      bool
+		want    string
+	}{
+		{"no build info", "", "", nil, false, "rulegen devel (commit unknown)"},
+		{"ldflags and a clean commit", "v1.2.3", "", stamp("(devel)", "vcs.revision", "abc123", "vcs.modified", "false"), true, "rulegen v1.2.3 (commit abc123)"},
+		{"a dirty tree", "v1.2.3", "", stamp("(devel)", "vcs.revision", "abc123", "vcs.modified", "true"), true, "rulegen v1.2.3 (commit abc123-dirty)"},
+		{"go install of a tag", "", "", stamp("v0.4.0"), true, "rulegen v0.4.0 (commit unknown)"},
+		{"ldflags win over the module version", "v9", "", stamp("v0.4.0"), true, "rulegen v9 (commit unknown)"},
+		{"commit from ldflags without a stamp", "v1", "def456-dirty", stamp("(devel)"), true, "rulegen v1 (commit def456-dirty)"},
+		{"Go's stamp wins over ldflags", "v1", "def456", stamp("(devel)", "vcs.revision", "abc123"), true, "rulegen v1 (commit abc123)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := formatVersion(tc.version, tc.commit, tc.bi, tc.ok); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
