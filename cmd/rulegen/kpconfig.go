@@ -8,7 +8,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -149,7 +148,7 @@ func loadStructuredConfig(b []byte) configResult {
 				continue
 			}
 			ext = &rulegenConfiguration{}
-			decodeStrict(&r, doc, ext, rulegenKind+".")
+			decodeStrict(&r, doc, ext, rulegenKind)
 		case tm.APIVersion == "":
 			r.fail("apiVersion", "missing in document %d (want %s)", n, kubeProxyAPIVersion)
 		case tm.Kind == "":
@@ -176,10 +175,18 @@ func loadStructuredConfig(b []byte) configResult {
 
 // decodeStrict decodes one YAML document into v: duplicate keys, unknown
 // fields and values of the wrong type are errors naming the field, all
-// reported.
-func decodeStrict(r *configResult, doc []byte, v any, prefix string) {
+// reported. kind names the document in errors, except the
+// KubeProxyConfiguration (kind ""), whose field paths are kube-proxy's.
+func decodeStrict(r *configResult, doc []byte, v any, kind string) {
+	prefix := ""
+	if kind != "" {
+		prefix = kind + "."
+	}
 	j, err := yaml.YAMLToJSONStrict(doc)
 	if err != nil {
+		if kind != "" {
+			err = fmt.Errorf("%s: %w", kind, err)
+		}
 		r.errs = append(r.errs, err)
 		return
 	}
@@ -195,11 +202,17 @@ func decodeStrict(r *configResult, doc []byte, v any, prefix string) {
 	}
 	strict, err := sigsjson.UnmarshalStrict(j, v, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
 	if err != nil {
-		r.errs = append(r.errs, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "json: ")))
+		if kind != "" {
+			err = fmt.Errorf("%s: %w", kind, err)
+		}
+		r.errs = append(r.errs, err)
 		return
 	}
 	for _, e := range strict {
-		r.errs = append(r.errs, errors.New(prefix+e.Error()))
+		if kind != "" {
+			e = fmt.Errorf("%s: %w", kind, e)
+		}
+		r.errs = append(r.errs, e)
 	}
 }
 
@@ -565,8 +578,8 @@ func ipvsSet(c kpv1alpha1.KubeProxyIPVSConfiguration) bool {
 		c.StrictARP || c.TCPTimeout.Duration != 0 || c.TCPFinTimeout.Duration != 0 || c.UDPTimeout.Duration != 0
 }
 
-// mapRulegenConfig turns the extension document into flag values; the flags'
-// own parsing and the checks in run() validate them.
+// mapRulegenConfig checks the extension document and turns it into flag
+// values.
 func mapRulegenConfig(r *configResult, c *rulegenConfiguration) {
 	const p = rulegenKind + "."
 	if c.FullSyncPeriod != nil {
@@ -583,14 +596,32 @@ func mapRulegenConfig(r *configResult, c *rulegenConfiguration) {
 			r.set(p+"healthTimeout", c.HealthTimeout.Duration.String(), "health-timeout")
 		}
 	}
-	if c.IPTablesMode != "" {
+	switch c.IPTablesMode {
+	case "":
+	case "auto", "nft", "legacy":
 		r.set(p+"iptablesMode", c.IPTablesMode, "iptables-mode")
+	default:
+		r.fail(p+"iptablesMode", "%q is not auto, nft or legacy", c.IPTablesMode)
+	}
+	for i, s := range c.NodeIPs {
+		if _, err := netip.ParseAddr(s); err != nil {
+			r.fail(fmt.Sprintf("%snodeIPs[%d]", p, i), "%q is not an IP address", s)
+		}
 	}
 	if len(c.NodeIPs) > 0 {
 		r.set(p+"nodeIPs", strings.Join(c.NodeIPs, ","), "node-ip")
 	}
-	if c.IPFamily != "" {
+	switch c.IPFamily {
+	case "":
+	case "ipv4", "ipv6":
 		r.set(p+"ipFamily", c.IPFamily, "ip-family")
+	default:
+		r.fail(p+"ipFamily", "%q is not ipv4 or ipv6", c.IPFamily)
+	}
+	for i, s := range c.ServiceClusterIPRange {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			r.fail(fmt.Sprintf("%sserviceClusterIPRange[%d]", p, i), "%q is not a CIDR", s)
+		}
 	}
 	if len(c.ServiceClusterIPRange) > 0 {
 		r.set(p+"serviceClusterIPRange", strings.Join(c.ServiceClusterIPRange, ","), "service-cluster-ip-range")
