@@ -316,3 +316,26 @@ func TestConfigCLI(t *testing.T) {
 		t.Errorf("bad config: exit %d, stderr:\n%s", code, errs)
 	}
 }
+
+// TestReadmeConfigExample loads the README's example of a config file with
+// the extension document, so that the documented format stays the real one.
+func TestReadmeConfigExample(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "### The config file (`--config`)")
+	_, block, ok2 := strings.Cut(section, "```yaml\n")
+	example, _, ok3 := strings.Cut(block, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README: no yaml example under \"The config file\"")
+	}
+	o, warnings, err := loadTestConfig(t, example)
+	if err != nil {
+		t.Fatalf("README example: %v", err)
+	}
+	if o.backend != "nftables" || o.fullSyncPeriod != time.Hour || o.iptablesMode != "auto" || strings.Join(o.serviceCIDRs, ",") != "10.96.0.0/12" {
+		t.Errorf("README example: backend %q, full sync %s, iptables mode %q, service CIDRs %v", o.backend, o.fullSyncPeriod, o.iptablesMode, o.serviceCIDRs)
+	}
+	t.Logf("warnings:\n%s", strings.Join(warnings, "\n"))
+}
