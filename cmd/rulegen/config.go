@@ -31,7 +31,13 @@ func loadConfig(fs *flag.FlagSet, path string) (warnings []string, err error) {
 			"write a "+kubeProxyKind+" ("+kubeProxyAPIVersion+"), with rulegen's own settings in a "+rulegenKind+" document (see the README)")
 		return warnings, loadFlatConfig(fs, path, b)
 	}
-	r := loadStructuredConfig(b)
+	mode := ""
+	for _, name := range []string{"proxy-mode", "backend"} {
+		if f := fs.Lookup(name); f != nil && f.Changed {
+			mode = f.Value.String()
+		}
+	}
+	r := loadStructuredConfig(b, mode)
 	if len(r.errs) == 0 {
 		r.apply(fs)
 	}

@@ -111,8 +111,10 @@ func firstDocument(b []byte) []byte {
 // loadStructuredConfig decodes a KubeProxyConfiguration and an optional
 // RulegenConfiguration, strictly (an unknown or repeated field is an error
 // naming it), defaults it as kube-proxy does, and returns what it asks of
-// rulegen's flags.
-func loadStructuredConfig(b []byte) configResult {
+// rulegen's flags. mode, when not empty, is the backend given on the
+// command line: it wins over the file's mode, and picks the section
+// (iptables or nftables) whose settings apply.
+func loadStructuredConfig(b []byte, mode string) configResult {
 	var r configResult
 	var kp *kpv1alpha1.KubeProxyConfiguration
 	var ext *rulegenConfiguration
@@ -153,6 +155,8 @@ func loadStructuredConfig(b []byte) configResult {
 			r.fail("apiVersion", "missing in document %d (want %s)", n, kubeProxyAPIVersion)
 		case tm.Kind == "":
 			r.fail("kind", "missing in document %d (want %s)", n, kubeProxyKind)
+		case tm.Kind == "ConfigMap":
+			r.fail("kind", "document %d is a ConfigMap: give the file its config.conf key holds (the ConfigMap mounted as a volume)", n)
 		default:
 			r.fail("apiVersion", "document %d is %s %s, not %s %s or %s %s", n, tm.APIVersion, tm.Kind,
 				kubeProxyAPIVersion, kubeProxyKind, rulegenAPIVersion, rulegenKind)
@@ -164,6 +168,9 @@ func loadStructuredConfig(b []byte) configResult {
 	if kp == nil {
 		r.fail("kind", "no %s document", kubeProxyKind)
 		return r
+	}
+	if mode == "iptables" || mode == "nftables" {
+		kp.Mode = kpv1alpha1.ProxyMode(mode)
 	}
 	setKubeProxyDefaults(kp)
 	mapKubeProxyConfig(&r, kp)

@@ -165,6 +165,7 @@ func TestConfigReports(t *testing.T) {
 		{name: "kind missing", text: "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nmode: iptables\n", err: "kind: missing in document 1"},
 		{name: "apiVersion missing", text: "kind: KubeProxyConfiguration\n", err: "apiVersion: missing in document 1"},
 		{name: "two KubeProxyConfigurations", text: "---\n" + kpHeader, err: "kind: a second KubeProxyConfiguration (document 2)"},
+		{name: "the whole ConfigMap", text: "apiVersion: v1\nkind: ConfigMap\n", err: "kind: document 1 is a ConfigMap: give the file its config.conf key holds"},
 		{name: "only the extension", text: "apiVersion: config.rulegen.io/v1alpha1\nkind: RulegenConfiguration\n", err: "kind: no KubeProxyConfiguration document"},
 		{name: "extension unknown field", text: "---\napiVersion: config.rulegen.io/v1alpha1\nkind: RulegenConfiguration\nfullSyncPeriodd: 1h\n", err: `RulegenConfiguration: unknown field "fullSyncPeriodd"`},
 		{name: "extension bad duration", text: "---\napiVersion: config.rulegen.io/v1alpha1\nkind: RulegenConfiguration\nhealthTimeout: soon\n", err: `RulegenConfiguration.healthTimeout: "soon" is not a duration`},
@@ -248,6 +249,9 @@ func TestConfigSettings(t *testing.T) {
 				return want(o.fullSyncPeriod, 2*time.Hour) + want(o.healthTimeout, 90*time.Second) + want(o.iptablesMode, "legacy") +
 					want(strings.Join(o.nodeIPs, " "), "10.0.0.1") + want(o.ipFamily, "ipv4") + want(strings.Join(o.serviceCIDRs, " "), "10.96.0.0/12")
 			}},
+		{name: "the command line's backend picks the section", text: "mode: iptables\nnftables:\n  masqueradeBit: 13\n",
+			args:  []string{"--backend", "nftables"},
+			check: func(o options) string { return want(o.backend, "nftables") + want(o.masqueradeBit, int32(13)) }},
 		{name: "command line wins", text: "mode: iptables\nclusterCIDR: 10.244.0.0/16\nhostnameOverride: from-file\nlogging:\n  verbosity: 3\n" + ext + "fullSyncPeriod: 2h\n",
 			args: []string{"--backend", "nftables", "--cluster-cidr", "10.0.0.0/8", "--node-name", "from-flag", "-v", "1", "--full-sync-period", "5m"},
 			check: func(o options) string {
