@@ -383,13 +383,9 @@ func mapKubeProxyConfig(r *configResult, c *kpv1alpha1.KubeProxyConfiguration) {
 	} else {
 		r.set(section+".minSyncPeriod", minSyncPeriod.String(), "min-sync-period")
 	}
-	// The other backend's section is ignored by kube-proxy too.
-	other := map[string]string{"iptables": "nftables", "nftables": "iptables"}[section]
-	otherMasqAll, otherSync, otherMin := c.NFTables.MasqueradeAll, c.NFTables.SyncPeriod, c.NFTables.MinSyncPeriod
-	if other == "iptables" {
-		otherMasqAll, otherSync, otherMin = c.IPTables.MasqueradeAll, c.IPTables.SyncPeriod, c.IPTables.MinSyncPeriod
-	}
-	if otherMasqAll != masqueradeAll || otherSync != (metav1.Duration{Duration: syncPeriod}) || otherMin != (metav1.Duration{Duration: minSyncPeriod}) {
+	// The other backend's section is ignored by kube-proxy too: say so when
+	// it holds anything but kube-proxy's defaults.
+	if other := map[string]string{"iptables": "nftables", "nftables": "iptables"}[section]; !sectionIsDefault(c, other) {
 		r.warn(other, "ignored with mode %s, as kube-proxy ignores it", section)
 	}
 	if c.Mode == "iptables" {
@@ -578,6 +574,18 @@ func mapConntrack(r *configResult, c kpv1alpha1.KubeProxyConntrackConfiguration)
 	if c.TCPBeLiberal {
 		r.fail("conntrack.tcpBeLiberal", "true is not supported: rulegen does not set nf_conntrack_tcp_be_liberal (it reads it: set the sysctl on the node)")
 	}
+}
+
+// sectionIsDefault tells whether the iptables or nftables section of a
+// defaulted configuration holds only kube-proxy's defaults.
+func sectionIsDefault(c *kpv1alpha1.KubeProxyConfiguration, section string) bool {
+	masqAll, bit, sync, minSync := c.IPTables.MasqueradeAll, *c.IPTables.MasqueradeBit, c.IPTables.SyncPeriod.Duration, c.IPTables.MinSyncPeriod.Duration
+	if section == "nftables" {
+		masqAll, bit, sync, minSync = c.NFTables.MasqueradeAll, *c.NFTables.MasqueradeBit, c.NFTables.SyncPeriod.Duration, c.NFTables.MinSyncPeriod.Duration
+	} else if !*c.IPTables.LocalhostNodePorts {
+		return false
+	}
+	return !masqAll && bit == 14 && sync == 30*time.Second && minSync == time.Second
 }
 
 func ipvsSet(c kpv1alpha1.KubeProxyIPVSConfiguration) bool {

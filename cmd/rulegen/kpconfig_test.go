@@ -115,7 +115,12 @@ func TestConfigReports(t *testing.T) {
 		text string // after kpHeader unless it starts with "apiVersion"
 		err  string // substring of the error; "" = no error
 		warn string // substring of some warning
+		// noWarn is a substring no warning may hold
+		noWarn string
 	}{
+		{name: "settings of the mode's own section", text: "iptables:\n  syncPeriod: 10s\n  masqueradeAll: true\n", noWarn: "ignored with mode"},
+		{name: "the other section's defaults", text: "mode: nftables\niptables:\n  masqueradeBit: 14\n  syncPeriod: 30s\n  localhostNodePorts: true\n", noWarn: "ignored with mode"},
+		{name: "the other section's localhostNodePorts", text: "mode: nftables\niptables:\n  localhostNodePorts: false\n", warn: "iptables: ignored with mode nftables"},
 		{name: "mode ipvs", text: "mode: ipvs\n", err: `mode: "ipvs" is not supported`},
 		{name: "mode kernelspace", text: "mode: kernelspace\n", err: `mode: "kernelspace" is not supported`},
 		{name: "unknown mode", text: "mode: userspace\n", err: `mode: unknown mode "userspace"`},
@@ -194,7 +199,10 @@ func TestConfigReports(t *testing.T) {
 			if tc.warn != "" && !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, tc.warn) }) {
 				t.Errorf("no warning with %q:\n%s", tc.warn, strings.Join(warnings, "\n"))
 			}
-			if tc.err == "" && tc.warn == "" {
+			if tc.noWarn != "" && slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, tc.noWarn) }) {
+				t.Errorf("a warning has %q:\n%s", tc.noWarn, strings.Join(warnings, "\n"))
+			}
+			if tc.err == "" && tc.warn == "" && tc.noWarn == "" {
 				for _, w := range warnings {
 					if strings.Contains(w, "conntrack.") {
 						t.Errorf("conntrack reported though every sysctl is left alone: %s", w)
