@@ -93,19 +93,28 @@ func (r *configResult) fail(field, format string, a ...any) {
 // isStructuredConfig tells kube-proxy's format from the flat one of rulegen
 // 0.x: a structured file names its apiVersion or kind.
 func isStructuredConfig(b []byte) bool {
-	var tm metav1.TypeMeta
-	if err := yaml.Unmarshal(firstDocument(b), &tm); err != nil {
-		return false
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	for {
+		doc, err := reader.Read()
+		if err != nil {
+			return false
+		}
+		if isEmptyDocument(doc) {
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			return false
+		}
+		return tm.APIVersion != "" || tm.Kind != ""
 	}
-	return tm.APIVersion != "" || tm.Kind != ""
 }
 
-func firstDocument(b []byte) []byte {
-	doc, err := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b))).Read()
-	if err != nil {
-		return b
-	}
-	return doc
+// isEmptyDocument tells a YAML document holding nothing but comments or
+// blanks (as before a leading "---").
+func isEmptyDocument(doc []byte) bool {
+	var v any
+	return yaml.Unmarshal(doc, &v) == nil && v == nil
 }
 
 // loadStructuredConfig decodes a KubeProxyConfiguration and an optional
@@ -128,7 +137,7 @@ func loadStructuredConfig(b []byte, mode string) configResult {
 			r.errs = append(r.errs, fmt.Errorf("document %d: %w", n, err))
 			return r
 		}
-		if len(bytes.TrimSpace(doc)) == 0 || string(bytes.TrimSpace(doc)) == "---" {
+		if isEmptyDocument(doc) {
 			continue
 		}
 		var tm metav1.TypeMeta

@@ -112,12 +112,13 @@ const kpHeader = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyC
 func TestConfigReports(t *testing.T) {
 	tests := []struct {
 		name string
-		text string // after kpHeader unless it starts with "apiVersion"
+		text string // after kpHeader unless it starts with apiVersion, kind or #
 		err  string // substring of the error; "" = no error
 		warn string // substring of some warning
 		// noWarn is a substring no warning may hold
 		noWarn string
 	}{
+		{name: "comments and empty documents", text: "# kube-proxy\n---\n" + kpHeader + "mode: nftables\n---\n# the end\n", warn: "nodePortAddresses: empty in nftables mode"},
 		{name: "settings of the mode's own section", text: "iptables:\n  syncPeriod: 10s\n  masqueradeAll: true\n", noWarn: "ignored with mode"},
 		{name: "the other section's defaults", text: "mode: nftables\niptables:\n  masqueradeBit: 14\n  syncPeriod: 30s\n  localhostNodePorts: true\n", noWarn: "ignored with mode"},
 		{name: "the other section's localhostNodePorts", text: "mode: nftables\niptables:\n  localhostNodePorts: false\n", warn: "iptables: ignored with mode nftables"},
@@ -184,7 +185,7 @@ func TestConfigReports(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			text := tc.text
-			if !strings.HasPrefix(text, "apiVersion") && !strings.HasPrefix(text, "kind") {
+			if !strings.HasPrefix(text, "apiVersion") && !strings.HasPrefix(text, "kind") && !strings.HasPrefix(text, "#") {
 				text = kpHeader + text
 			}
 			_, warnings, err := loadTestConfig(t, text)
