@@ -29,7 +29,11 @@ func loadConfig(fs *flag.FlagSet, path string) (warnings []string, err error) {
 	if !isStructuredConfig(b) {
 		warnings = append(warnings, path+": the flat format (keys named after flags) is deprecated and will be removed in the next release: "+
 			"write a "+kubeProxyKind+" ("+kubeProxyAPIVersion+"), with rulegen's own settings in a "+rulegenKind+" document (see the README)")
-		return warnings, loadFlatConfig(fs, path, b)
+		err := loadFlatConfig(fs, path, b)
+		if err != nil && looksLikeKubeProxyConfig(b) {
+			err = errors.Join(err, fmt.Errorf("%s: these are %s fields: add apiVersion: %s and kind: %s", path, kubeProxyKind, kubeProxyAPIVersion, kubeProxyKind))
+		}
+		return warnings, err
 	}
 	mode := ""
 	for _, name := range []string{"proxy-mode", "backend"} {

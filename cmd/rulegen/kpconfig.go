@@ -117,6 +117,23 @@ func isEmptyDocument(doc []byte) bool {
 	return yaml.Unmarshal(doc, &v) == nil && v == nil
 }
 
+// looksLikeKubeProxyConfig tells a flat file whose keys are fields of a
+// KubeProxyConfiguration that lacks its apiVersion and kind: decoded
+// strictly, it has no unknown field and at least one known one.
+func looksLikeKubeProxyConfig(b []byte) bool {
+	var m map[string]any
+	if yaml.Unmarshal(b, &m) != nil || len(m) == 0 {
+		return false
+	}
+	j, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		return false
+	}
+	var c kpv1alpha1.KubeProxyConfiguration
+	strict, err := sigsjson.UnmarshalStrict(j, &c, sigsjson.DisallowUnknownFields)
+	return err == nil && len(strict) == 0
+}
+
 // loadStructuredConfig decodes a KubeProxyConfiguration and an optional
 // RulegenConfiguration, strictly (an unknown or repeated field is an error
 // naming it), defaults it as kube-proxy does, and returns what it asks of

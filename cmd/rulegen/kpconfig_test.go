@@ -304,6 +304,20 @@ func TestFlatConfigDeprecated(t *testing.T) {
 	}
 }
 
+// TestKubeProxyConfigWithoutTypeMeta: kube-proxy's fields without apiVersion
+// and kind are read as the flat format, which names the fix.
+func TestKubeProxyConfigWithoutTypeMeta(t *testing.T) {
+	_, _, err := loadTestConfig(t, "mode: nftables\nclusterCIDR: 10.244.0.0/16\n")
+	if err == nil || !strings.Contains(err.Error(), `unknown setting "mode"`) ||
+		!strings.Contains(err.Error(), "these are KubeProxyConfiguration fields: add apiVersion: kubeproxy.config.k8s.io/v1alpha1 and kind: KubeProxyConfiguration") {
+		t.Errorf("want the flat format's error and a hint to add apiVersion and kind, got %v", err)
+	}
+	_, _, err = loadTestConfig(t, "nodeNmae: n1\n")
+	if err == nil || strings.Contains(err.Error(), "these are KubeProxyConfiguration fields") {
+		t.Errorf("a flat file with a typo: want no hint about KubeProxyConfiguration, got %v", err)
+	}
+}
+
 // TestConfigCLI runs the command with a KubeProxyConfiguration: its mode
 // picks the backend, warnings go to stderr, an error exits 2 naming the
 // field.
