@@ -68,6 +68,9 @@ type setting struct {
 	field string
 	flags []string
 	value string
+	// unless are flags that, given on the command line, make this setting
+	// moot: -f manifests replace the file's kubeconfig as the source.
+	unless []string
 }
 
 // configResult is what a config file asks for: flag values, and the
@@ -364,6 +367,7 @@ func mapKubeProxyConfig(r *configResult, c *kpv1alpha1.KubeProxyConfiguration) {
 	}
 	if c.ClientConnection.Kubeconfig != "" {
 		r.set("clientConnection.kubeconfig", c.ClientConnection.Kubeconfig, "kubeconfig")
+		r.settings[len(r.settings)-1].unless = []string{"filename"}
 	}
 	if c.ClientConnection.ContentType != "" || c.ClientConnection.AcceptContentTypes != "" {
 		r.warn("clientConnection.contentType", "not supported: rulegen's API client uses its own content type (JSON)")
@@ -675,6 +679,11 @@ func (r *configResult) apply(fs *flag.FlagSet) {
 	for _, s := range r.settings {
 		var target *flag.Flag
 		given := false
+		for _, name := range s.unless {
+			if f := fs.Lookup(name); f != nil && f.Changed {
+				given = true
+			}
+		}
 		for _, name := range s.flags {
 			f := fs.Lookup(name)
 			if f == nil {

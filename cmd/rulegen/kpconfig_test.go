@@ -338,6 +338,12 @@ func TestConfigCLI(t *testing.T) {
 	if !strings.Contains(errs, "rulegen: --config: warning: "+good+": nodePortAddresses: empty in nftables mode") {
 		t.Errorf("good config: stderr lacks the nodePortAddresses warning:\n%s", errs)
 	}
+	// kubeadm's file names a kubeconfig; -f manifests on the command line
+	// are the source instead.
+	code, out, errs = runCLI(t, svcYAML("web", "10.96.0.9", "TCP"), "--dry-run", "-f", "-", "--node-name", "n1", "--config", "testdata/kubeadm/config.conf")
+	if code != exitOK || !strings.Contains(out, "-d 10.96.0.9/32 -p tcp") {
+		t.Errorf("kubeadm config with -f: exit %d, stdout lacks the iptables rule:\n%s\n%s", code, out, errs)
+	}
 	code, _, errs = runCLI(t, "", "--dry-run", "-f", "-", "--config", bad)
 	if code != exitUsage || !strings.Contains(errs, `rulegen: --config: `+bad+`: unknown field "foo"`) {
 		t.Errorf("bad config: exit %d, stderr:\n%s", code, errs)
