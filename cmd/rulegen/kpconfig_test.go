@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	componentbaseconfigv1alpha1 "k8s.io/component-base/config/v1alpha1"
+	kpv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
+	"sigs.k8s.io/yaml"
 )
 
 // loadTestConfig writes text to a file, parses args, and loads the file as
@@ -92,6 +96,34 @@ func TestKubeadmConfig(t *testing.T) {
 	}
 	if got := kc.Clusters["default"].Server; got != "https://10.0.0.10:6443" {
 		t.Errorf("kubeconfig.conf: server %q", got)
+	}
+}
+
+// TestKubeadmConfigIsVerbatim rebuilds config.conf as kubeadm v1.37 does:
+// its componentconfigs kubeProxyConfig.Default fills bindAddress (0.0.0.0
+// for an IPv4 advertise address), clusterCIDR (the pod subnet),
+// clientConnection.kubeconfig and mode (iptables when unset), then marshals
+// the published type to YAML (JSON, then YAML: every field, zero or not,
+// keys sorted), and the ConfigMap's "|-" drops the final newline.
+func TestKubeadmConfigIsVerbatim(t *testing.T) {
+	c := kpv1alpha1.KubeProxyConfiguration{
+		TypeMeta:         metav1.TypeMeta{APIVersion: kubeProxyAPIVersion, Kind: kubeProxyKind},
+		FeatureGates:     map[string]bool{},
+		BindAddress:      "0.0.0.0",
+		ClusterCIDR:      "10.244.0.0/16",
+		ClientConnection: componentbaseconfigv1alpha1.ClientConnectionConfiguration{Kubeconfig: "/var/lib/kube-proxy/kubeconfig.conf"},
+		Mode:             "iptables",
+	}
+	b, err := yaml.Marshal(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := os.ReadFile("testdata/kubeadm/config.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(file), strings.TrimSuffix(string(b), "\n"); got != want {
+		t.Errorf("testdata/kubeadm/config.conf is not what kubeadm writes; want:\n%s", want)
 	}
 }
 
