@@ -184,7 +184,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if o.config != "" {
-		if err := loadConfig(fs, o.config); err != nil {
+		warnings, err := loadConfig(fs, o.config)
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "rulegen: --config: warning: %s\n", w)
+		}
+		if err != nil {
 			for _, line := range strings.Split(err.Error(), "\n") {
 				fmt.Fprintf(stderr, "rulegen: --config: %s\n", line)
 			}
