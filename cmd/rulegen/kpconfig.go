@@ -689,9 +689,10 @@ func (r *configResult) apply(fs *flag.FlagSet) {
 			if f == nil {
 				continue
 			}
-			if target == nil {
-				target = f
-			}
+			// The flags are listed kube-proxy's name first, rulegen's last:
+			// any of them given on the command line wins, and the value goes
+			// to rulegen's own (an alias is applied before the file is read).
+			target = f
 			given = given || f.Changed
 		}
 		if target == nil {
