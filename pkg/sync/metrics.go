@@ -34,6 +34,7 @@ import (
 //	kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family}   (nftables backend) failed transactions
 //	kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family} (iptables backend) failed iptables-restore
 //	kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family} stale UDP conntrack entries deleted
+//	kubeproxy_conntrack_reconciler_sync_duration_seconds{ip_family} time to delete them
 //	kubeproxy_proxy_healthz_total{code}, kubeproxy_proxy_livez_total{code} answers of /healthz and /livez
 //	rulegen_sync_objects_total{kind="chains|rules|elements"}        objects sent to the kernel (a partial sync sends only what changed)
 //
@@ -55,6 +56,7 @@ type Metrics struct {
 	noLocal                        *prometheus.GaugeVec
 	nftFailures, iptFailures       *prometheus.CounterVec
 	conntrack                      *prometheus.CounterVec
+	conntrackSync                  *prometheus.HistogramVec
 	healthz, livez                 *prometheus.CounterVec
 	written                        *prometheus.CounterVec
 
@@ -110,6 +112,7 @@ func NewMetrics() *Metrics {
 			Help: "Cumulative proxy iptables restore failures"}, fam),
 		conntrack: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubeproxy_conntrack_reconciler_deleted_entries_total",
 			Help: "Cumulative conntrack flows deleted by conntrack reconciler"}, fam),
+		conntrackSync: hist("kubeproxy_conntrack_reconciler_sync_duration_seconds", "ReconcileConntrackFlowsLatency latency in seconds", syncBuckets),
 		healthz: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubeproxy_proxy_healthz_total",
 			Help: "Cumulative proxy healthz HTTP status"}, []string{"code"}),
 		livez: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubeproxy_proxy_livez_total",
@@ -118,7 +121,7 @@ func NewMetrics() *Metrics {
 			Help: "Chains, rules and set elements sent to the kernel, summed over syncs (a partial sync sends only what changed)."}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(m.syncs, m.fullSyncs, m.partialSyncs, m.lastSync, m.lastQueued, m.programming,
-		m.endpointChanges, m.svcChanges, m.endpointPending, m.svcPending, m.noLocal, m.conntrack, m.healthz, m.livez, m.written,
+		m.endpointChanges, m.svcChanges, m.endpointPending, m.svcPending, m.noLocal, m.conntrack, m.conntrackSync, m.healthz, m.livez, m.written,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		restClient.latency, restClient.results)
 	registerRESTClientMetrics()

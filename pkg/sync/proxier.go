@@ -64,9 +64,9 @@ type Proxier struct {
 	request   func() // asks the runner for a sync
 	verbose   bool   // log the whole ruleset after each sync
 
-	mu           gosync.Mutex
-	state        *rules.State
-	node         rules.Node
+	mu    gosync.Mutex
+	state *rules.State
+	node  rules.Node
 	// started is when the proxier was made: trigger times before it are
 	// ignored (kube-proxy's EndpointsChangeTracker.trackerStartTime).
 	started time.Time
@@ -87,9 +87,9 @@ type Proxier struct {
 	serviceCIDRs map[string][]netip.Prefix
 
 	// Owned by Sync.
-	conflicts   map[string]bool // conflicts of the last sync, each logged when it appeared
-	lastFull    time.Time
-	applied     map[rules.Family]*Desired
+	conflicts map[string]bool // conflicts of the last sync, each logged when it appeared
+	lastFull  time.Time
+	applied   map[rules.Family]*Desired
 
 	// Health, read by the HTTP handlers (see Health and NodeEligible).
 	healthMu gosync.Mutex
@@ -614,7 +614,9 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 		if len(fs) == 0 {
 			continue
 		}
+		start := p.clock.Now()
 		n, err := p.conntrack.DeleteUDP(fs)
+		p.metrics.conntrackSync.WithLabelValues(ipFamily(f)).Observe(p.clock.Now().Sub(start).Seconds())
 		if err != nil {
 			p.log.Warn("deleting stale UDP conntrack entries", "family", f, "error", err.Error())
 		}
