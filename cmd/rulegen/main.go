@@ -97,8 +97,8 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.syncPeriod, "sync-period", 30*time.Second, "daemon: interval of periodic syncs, which also check that the kernel still holds rulegen's rules and repair them")
 	fs.DurationVar(&o.fullSyncPeriod, "full-sync-period", time.Hour, "daemon: interval of full rewrites of the ruleset (other syncs send only what changed)")
 	fs.DurationVar(&o.healthTimeout, "health-timeout", 60*time.Second, "daemon: /healthz fails when a change has waited this long, or the last sync is older than sync-period plus this")
-	fs.StringVar(&o.healthzAddr, "healthz-bind-address", "127.0.0.1:10266", "daemon: address of /healthz and /livez (empty: off)")
-	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:10267", "daemon: address of /metrics (empty: off)")
+	fs.StringVar(&o.healthzAddr, "healthz-bind-address", "0.0.0.0:10256", "daemon: address of /healthz and /livez (empty: off)")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:10249", "daemon: address of /metrics (empty: off)")
 	fs.BoolVar(&o.profiling, "profiling", false, "daemon: also serve Go's /debug/pprof/ (CPU and heap profiles) on the metrics address")
 	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity: 0 info, 1 debug (every sync), 2 also the full ruleset")
 	fs.Usage = func() {
