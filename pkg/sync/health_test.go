@@ -253,3 +253,33 @@ func metricValue(t *testing.T, m *Metrics, name string, labels ...string) float6
 	}
 	return -1
 }
+
+// TestHealthFollowsTheFamilies: a family is reported once it is synced,
+// and no longer once the node lost its last address of it.
+func TestHealthFollowsTheFamilies(t *testing.T) {
+	p, _, _ := newTestProxier(Options{HealthTimeout: time.Minute})
+	dual := testNode(func(n *v1.Node) {
+		n.Status.Addresses = append(n.Status.Addresses, v1.NodeAddress{Type: v1.NodeInternalIP, Address: "fd00::1"})
+	})
+	for _, step := range []struct {
+		name string
+		node *v1.Node
+		want []string
+	}{
+		{"dual-stack node", dual, []string{"IPv4", "IPv6"}},
+		{"IPv6 address gone", testNode(), []string{"IPv4"}},
+	} {
+		p.OnNode(step.node, false)
+		if err := p.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for f := range p.Health().Status {
+			got = append(got, f)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, step.want) {
+			t.Errorf("%s: status of %v, want %v", step.name, got, step.want)
+		}
+	}
+}

@@ -475,6 +475,12 @@ func (p *Proxier) takeQueued(start time.Time, fams []rules.Family) map[rules.Fam
 		}
 	}
 	p.loopStarted = true
+	for f := range p.lastUpdated { // a family no longer programmed is not reported
+		if !slices.Contains(fams, f) {
+			delete(p.lastUpdated, f)
+			delete(p.queued, f)
+		}
+	}
 	taken := map[rules.Family]time.Time{}
 	for _, f := range fams {
 		if t, ok := p.queued[f]; ok {
