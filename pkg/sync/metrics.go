@@ -33,6 +33,7 @@ import (
 //	kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy,ip_family} Local-policy services without a local endpoint
 //	kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family}   (nftables backend) failed transactions
 //	kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family} (iptables backend) failed iptables-restore
+//	kubeproxy_sync_proxy_rules_iptables_total{table,ip_family}     (iptables backend) rules in rulegen's chains after the last sync
 //	kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family} stale UDP conntrack entries deleted
 //	kubeproxy_conntrack_reconciler_sync_duration_seconds{ip_family} time to delete them
 //	kubeproxy_proxy_healthz_total{code}, kubeproxy_proxy_livez_total{code} answers of /healthz and /livez
@@ -55,6 +56,7 @@ type Metrics struct {
 	endpointPending, svcPending    prometheus.Gauge
 	noLocal                        *prometheus.GaugeVec
 	nftFailures, iptFailures       *prometheus.CounterVec
+	iptRules                       *prometheus.GaugeVec
 	conntrack                      *prometheus.CounterVec
 	conntrackSync                  *prometheus.HistogramVec
 	healthz, livez                 *prometheus.CounterVec
@@ -110,6 +112,8 @@ func NewMetrics() *Metrics {
 			Help: "Cumulative proxy nftables sync failures"}, fam),
 		iptFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
 			Help: "Cumulative proxy iptables restore failures"}, fam),
+		iptRules: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kubeproxy_sync_proxy_rules_iptables_total",
+			Help: "Total number of iptables rules owned by kube-proxy"}, []string{"table", "ip_family"}),
 		conntrack: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubeproxy_conntrack_reconciler_deleted_entries_total",
 			Help: "Cumulative conntrack flows deleted by conntrack reconciler"}, fam),
 		conntrackSync: hist("kubeproxy_conntrack_reconciler_sync_duration_seconds", "ReconcileConntrackFlowsLatency latency in seconds", syncBuckets),
@@ -128,17 +132,36 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// forBackend registers the failure counter of b, kube-proxy's for the
-// same mode (it registers NFTablesSyncFailuresTotal in nftables mode and
-// IPTablesRestoreFailuresTotal in iptables mode), once.
+// forBackend registers the metrics of backend b as kube-proxy registers
+// those of the same mode, once: NFTablesSyncFailuresTotal in nftables
+// mode; IPTablesRestoreFailuresTotal and IPTablesRulesTotal in iptables
+// mode.
 func (m *Metrics) forBackend(b Backend) {
 	m.backendOnce.Do(func() {
 		m.failures = m.nftFailures
 		if b == IPTables {
 			m.failures = m.iptFailures
+			m.Registry.MustRegister(m.iptRules)
 		}
 		m.Registry.MustRegister(m.failures)
 	})
+}
+
+// observeRuleset sets the rule counts of an iptables ruleset, per table
+// (the rules of rulegen's chains; kube-proxy counts its KUBE- chains' the
+// same way, without the jumps from the built-in chains).
+func (m *Metrics) observeRuleset(d *Desired) {
+	if d.IPTables == nil {
+		return
+	}
+	fam := ipFamily(d.IPTables.Family)
+	for _, t := range d.IPTables.Tables {
+		n := 0
+		for _, c := range t.Chains {
+			n += len(c.Rules)
+		}
+		m.iptRules.WithLabelValues(t.Name, fam).Set(float64(n))
+	}
 }
 
 // syncFailed counts a failed kernel update of family f.

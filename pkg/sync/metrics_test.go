@@ -41,9 +41,9 @@ var kubeProxyMetrics = []string{
 	"process_resident_memory_bytes",
 }
 
-var kubeProxyBackendMetrics = map[Backend]string{
-	NFTables: "kubeproxy_sync_proxy_rules_nftables_sync_failures_total",
-	IPTables: "kubeproxy_sync_proxy_rules_iptables_restore_failures_total",
+var kubeProxyBackendMetrics = map[Backend][]string{
+	NFTables: {"kubeproxy_sync_proxy_rules_nftables_sync_failures_total"},
+	IPTables: {"kubeproxy_sync_proxy_rules_iptables_restore_failures_total", "kubeproxy_sync_proxy_rules_iptables_total"},
 }
 
 // rulegenOnlyMetrics have no kube-proxy twin, hence the rulegen_ prefix.
@@ -74,15 +74,17 @@ func TestMetricNamesAreKubeProxys(t *testing.T) {
 			m := NewMetrics()
 			NewProxier(Options{Backend: b, NodeName: "node-a"}, &fakeKernel{}, nil, m, nil, &fakeClock{now: time.Unix(1000, 0)}, nil)
 			names := metricNames(m)
-			want := append(slices.Clone(kubeProxyMetrics), kubeProxyBackendMetrics[b])
+			want := append(slices.Clone(kubeProxyMetrics), kubeProxyBackendMetrics[b]...)
 			for _, n := range want {
 				if !slices.Contains(names, n) {
 					t.Errorf("kube-proxy's %s is missing", n)
 				}
 			}
-			for b2, n := range kubeProxyBackendMetrics {
-				if b2 != b && slices.Contains(names, n) {
-					t.Errorf("%s registered with the %s backend (kube-proxy registers it in %s mode only)", n, b, b2)
+			for b2, ns := range kubeProxyBackendMetrics {
+				for _, n := range ns {
+					if b2 != b && slices.Contains(names, n) {
+						t.Errorf("%s registered with the %s backend (kube-proxy registers it in %s mode only)", n, b, b2)
+					}
 				}
 			}
 			for _, n := range names {
@@ -149,4 +151,22 @@ func TestSyncMetrics(t *testing.T) {
 	p.OnService(svc, false)
 	p.Sync()
 	check("failed sync", "kubeproxy_sync_proxy_rules_nftables_sync_failures_total", 1, "ip_family", "IPv4")
+}
+
+// TestIPTablesRuleCounts: the iptables backend counts the rules of its
+// chains per table, as kube-proxy's iptables mode.
+func TestIPTablesRuleCounts(t *testing.T) {
+	m := NewMetrics()
+	p := NewProxier(Options{Backend: IPTables, NodeName: "node-a"}, &fakeKernel{}, nil, m, nil, &fakeClock{now: time.Unix(1000, 0)}, nil)
+	p.OnNode(testNode(), false)
+	p.OnService(testService("a", "10.96.0.1", v1.ProtocolTCP, 30000), false)
+	p.OnSlice(testSlice("a-1", "a", v1.ProtocolTCP, "10.128.0.1"), false)
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{"nat", "filter"} {
+		if n := metricValue(t, m, "kubeproxy_sync_proxy_rules_iptables_total", "table", table, "ip_family", "IPv4"); n <= 0 {
+			t.Errorf("table %s: %v rules counted, want some", table, n)
+		}
+	}
 }

@@ -430,6 +430,7 @@ func (p *Proxier) Sync() error {
 		famEnd := p.clock.Now()
 		p.metrics.observeSync(d.Plan.Family, rendered.Sub(start)+famEnd.Sub(famStart), famEnd, w)
 		p.metrics.observeNoLocal(d.Plan)
+		p.metrics.observeRuleset(d)
 		p.updated(d.Plan.Family, famEnd)
 		famStart = famEnd
 	}
