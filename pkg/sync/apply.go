@@ -141,7 +141,7 @@ func (p *Proxier) removeDropped(desired []*Desired) error {
 			continue
 		}
 		if err := p.kernel.Remove(f); err != nil {
-			p.metrics.failures.Inc()
+			p.metrics.syncFailed(f)
 			p.log.Error("removing the rules of a family no longer programmed; retrying", "family", f, "error", err.Error())
 			errs = append(errs, fmt.Errorf("remove %s: %w", f, err))
 			continue

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"strconv"
 	gosync "sync"
 	"syscall"
 	"time"
@@ -36,6 +37,30 @@ func newHTTPServer(h http.Handler) *http.Server {
 		WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout}
 }
 
+// TaintToBeDeleted is the taint the cluster autoscaler puts on a node it is
+// about to delete (kube-proxy's healthcheck.ToBeDeletedTaint): /healthz
+// fails on such a node so that load balancers drain it first.
+const TaintToBeDeleted = "ToBeDeletedByClusterAutoscaler"
+
+// ProxyHealth is the JSON body of /healthz and /livez, field for field
+// kube-proxy's (pkg/proxy/healthcheck ProxyHealth, v1.37.2): LastUpdated
+// is the latest successful sync of any family, or the time of the answer
+// when healthy (kube-proxy keeps that for older clients); NodeEligible is
+// set by /healthz only; Status is per family, keyed "IPv4" and "IPv6".
+type ProxyHealth struct {
+	LastUpdated  time.Time                `json:"lastUpdated"`
+	CurrentTime  time.Time                `json:"currentTime"`
+	NodeEligible *bool                    `json:"nodeEligible,omitempty"`
+	Healthy      bool                     `json:"healthy"`
+	Status       map[string]ProxierHealth `json:"status,omitempty"`
+}
+
+// ProxierHealth is the health of one family in ProxyHealth.
+type ProxierHealth struct {
+	LastUpdated time.Time `json:"lastUpdated"`
+	Healthy     bool      `json:"healthy"`
+}
+
 // HealthCheck is what the health check node port of one service reports.
 type HealthCheck struct {
 	Service        rules.ServiceKey
@@ -43,9 +68,13 @@ type HealthCheck struct {
 }
 
 // HealthChecks serves the healthCheckNodePort of LoadBalancer services with
-// externalTrafficPolicy Local: HTTP 200 with a JSON body counting the local
-// endpoints when there are some, 503 otherwise. Cloud load balancers use it
-// to send traffic only to nodes that have endpoints.
+// externalTrafficPolicy Local. As kube-proxy (pkg/proxy/healthcheck
+// service_health.go), it answers 200 when the service has local endpoints
+// and the proxy is healthy, 503 otherwise, with the header
+// X-Load-Balancing-Endpoint-Weight set to the number of local endpoints
+// and kube-proxy's JSON body, byte for byte: the service, localEndpoints
+// and serviceProxyHealthy. Cloud load balancers use it to send traffic
+// only to nodes that have endpoints.
 //
 // Like kube-proxy, a server answers on every path: load balancers are
 // configured with a path of their choosing. Unlike kube-proxy, it answers
@@ -68,12 +97,40 @@ type HealthChecks struct {
 	mu      gosync.Mutex
 	addrs   []netip.Addr // where the servers listen, sorted
 	servers map[int32]*hcServer
+	// proxyHealthy reports the proxier's health (set by NewProxier;
+	// healthy when nil).
+	proxyHealthy func() bool
 }
 
 type hcServer struct {
-	srv   *http.Server // one server, one listener per address
-	state HealthCheck
-	mu    gosync.Mutex
+	srv          *http.Server // one server, one listener per address
+	state        HealthCheck
+	proxyHealthy func() bool
+	mu           gosync.Mutex
+}
+
+// hcBody is kube-proxy's health check node port answer. Indented with
+// tabs, without a final newline, it is byte for byte what kube-proxy
+// writes (its template, dedented and trimmed).
+type hcBody struct {
+	Service struct {
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
+	} `json:"service"`
+	LocalEndpoints      int  `json:"localEndpoints"`
+	ServiceProxyHealthy bool `json:"serviceProxyHealthy"`
+}
+
+// setProxyHealthy makes every server answer 503 while f reports false.
+func (h *HealthChecks) setProxyHealthy(f func() bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.proxyHealthy = f
+	for _, s := range h.servers {
+		s.mu.Lock()
+		s.proxyHealthy = f
+		s.mu.Unlock()
+	}
 }
 
 // NewHealthChecks returns an empty set of health check servers.
@@ -105,17 +162,20 @@ func (s *hcServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	st := s.state
+	st, healthy := s.state, s.proxyHealthy
 	s.mu.Unlock()
+	var body hcBody
+	body.Service.Namespace, body.Service.Name = st.Service.Namespace, st.Service.Name
+	body.LocalEndpoints = st.LocalEndpoints
+	body.ServiceProxyHealthy = healthy == nil || healthy()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if st.LocalEndpoints == 0 {
+	w.Header().Set("X-Load-Balancing-Endpoint-Weight", strconv.Itoa(st.LocalEndpoints))
+	if st.LocalEndpoints == 0 || !body.ServiceProxyHealthy {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
-	json.NewEncoder(w).Encode(map[string]any{
-		"service":        map[string]string{"namespace": st.Service.Namespace, "name": st.Service.Name},
-		"localEndpoints": st.LocalEndpoints,
-	})
+	b, _ := json.MarshalIndent(body, "", "\t")
+	w.Write(b)
 }
 
 // Update serves the wanted ports on addrs: it opens servers for new ports,
@@ -147,7 +207,7 @@ func (h *HealthChecks) Update(addrs []netip.Addr, want map[int32]HealthCheck) er
 			s.mu.Unlock()
 			continue
 		}
-		s := &hcServer{state: st}
+		s := &hcServer{state: st, proxyHealthy: h.proxyHealthy}
 		s.srv = newHTTPServer(s)
 		var ls []net.Listener
 		var err error

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -24,31 +25,87 @@ func (r *recordingListen) listen(addr netip.AddrPort) (net.Listener, error) {
 	return net.Listen("tcp", "127.0.0.1:0")
 }
 
-// TestHealthCheckAnswers: like kube-proxy, any path; unlike it, only GET
-// and HEAD.
+// TestHealthCheckAnswers: kube-proxy's answers (pkg/proxy/healthcheck
+// service_health.go, v1.37.2): any path; 200 only with local endpoints
+// and a healthy proxy; the weight header; the body byte for byte. Unlike
+// kube-proxy, only GET and HEAD.
 func TestHealthCheckAnswers(t *testing.T) {
 	svc := rules.ServiceKey{Namespace: "ns", Name: "a"}
+	body := func(n int, healthy bool) string {
+		return "{\n\t\"service\": {\n\t\t\"namespace\": \"ns\",\n\t\t\"name\": \"a\"\n\t},\n\t\"localEndpoints\": " +
+			strconv.Itoa(n) + ",\n\t\"serviceProxyHealthy\": " + strconv.FormatBool(healthy) + "\n}"
+	}
 	for _, tc := range []struct {
 		name, method, path string
 		local              int
+		proxyUnhealthy     bool
 		code               int
 	}{
-		{"GET / with local endpoints", http.MethodGet, "/", 2, http.StatusOK},
-		{"GET /healthz", http.MethodGet, "/healthz", 2, http.StatusOK},
-		{"GET any other path", http.MethodGet, "/any/path", 2, http.StatusOK},
-		{"HEAD", http.MethodHead, "/", 2, http.StatusOK},
-		{"GET without local endpoints", http.MethodGet, "/", 0, http.StatusServiceUnavailable},
-		{"POST", http.MethodPost, "/", 2, http.StatusMethodNotAllowed},
-		{"DELETE", http.MethodDelete, "/healthz", 2, http.StatusMethodNotAllowed},
+		{"GET / with local endpoints", http.MethodGet, "/", 2, false, http.StatusOK},
+		{"GET /healthz", http.MethodGet, "/healthz", 2, false, http.StatusOK},
+		{"GET any other path", http.MethodGet, "/any/path", 2, false, http.StatusOK},
+		{"HEAD", http.MethodHead, "/", 2, false, http.StatusOK},
+		{"no local endpoints", http.MethodGet, "/", 0, false, http.StatusServiceUnavailable},
+		{"proxy unhealthy (stale sync)", http.MethodGet, "/", 2, true, http.StatusServiceUnavailable},
+		{"POST", http.MethodPost, "/", 2, false, http.StatusMethodNotAllowed},
+		{"DELETE", http.MethodDelete, "/healthz", 2, false, http.StatusMethodNotAllowed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := &hcServer{state: HealthCheck{Service: svc, LocalEndpoints: tc.local}}
+			s := &hcServer{state: HealthCheck{Service: svc, LocalEndpoints: tc.local}, proxyHealthy: func() bool { return !tc.proxyUnhealthy }}
 			w := httptest.NewRecorder()
 			s.ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, nil))
 			if w.Code != tc.code {
 				t.Errorf("%s %s: %d, want %d (%s)", tc.method, tc.path, w.Code, tc.code, w.Body)
 			}
+			if tc.code == http.StatusMethodNotAllowed {
+				return
+			}
+			for h, want := range map[string]string{"Content-Type": "application/json", "X-Content-Type-Options": "nosniff",
+				"X-Load-Balancing-Endpoint-Weight": strconv.Itoa(tc.local)} {
+				if got := w.Header().Get(h); got != want {
+					t.Errorf("%s: %q, want %q", h, got, want)
+				}
+			}
+			if tc.method == http.MethodGet && w.Body.String() != body(tc.local, !tc.proxyUnhealthy) {
+				t.Errorf("body:\n%s\nwant kube-proxy's:\n%s", w.Body, body(tc.local, !tc.proxyUnhealthy))
+			}
 		})
+	}
+}
+
+// TestHealthCheckNodePortFollowsProxyHealth: a proxier's health check
+// servers fail while it is unhealthy, as kube-proxy's.
+func TestHealthCheckNodePortFollowsProxyHealth(t *testing.T) {
+	k, ct := &fakeKernel{}, &fakeConntrack{}
+	hc := NewHealthChecks()
+	hc.Listen = (&recordingListen{}).listen
+	defer hc.Close()
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	p := NewProxier(Options{Backend: NFTables, NodeName: "node-a", NodeIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, HealthTimeout: time.Minute},
+		k, ct, NewMetrics(), hc, clock, nil)
+	lb := testService("lb", "10.96.0.2", v1.ProtocolTCP, 30000)
+	lb.Spec.Type, lb.Spec.ExternalTrafficPolicy, lb.Spec.HealthCheckNodePort = v1.ServiceTypeLoadBalancer, v1.ServiceExternalTrafficPolicyLocal, 30100
+	p.OnService(lb, false)
+	es := testSlice("lb-1", "lb", v1.ProtocolTCP, "10.128.0.1")
+	es.Endpoints[0].NodeName = &p.opts.NodeName
+	p.OnSlice(es, false)
+	code := func() int {
+		w := httptest.NewRecorder()
+		hc.servers[30100].ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
+		return w.Code
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if c := code(); c != http.StatusOK {
+		t.Fatalf("healthy proxy: %d, want 200", c)
+	}
+	k.fail = true
+	p.OnService(testService("a", "10.96.0.1", v1.ProtocolTCP, 0), false)
+	p.Sync()
+	clock.Step(time.Minute)
+	if c := code(); c != http.StatusServiceUnavailable {
+		t.Errorf("change waiting a minute: %d, want 503", c)
 	}
 }
 

@@ -41,8 +41,9 @@ type Options struct {
 	Families []rules.Family
 	// SyncPeriod is the interval of periodic syncs (which check that the
 	// kernel still holds rulegen's rules); FullSyncPeriod the interval of
-	// full rewrites; HealthTimeout how long a change may wait, or the last
-	// sync may be old, before /healthz fails.
+	// full rewrites; HealthTimeout how long a change may wait for a
+	// successful sync before /healthz and /livez fail (kube-proxy uses
+	// twice its syncPeriod).
 	SyncPeriod     time.Duration
 	FullSyncPeriod time.Duration
 	HealthTimeout  time.Duration
@@ -63,11 +64,15 @@ type Proxier struct {
 	request   func() // asks the runner for a sync
 	verbose   bool   // log the whole ruleset after each sync
 
-	mu           gosync.Mutex
-	state        *rules.State
-	node         rules.Node
-	dirty        bool
-	pendingSince time.Time
+	mu    gosync.Mutex
+	state *rules.State
+	node  rules.Node
+	// started is when the proxier was made: trigger times before it are
+	// ignored (kube-proxy's EndpointsChangeTracker.trackerStartTime).
+	started time.Time
+	// pendingServices are the services changed since the last sync (the
+	// service_changes_pending gauge).
+	pendingServices map[rules.ServiceKey]bool
 	// sliceOwner is the service each recorded EndpointSlice is filed under
 	// in state, so that a relabelled slice moves and a deleted one is
 	// removed from there whatever labels its last copy carries.
@@ -75,18 +80,33 @@ type Proxier struct {
 	// triggers holds, per recorded slice, the oldest last-change-trigger-time
 	// not yet applied: at most one entry per live slice, however many
 	// updates arrive or syncs fail.
-	triggers map[types.NamespacedName]time.Time
+	triggers map[types.NamespacedName]trigger
 	reported map[string]string // object -> last problem logged, to log each once; forgotten when the object is deleted
 	// serviceCIDRs are the valid spec.cidrs of each ServiceCIDR object,
 	// by object name.
 	serviceCIDRs map[string][]netip.Prefix
 
 	// Owned by Sync.
-	conflicts   map[string]bool // conflicts of the last sync, each logged when it appeared
-	lastFull    time.Time
-	lastSuccess time.Time
-	applied     map[rules.Family]*Desired
-	syncedMu    gosync.Mutex // guards lastSuccess for health probes
+	conflicts map[string]bool // conflicts of the last sync, each logged when it appeared
+	lastFull  time.Time
+	applied   map[rules.Family]*Desired
+
+	// Health, read by the HTTP handlers (see Health and NodeEligible).
+	healthMu gosync.Mutex
+	// lastUpdated is, per family, the end of its last successful sync (or
+	// the start of its first sync, as kube-proxy's SyncLoop marks it);
+	// queued the time of the oldest change not yet applied in it.
+	lastUpdated, queued map[rules.Family]time.Time
+	loopStarted         bool // the first sync has started: changes are queued from now on
+	nodeSeen            bool // the Node object was received (and not deleted since)
+	nodeDeleting        bool // it has a deletion timestamp
+	nodeToBeDeleted     bool // it has the cluster autoscaler's ToBeDeletedByClusterAutoscaler taint
+}
+
+// trigger is a pending last-change-trigger-time of an EndpointSlice.
+type trigger struct {
+	at     time.Time
+	family rules.Family
 }
 
 // NewProxier returns a proxier. request is called (without blocking) when a
@@ -98,10 +118,18 @@ func NewProxier(opts Options, kernel Kernel, ct Conntrack, m *Metrics, hc *Healt
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Proxier{opts: opts, renderer: NewRenderer(opts.Backend), kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
-		request: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs},
-		sliceOwner: map[types.NamespacedName]rules.ServiceKey{}, triggers: map[types.NamespacedName]time.Time{},
-		reported: map[string]string{}, serviceCIDRs: map[string][]netip.Prefix{}, conflicts: map[string]bool{}, applied: map[rules.Family]*Desired{}}
+	m.forBackend(opts.Backend)
+	p := &Proxier{opts: opts, renderer: NewRenderer(opts.Backend), kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
+		request: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs}, started: clock.Now(),
+		pendingServices: map[rules.ServiceKey]bool{}, sliceOwner: map[types.NamespacedName]rules.ServiceKey{}, triggers: map[types.NamespacedName]trigger{},
+		reported: map[string]string{}, serviceCIDRs: map[string][]netip.Prefix{}, conflicts: map[string]bool{}, applied: map[rules.Family]*Desired{},
+		lastUpdated: map[rules.Family]time.Time{}, queued: map[rules.Family]time.Time{}}
+	if hc != nil {
+		// As kube-proxy's service health servers, a health check node
+		// port fails while the proxy is unhealthy.
+		hc.setProxyHealthy(func() bool { return p.Health().Healthy })
+	}
+	return p
 }
 
 // SetVerbose makes every sync log the full ruleset it applied (debug level).
@@ -110,12 +138,28 @@ func (p *Proxier) SetVerbose(v bool) { p.verbose = v }
 // SetRequest sets the function that asks for a sync (the runner's Run).
 func (p *Proxier) SetRequest(f func()) { p.request = f }
 
+// changed records that a change waits for a sync (p.mu held): as
+// kube-proxy's Proxier.Sync, it queues an update of every family for the
+// health checks and sets the last-queued timestamp. Changes before the
+// first sync are queued when it starts (kube-proxy queues nothing until it
+// is initialized, and marks every family updated when its sync loop starts).
 func (p *Proxier) changed(now time.Time) {
-	if !p.dirty {
-		p.dirty = true
-		p.pendingSince = now
+	fams := p.families()
+	p.healthMu.Lock()
+	started := p.loopStarted
+	if started {
+		for _, f := range fams {
+			if _, ok := p.queued[f]; !ok {
+				p.queued[f] = now
+			}
+		}
 	}
-	p.metrics.pending.Set(1)
+	p.healthMu.Unlock()
+	if started {
+		for _, f := range fams {
+			p.metrics.lastQueued.WithLabelValues(ipFamily(f)).Set(unixSeconds(now))
+		}
+	}
 }
 
 // report logs a problem with an object once (until it changes or is
@@ -147,6 +191,9 @@ func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
 		p.report("Service "+key.String(), err)
 		p.state.SetService(key, ports) // an invalid service is skipped: no ports
 	}
+	p.metrics.svcChanges.Inc()
+	p.pendingServices[key] = true
+	p.metrics.svcPending.Set(float64(len(p.pendingServices)))
 	p.changed(p.clock.Now())
 	p.request()
 }
@@ -176,9 +223,11 @@ func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
 	if sl != nil {
 		p.state.SetSlice(sl)
 		p.sliceOwner[id] = sl.Service
-		if t, err := time.Parse(time.RFC3339, es.Annotations[AnnotationTriggerTime]); err == nil {
-			if old, ok := p.triggers[id]; !ok || t.Before(old) {
-				p.triggers[id] = t
+		// A trigger time from before the start is ignored, as kube-proxy
+		// does: after a restart it is the age of the slice, not a latency.
+		if t, err := time.Parse(time.RFC3339, es.Annotations[AnnotationTriggerTime]); err == nil && t.After(p.started) {
+			if old, ok := p.triggers[id]; !ok || t.Before(old.at) {
+				p.triggers[id] = trigger{at: t, family: sl.Family}
 			}
 		}
 	} else {
@@ -186,34 +235,45 @@ func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
 		// measured (and its entry cannot outlive it).
 		delete(p.triggers, id)
 	}
+	p.metrics.endpointChanges.Inc()
+	p.metrics.endpointPending.Inc()
 	p.changed(p.clock.Now())
 	p.request()
 }
 
 // takeTriggers returns the pending trigger times and clears them.
-func (p *Proxier) takeTriggers() map[types.NamespacedName]time.Time {
+func (p *Proxier) takeTriggers() map[types.NamespacedName]trigger {
 	t := p.triggers
-	p.triggers = map[types.NamespacedName]time.Time{}
+	p.triggers = map[types.NamespacedName]trigger{}
 	return t
 }
 
 // restoreTriggers puts back the trigger times of a failed sync, keeping
 // the oldest per slice, for the slices that still exist.
-func (p *Proxier) restoreTriggers(taken map[types.NamespacedName]time.Time) {
+func (p *Proxier) restoreTriggers(taken map[types.NamespacedName]trigger) {
 	for id, t := range taken {
 		if _, ok := p.sliceOwner[id]; !ok {
 			continue
 		}
-		if cur, ok := p.triggers[id]; !ok || t.Before(cur) {
+		if cur, ok := p.triggers[id]; !ok || t.at.Before(cur.at) {
 			p.triggers[id] = t
 		}
 	}
 }
 
-// OnNode records this node's Node object (its addresses and zone). A Node
-// with an invalid address is reported, and its valid addresses are used.
+// OnNode records this node's Node object (its addresses and zone, and
+// whether it is going away, for /healthz). A Node with an invalid address
+// is reported, and its valid addresses are used.
 func (p *Proxier) OnNode(n *v1.Node, deleted bool) {
-	if n.Name != p.opts.NodeName || deleted {
+	if n.Name != p.opts.NodeName {
+		return
+	}
+	p.healthMu.Lock()
+	p.nodeSeen = !deleted
+	p.nodeDeleting = n.DeletionTimestamp != nil
+	p.nodeToBeDeleted = slices.ContainsFunc(n.Spec.Taints, func(t v1.Taint) bool { return t.Key == TaintToBeDeleted })
+	p.healthMu.Unlock()
+	if deleted {
 		return
 	}
 	node, err := rules.NodeFromObject(n)
@@ -334,8 +394,10 @@ func (p *Proxier) Sync() error {
 	}
 	rendered := p.clock.Now()
 	triggers := p.takeTriggers()
-	wasDirty, pendingSince := p.dirty, p.pendingSince
-	p.dirty = false
+	clear(p.pendingServices)
+	p.metrics.svcPending.Set(0)
+	p.metrics.endpointPending.Set(0)
+	queued := p.takeQueued(start, p.families())
 	p.mu.Unlock()
 
 	p.reportConflicts(desired)
@@ -344,7 +406,8 @@ func (p *Proxier) Sync() error {
 		p.kernel.Invalidate()
 	}
 	var written Written
-	for _, d := range desired {
+	famStart := rendered
+	for i, d := range desired {
 		w, err := p.kernel.Apply(d)
 		written.Full = written.Full || w.Full
 		written.Chains += w.Chains
@@ -352,34 +415,33 @@ func (p *Proxier) Sync() error {
 		written.Elements += w.Elements
 		if err != nil {
 			p.kernel.Invalidate()
-			p.metrics.failures.Inc()
+			p.metrics.syncFailed(d.Plan.Family)
 			p.mu.Lock()
 			p.restoreTriggers(triggers)
-			if wasDirty {
-				p.changed(pendingSince)
-			}
 			p.mu.Unlock()
+			for _, nd := range desired[i:] { // this family and those not applied yet still wait
+				p.requeue(nd.Plan.Family, queued)
+			}
 			p.log.Error("sync failed; the previous rules stay in place, retrying with a full sync", "family", d.Plan.Family, "error", err.Error())
 			return fmt.Errorf("sync %s: %w", d.Plan.Family, err)
 		}
+		// A family's duration is the shared render plus its own apply,
+		// as one of kube-proxy's per-family proxiers would measure it.
+		famEnd := p.clock.Now()
+		p.metrics.observeSync(d.Plan.Family, rendered.Sub(start)+famEnd.Sub(famStart), famEnd, w)
+		p.metrics.observeNoLocal(d.Plan)
+		p.metrics.observeRuleset(d)
+		p.updated(d.Plan.Family, famEnd)
+		famStart = famEnd
 	}
 	end := p.clock.Now()
 	full := written.Full
 	if full {
 		p.lastFull = start
 	}
-	p.syncedMu.Lock()
-	p.lastSuccess = end
-	p.syncedMu.Unlock()
-	p.metrics.observeSync(end.Sub(start), end, written)
 	for _, t := range triggers {
-		p.metrics.programming.Observe(end.Sub(t).Seconds())
+		p.metrics.programming.WithLabelValues(ipFamily(t.family)).Observe(end.Sub(t.at).Seconds())
 	}
-	p.mu.Lock()
-	if !p.dirty {
-		p.metrics.pending.Set(0)
-	}
-	p.mu.Unlock()
 
 	p.cleanConntrack(desired)
 	p.updateHealthChecks(desired)
@@ -399,26 +461,93 @@ func (p *Proxier) Sync() error {
 	return nil
 }
 
-// Healthy reports whether the proxier is keeping up: it has synced, a
-// pending change has not waited longer than HealthTimeout, and the last
-// successful sync is not older than SyncPeriod + HealthTimeout.
-func (p *Proxier) Healthy() (bool, string) {
-	now := p.clock.Now()
-	p.syncedMu.Lock()
-	last := p.lastSuccess
-	p.syncedMu.Unlock()
-	p.mu.Lock()
-	dirty, since := p.dirty, p.pendingSince
-	p.mu.Unlock()
-	switch {
-	case last.IsZero():
-		return false, "no successful sync yet"
-	case dirty && now.Sub(since) > p.opts.HealthTimeout:
-		return false, fmt.Sprintf("a change has waited %s for a sync", now.Sub(since).Round(time.Millisecond))
-	case now.Sub(last) > p.opts.SyncPeriod+p.opts.HealthTimeout:
-		return false, fmt.Sprintf("last successful sync %s ago", now.Sub(last).Round(time.Millisecond))
+// takeQueued returns the queued times of the families about to be synced
+// and clears them (p.mu held). The first sync starts the health clock, as
+// kube-proxy's SyncLoop does: every family counts as updated and, because
+// what changed before is applied now, queued at start.
+func (p *Proxier) takeQueued(start time.Time, fams []rules.Family) map[rules.Family]time.Time {
+	p.healthMu.Lock()
+	defer p.healthMu.Unlock()
+	for _, f := range fams {
+		if _, ok := p.lastUpdated[f]; !ok {
+			p.lastUpdated[f] = start
+			p.queued[f] = start
+			p.metrics.lastQueued.WithLabelValues(ipFamily(f)).Set(unixSeconds(start))
+		}
 	}
-	return true, fmt.Sprintf("last successful sync %s ago", now.Sub(last).Round(time.Millisecond))
+	p.loopStarted = true
+	for f := range p.lastUpdated { // a family no longer programmed is not reported
+		if !slices.Contains(fams, f) {
+			delete(p.lastUpdated, f)
+			delete(p.queued, f)
+		}
+	}
+	taken := map[rules.Family]time.Time{}
+	for _, f := range fams {
+		if t, ok := p.queued[f]; ok {
+			taken[f] = t
+			delete(p.queued, f)
+		}
+	}
+	return taken
+}
+
+// requeue puts back the queued time of family f after a failed sync,
+// keeping the oldest.
+func (p *Proxier) requeue(f rules.Family, taken map[rules.Family]time.Time) {
+	t, ok := taken[f]
+	if !ok {
+		return
+	}
+	p.healthMu.Lock()
+	defer p.healthMu.Unlock()
+	if cur, ok := p.queued[f]; !ok || t.Before(cur) {
+		p.queued[f] = t
+	}
+}
+
+// updated records a successful sync of family f (kube-proxy's
+// ProxyHealthServer.Updated).
+func (p *Proxier) updated(f rules.Family, at time.Time) {
+	p.healthMu.Lock()
+	defer p.healthMu.Unlock()
+	p.lastUpdated[f] = at
+}
+
+// Health reports, as kube-proxy's ProxyHealthServer.Health, whether the
+// proxier keeps up, per family: a family is unhealthy while a change has
+// waited HealthTimeout or longer for a successful sync of it. A family
+// that has not started syncing is not listed (and does not count), so the
+// proxier is healthy before its first sync; until the watches have synced
+// /healthz fails on NodeEligible instead. LastUpdated is the latest of the
+// families'. A periodic sync queues nothing, so, as kube-proxy, only a
+// change can make the proxier unhealthy.
+func (p *Proxier) Health() ProxyHealth {
+	now := p.clock.Now()
+	h := ProxyHealth{CurrentTime: now, Healthy: true, Status: map[string]ProxierHealth{}}
+	p.healthMu.Lock()
+	defer p.healthMu.Unlock()
+	for f, last := range p.lastUpdated {
+		fh := ProxierHealth{LastUpdated: last, Healthy: true}
+		if q, ok := p.queued[f]; ok && now.Sub(q) >= p.opts.HealthTimeout {
+			fh.Healthy = false
+			h.Healthy = false
+		}
+		h.Status[ipFamily(f)] = fh
+		if last.After(h.LastUpdated) {
+			h.LastUpdated = last
+		}
+	}
+	return h
+}
+
+// NodeEligible reports, as kube-proxy's ProxyHealthServer.NodeEligible,
+// whether this node should receive load-balancer traffic: its Node object
+// is known, not being deleted, and not tainted ToBeDeletedByClusterAutoscaler.
+func (p *Proxier) NodeEligible() bool {
+	p.healthMu.Lock()
+	defer p.healthMu.Unlock()
+	return p.nodeSeen && !p.nodeDeleting && !p.nodeToBeDeleted
 }
 
 // reportConflicts logs each conflict (two services claiming a destination)
@@ -485,11 +614,21 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 	if len(specs) == 0 {
 		return
 	}
-	n, err := p.conntrack.DeleteUDP(specs)
-	if err != nil {
-		p.log.Warn("deleting stale UDP conntrack entries", "error", err.Error())
+	// One call per family, so that the deleted entries are counted per
+	// family as kube-proxy counts them.
+	for _, f := range []rules.Family{rules.IPv4, rules.IPv6} {
+		fs := slices.DeleteFunc(slices.Clone(specs), func(s ConntrackSpec) bool { return s.Family != f })
+		if len(fs) == 0 {
+			continue
+		}
+		start := p.clock.Now()
+		n, err := p.conntrack.DeleteUDP(fs)
+		p.metrics.conntrackSync.WithLabelValues(ipFamily(f)).Observe(p.clock.Now().Sub(start).Seconds())
+		if err != nil {
+			p.log.Warn("deleting stale UDP conntrack entries", "family", f, "error", err.Error())
+		}
+		p.metrics.conntrack.WithLabelValues(ipFamily(f)).Add(float64(n))
 	}
-	p.metrics.conntrack.Add(float64(n))
 }
 
 type dest struct {

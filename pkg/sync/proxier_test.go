@@ -328,7 +328,7 @@ func TestProxierMapsStayBounded(t *testing.T) {
 				t.Fatal("the sync should fail")
 			}
 		}
-		if got := p.triggers; len(got) != 1 || !got[types.NamespacedName{Namespace: "ns", Name: "s1"}].Equal(base) {
+		if got := p.triggers; len(got) != 1 || !got[types.NamespacedName{Namespace: "ns", Name: "s1"}].at.Equal(base) {
 			t.Errorf("pending trigger times %v, want only the oldest, %v", got, base)
 		}
 		k.fail = false

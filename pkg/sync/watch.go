@@ -2,12 +2,15 @@ package sync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
@@ -150,12 +153,28 @@ func ListState(ctx context.Context, client kubernetes.Interface, nodeName string
 // the server's write timeout.
 const pprofWriteTimeout = 5 * time.Minute
 
-// Serve serves /healthz and /livez (200 or 503 from p.Healthy) on
-// healthAddr and /metrics on metricsAddr (the same server when equal),
-// until ctx ends. An empty address disables that endpoint. With profiling,
-// the metrics address also serves Go's /debug/pprof/ (CPU and heap
-// profiles of the running daemon). Other paths get 404. The servers have
-// rulegen's HTTP timeouts (see httpReadHeaderTimeout).
+// Serve serves /healthz and /livez on healthAddr and /metrics on
+// metricsAddr (the same server when equal), until ctx ends. An empty
+// address disables that endpoint. The answers are kube-proxy's
+// (cmd/kube-proxy/app/server.go and pkg/proxy/healthcheck/proxy_health.go,
+// v1.37.2):
+//
+//   - /livez: 200 when p.Health is healthy, 503 otherwise;
+//   - /healthz: the same, and 503 too when the node is not eligible (its
+//     Node object unknown or deleted, being deleted, or tainted
+//     ToBeDeletedByClusterAutoscaler), so that load balancers probing
+//     :10256/healthz drain a node that is going away; its body has
+//     nodeEligible;
+//   - both: a ProxyHealth JSON body, Content-Type application/json,
+//     X-Content-Type-Options nosniff, any method; each answer is counted in
+//     kubeproxy_proxy_healthz_total or kubeproxy_proxy_livez_total by code;
+//   - the metrics address also answers /healthz with "ok" (kube-proxy
+//     installs the generic healthz handler there) unless it is the health
+//     address, and /proxyMode with the backend ("nftables" or "iptables").
+//
+// With profiling, the metrics address also serves Go's /debug/pprof/ (CPU
+// and heap profiles of the running daemon). Other paths get 404. The
+// servers have rulegen's HTTP timeouts (see httpReadHeaderTimeout).
 func Serve(ctx context.Context, healthAddr, metricsAddr string, profiling bool, p *Proxier, m *Metrics) error {
 	servers := statusServers(healthAddr, metricsAddr, profiling, p, m)
 	errc := make(chan error, len(servers))
@@ -174,13 +193,8 @@ func Serve(ctx context.Context, healthAddr, metricsAddr string, profiling bool, 
 // statusServers returns the (not yet started) servers of Serve, one per
 // address.
 func statusServers(healthAddr, metricsAddr string, profiling bool, p *Proxier, m *Metrics) []*http.Server {
-	health := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		ok, why := p.Healthy()
-		if !ok {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		fmt.Fprintln(w, why)
-	})
+	healthz := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { serveHealth(w, p, m.healthz, true) })
+	livez := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { serveHealth(w, p, m.livez, false) })
 	muxes := map[string]*http.ServeMux{}
 	mux := func(addr string) *http.ServeMux {
 		if muxes[addr] == nil {
@@ -189,11 +203,23 @@ func statusServers(healthAddr, metricsAddr string, profiling bool, p *Proxier, m
 		return muxes[addr]
 	}
 	if healthAddr != "" {
-		mux(healthAddr).Handle("/healthz", health)
-		mux(healthAddr).Handle("/livez", health)
+		mux(healthAddr).Handle("/healthz", healthz)
+		mux(healthAddr).Handle("/livez", livez)
 	}
 	if metricsAddr != "" {
 		mux(metricsAddr).Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+		if metricsAddr != healthAddr {
+			mux(metricsAddr).HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				w.Header().Set("X-Content-Type-Options", "nosniff")
+				fmt.Fprint(w, "ok")
+			})
+		}
+		mux(metricsAddr).HandleFunc("/proxyMode", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			fmt.Fprint(w, p.opts.Backend)
+		})
 		if profiling {
 			mx := mux(metricsAddr)
 			mx.HandleFunc("/debug/pprof/", pprof.Index)
@@ -213,4 +239,30 @@ func statusServers(healthAddr, metricsAddr string, profiling bool, p *Proxier, m
 		out = append(out, srv)
 	}
 	return out
+}
+
+// serveHealth answers /healthz (withNode) or /livez from p's health, as
+// kube-proxy's healthzHandler and livezHandler do, and counts the answer.
+func serveHealth(w http.ResponseWriter, p *Proxier, count *prometheus.CounterVec, withNode bool) {
+	h := p.Health()
+	healthy := h.Healthy
+	if withNode {
+		eligible := p.NodeEligible()
+		h.NodeEligible = &eligible
+		healthy = healthy && eligible
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	code := http.StatusOK
+	if !healthy {
+		code = http.StatusServiceUnavailable
+	} else {
+		// kube-proxy's compatibility rule: a healthy answer says "updated
+		// now", as older releases' timestamp of the last sync loop did.
+		h.LastUpdated = h.CurrentTime
+	}
+	count.WithLabelValues(strconv.Itoa(code)).Inc()
+	w.WriteHeader(code)
+	b, _ := json.Marshal(h)
+	w.Write(b)
 }

@@ -281,8 +281,9 @@ func testDaemon(t *testing.T, backend string) {
 		// this client to pod-b.
 		setUDP(e2e.PodB, "node-a")
 		e.eventually(10*time.Second, "udp moved to pod-b", func() (bool, string) { r := udp(); return strings.HasPrefix(r, "ok pod-b"), r })
-		m := e.get(e.tp.Node, "http://127.0.0.1:10267/metrics")
-		if strings.Contains(m, "rulegen_conntrack_entries_deleted_total 0") {
+		m := e.get(e.tp.Node, "http://127.0.0.1:10249/metrics")
+		if !strings.Contains(m, `kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family="IPv4"}`) ||
+			strings.Contains(m, `kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family="IPv4"} 0`) {
 			t.Errorf("no conntrack entry was counted as deleted")
 		}
 	})
@@ -294,25 +295,65 @@ func testDaemon(t *testing.T, backend string) {
 		e.setSlice("lb", podA, podR)
 		e.eventually(10*time.Second, "health check 200", func() (bool, string) {
 			r := e.get(e.tp.Client1, url)
-			return strings.HasPrefix(r, "200 ") && strings.Contains(r, `"localEndpoints":1`), r
+			return strings.HasPrefix(r, "200 ") && strings.Contains(r, `"localEndpoints": 1`) && strings.Contains(r, `"serviceProxyHealthy": true`), r
 		})
 		e.setSlice("lb", podR)
 		e.eventually(10*time.Second, "health check 503", func() (bool, string) {
 			r := e.get(e.tp.Client1, url)
-			return strings.HasPrefix(r, "503 ") && strings.Contains(r, `"localEndpoints":0`), r
+			return strings.HasPrefix(r, "503 ") && strings.Contains(r, `"localEndpoints": 0`), r
 		})
 	})
 	t.Run("healthz-and-metrics", func(t *testing.T) {
-		if r := e.get(e.tp.Node, "http://127.0.0.1:10266/healthz"); !strings.HasPrefix(r, "200 ") {
-			t.Errorf("/healthz: %s", r)
+		// kube-proxy's defaults: /healthz on every address (a load
+		// balancer probes the node IP), /metrics on the loopback.
+		for _, url := range []string{"http://127.0.0.1:10256/healthz", "http://" + e2e.NodeIP + ":10256/healthz", "http://127.0.0.1:10256/livez"} {
+			if r := e.get(e.tp.Node, url); !strings.HasPrefix(r, "200 ") || !strings.Contains(r, `"healthy":true`) {
+				t.Errorf("%s: %s", url, r)
+			}
 		}
-		m := e.get(e.tp.Node, "http://127.0.0.1:10267/metrics")
-		for _, want := range []string{`rulegen_sync_duration_seconds_count{kind="full"}`, `rulegen_sync_duration_seconds_count{kind="partial"}`,
-			"rulegen_last_sync_timestamp_seconds", `rulegen_sync_objects_total{kind="rules"}`, "rulegen_sync_failures_total 0", "rulegen_changes_pending"} {
+		// (The failure counters, kube-proxy's too, have no series before
+		// a failure; pkg/sync's tests check that they are registered.)
+		m := e.get(e.tp.Node, "http://127.0.0.1:10249/metrics")
+		for _, want := range []string{`kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family="IPv4"}`,
+			`kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family="IPv6"}`, `kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}`,
+			"kubeproxy_sync_proxy_rules_endpoint_changes_total", "kubeproxy_sync_proxy_rules_service_changes_pending",
+			`kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"}`,
+			`rulegen_sync_objects_total{kind="rules"}`, "rest_client_requests_total{",
+			"go_goroutines", "process_resident_memory_bytes"} {
 			if !strings.Contains(m, want) {
 				t.Errorf("/metrics lacks %s", want)
 			}
 		}
+	})
+	t.Run("healthz-fails-while-the-node-goes-away", func(t *testing.T) {
+		// The cluster autoscaler's taint: load balancers must drain the
+		// node (/healthz 503), the pod must not be restarted (/livez 200).
+		taint := func(on bool) {
+			n, err := e.cp.Client.CoreV1().Nodes().Get(e.ctx(), "node-a", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n.Spec.Taints = nil
+			if on {
+				n.Spec.Taints = []v1.Taint{{Key: "ToBeDeletedByClusterAutoscaler", Value: "1700000000", Effect: v1.TaintEffectNoSchedule}}
+			}
+			if _, err := e.cp.Client.CoreV1().Nodes().Update(e.ctx(), n, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		taint(true)
+		e.eventually(10*time.Second, "/healthz 503 on a tainted node", func() (bool, string) {
+			r := e.get(e.tp.Node, "http://127.0.0.1:10256/healthz")
+			return strings.HasPrefix(r, "503 ") && strings.Contains(r, `"nodeEligible":false`), r
+		})
+		if r := e.get(e.tp.Node, "http://127.0.0.1:10256/livez"); !strings.HasPrefix(r, "200 ") {
+			t.Errorf("/livez on a tainted node: %s", r)
+		}
+		taint(false)
+		e.eventually(10*time.Second, "/healthz 200 once the taint is gone", func() (bool, string) {
+			r := e.get(e.tp.Node, "http://127.0.0.1:10256/healthz")
+			return strings.HasPrefix(r, "200 ") && strings.Contains(r, `"nodeEligible":true`), r
+		})
 	})
 	t.Run("rules-flushed-by-hand-restored", func(t *testing.T) {
 		if backend == "nftables" {
@@ -358,7 +399,7 @@ func testDaemon(t *testing.T, backend string) {
 		time.Sleep(300 * time.Millisecond)
 		e.startDaemon()
 		e.eventually(20*time.Second, "restarted daemon healthy", func() (bool, string) {
-			r := e.get(e.tp.Node, "http://127.0.0.1:10266/healthz")
+			r := e.get(e.tp.Node, "http://127.0.0.1:10256/healthz")
 			return strings.HasPrefix(r, "200 "), r
 		})
 		time.Sleep(500 * time.Millisecond)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,12 +184,16 @@ func testMigration(t *testing.T, mode string) {
 	defer func() { hold.Process.Kill(); hold.Wait() }()
 	time.Sleep(300 * time.Millisecond)
 
-	e.startDaemon()
+	// Both proxies default to kube-proxy's ports (10256 and 10249) on the
+	// host network: beside kube-proxy, rulegen takes others (the README's
+	// migration path) until kube-proxy is gone.
+	e.startDaemon("--healthz-bind-address", "127.0.0.1:10266", "--metrics-bind-address", "127.0.0.1:10267")
 	e.eventually(20*time.Second, "rulegen synced beside kube-proxy", func() (bool, string) {
 		out, _ := e.tp.Node.Run(nil, "nft", "list", "table", "ip", "rulegen")
 		return strings.Contains(out, addr(web)[:strings.LastIndex(addr(web), ":")]), "no rules yet"
 	})
 	step("kube-proxy and rulegen side by side")
+	e.compareWithKubeProxy(t, "127.0.0.1:10256", "127.0.0.1:10249", "127.0.0.1:10266", "127.0.0.1:10267")
 
 	kp.Process.Signal(syscall.SIGTERM)
 	kp.Wait()
@@ -215,4 +220,61 @@ func testMigration(t *testing.T, mode string) {
 	} else {
 		t.Logf("established connection: %s", strings.ReplaceAll(strings.TrimSpace(r), "\n", "; "))
 	}
+}
+
+// compareWithKubeProxy asks kube-proxy and rulegen, both healthy, the same
+// questions: /healthz and /livez give the same status code and the same
+// JSON keys; the metrics of what both do have the same names.
+func (e *env) compareWithKubeProxy(t *testing.T, kpHealth, kpMetrics, rgHealth, rgMetrics string) {
+	t.Helper()
+	keys := func(r string) (string, []string) {
+		code, body, _ := strings.Cut(r, " ")
+		var m map[string]any
+		if err := json.Unmarshal([]byte(body), &m); err != nil {
+			return code, []string{"not JSON: " + body}
+		}
+		var ks []string
+		for k := range m {
+			ks = append(ks, k)
+		}
+		slices.Sort(ks)
+		return code, ks
+	}
+	for _, path := range []string{"/healthz", "/livez"} {
+		kpCode, kpKeys := keys(e.get(e.tp.Node, "http://"+kpHealth+path))
+		rgCode, rgKeys := keys(e.get(e.tp.Node, "http://"+rgHealth+path))
+		if kpCode != rgCode || !slices.Equal(kpKeys, rgKeys) {
+			t.Errorf("%s: kube-proxy %s %v, rulegen %s %v", path, kpCode, kpKeys, rgCode, rgKeys)
+		}
+	}
+	names := func(addr string) map[string]bool {
+		out := map[string]bool{}
+		for _, l := range strings.Split(e.get(e.tp.Node, "http://"+addr+"/metrics"), "\n") {
+			if n, ok := strings.CutPrefix(l, "# TYPE "); ok {
+				out[strings.Fields(n)[0]] = true
+			}
+		}
+		return out
+	}
+	kp, rg := names(kpMetrics), names(rgMetrics)
+	// Shared features whose series exist in both after a sync and a probe
+	// (a vector with no sample yet is not exposed, by either).
+	for _, n := range []string{"kubeproxy_sync_proxy_rules_duration_seconds", "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+		"kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "kubeproxy_sync_proxy_rules_endpoint_changes_total",
+		"kubeproxy_sync_proxy_rules_endpoint_changes_pending", "kubeproxy_sync_proxy_rules_service_changes_total",
+		"kubeproxy_sync_proxy_rules_service_changes_pending", "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+		"kubeproxy_proxy_healthz_total", "kubeproxy_proxy_livez_total", "rest_client_requests_total",
+		"rest_client_request_duration_seconds", "go_goroutines", "process_cpu_seconds_total"} {
+		if !kp[n] || !rg[n] {
+			t.Errorf("%s: exposed by kube-proxy %v, by rulegen %v; want both", n, kp[n], rg[n])
+		}
+	}
+	var onlyKP []string
+	for n := range kp {
+		if strings.HasPrefix(n, "kubeproxy_") && !rg[n] {
+			onlyKP = append(onlyKP, n)
+		}
+	}
+	slices.Sort(onlyKP)
+	t.Logf("kubeproxy_ metrics only kube-proxy exposes now: %v", onlyKP)
 }
