@@ -217,10 +217,12 @@ func ConntrackTCPBeLiberal() bool {
 }
 
 // CleanupKubeProxy removes kube-proxy's leftovers from the caller's network
-// namespace: its nftables tables ("kube-proxy" in ip and ip6) and its
+// namespace: its nftables tables ("kube-proxy" in ip and ip6), its
 // iptables chains and the jumps to them, in every installed iptables
-// flavour. It is destructive: run it only after kube-proxy is stopped and
-// rulegen serves the node. It returns how many objects it removed.
+// flavour, and what its IPVS mode leaves (the kube-ipvs0 interface, the
+// IPVS virtual servers, its KUBE- ipsets; see cleanupKubeProxyIPVS). It is
+// destructive: run it only after kube-proxy is stopped and rulegen serves
+// the node. It returns how many objects it removed.
 func CleanupKubeProxy() (int, error) {
 	var errs []error
 	removed, err := nftwriter.DeleteForeignTable("kube-proxy")
@@ -239,6 +241,12 @@ func CleanupKubeProxy() (int, error) {
 				errs = append(errs, fmt.Errorf("iptables %s %s: %w", m, f, err))
 			}
 		}
+	}
+	// After the iptables rules: the kernel keeps an ipset that a rule uses.
+	n, err := cleanupKubeProxyIPVS()
+	removed += n
+	if err != nil {
+		errs = append(errs, err)
 	}
 	return removed, errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,13 +13,135 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authnv1 "k8s.io/api/authentication/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/rulegen/rulegen/test/e2e"
 )
+
+// TestDeployKustomize renders deploy/ with kubectl's kustomize (no API
+// server) and checks what the DaemonSet gets from it: the ConfigMap under
+// a name that hashes the config file, so that an edit of deploy/config.yaml
+// changes the pod template and rolls the pods; Linux nodes only; a pinned
+// image, in the cleanup Job too.
+func TestDeployKustomize(t *testing.T) {
+	RequireKubeBins(t)
+	kubectl := filepath.Join(KubeBinDir(), "kubectl")
+	deploy, _ := filepath.Abs("../../deploy")
+	// render returns the DaemonSet and the ConfigMaps kustomize makes of dir.
+	render := func(t *testing.T, dir string) (appsv1.DaemonSet, map[string]v1.ConfigMap) {
+		t.Helper()
+		out, err := exec.Command(kubectl, "kustomize", dir).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, out)
+		}
+		var ds appsv1.DaemonSet
+		cms := map[string]v1.ConfigMap{}
+		for _, doc := range strings.Split(string(out), "\n---\n") {
+			var tm metav1.TypeMeta
+			if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
+				t.Fatal(err)
+			}
+			switch tm.Kind {
+			case "DaemonSet":
+				if err := yaml.Unmarshal([]byte(doc), &ds); err != nil {
+					t.Fatal(err)
+				}
+			case "ConfigMap":
+				var cm v1.ConfigMap
+				if err := yaml.Unmarshal([]byte(doc), &cm); err != nil {
+					t.Fatal(err)
+				}
+				cms[cm.Name] = cm
+			}
+		}
+		return ds, cms
+	}
+	configMapOf := func(t *testing.T, ds appsv1.DaemonSet) string {
+		t.Helper()
+		for _, v := range ds.Spec.Template.Spec.Volumes {
+			if v.Name == "config" && v.ConfigMap != nil {
+				return v.ConfigMap.Name
+			}
+		}
+		t.Fatalf("DaemonSet %s: no volume \"config\" from a ConfigMap", ds.Name)
+		return ""
+	}
+	ds, cms := render(t, deploy)
+	name := configMapOf(t, ds)
+
+	t.Run("config-map-named-by-its-content", func(t *testing.T) {
+		cm, ok := cms[name]
+		if !ok || !strings.HasPrefix(name, "rulegen-") {
+			t.Fatalf("the DaemonSet mounts ConfigMap %q; kustomize made %v", name, slices.Collect(maps.Keys(cms)))
+		}
+		file, err := os.ReadFile(filepath.Join(deploy, "config.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cm.Data["config.yaml"] != string(file) {
+			t.Errorf("ConfigMap %s: data config.yaml is not deploy/config.yaml", name)
+		}
+	})
+
+	t.Run("config-change-rolls-the-pods", func(t *testing.T) {
+		dir := t.TempDir()
+		entries, err := os.ReadDir(deploy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, en := range entries {
+			b, err := os.ReadFile(filepath.Join(deploy, en.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if en.Name() == "config.yaml" {
+				b = []byte(strings.Replace(string(b), "syncPeriod: 30s", "syncPeriod: 31s", 1))
+			}
+			if err := os.WriteFile(filepath.Join(dir, en.Name()), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		changed, _ := render(t, dir)
+		if got := configMapOf(t, changed); got == name {
+			t.Errorf("after an edit of config.yaml the DaemonSet still mounts %s: its pods would not roll", got)
+		}
+	})
+
+	t.Run("linux-nodes-and-a-pinned-image", func(t *testing.T) {
+		job, err := os.ReadFile(filepath.Join(deploy, "cleanup-job.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var j batchv1.Job
+		if err := yaml.Unmarshal(job, &j); err != nil {
+			t.Fatal(err)
+		}
+		for _, pod := range []struct {
+			name string
+			spec v1.PodSpec
+		}{
+			{"DaemonSet rulegen", ds.Spec.Template.Spec},
+			{"Job " + j.Name, j.Spec.Template.Spec},
+		} {
+			if got := pod.spec.NodeSelector["kubernetes.io/os"]; got != "linux" {
+				t.Errorf("%s: nodeSelector kubernetes.io/os is %q, want linux", pod.name, got)
+			}
+			for _, c := range pod.spec.Containers {
+				if _, tag, ok := strings.Cut(c.Image, ":"); !ok || tag == "latest" {
+					t.Errorf("%s: container %s: image %q is not pinned to a version", pod.name, c.Name, c.Image)
+				}
+				if c.Image != ds.Spec.Template.Spec.Containers[0].Image {
+					t.Errorf("%s: container %s: image %q is not the DaemonSet's", pod.name, c.Name, c.Image)
+				}
+			}
+		}
+	})
+}
 
 func (e *env) kubectl(args ...string) (string, error) {
 	return e.tp.Node.Run(nil, filepath.Join(KubeBinDir(), "kubectl"), append([]string{"--kubeconfig", e.cp.Kubeconfig}, args...)...)
@@ -62,19 +185,9 @@ func TestDeploy(t *testing.T) {
 	t.Run("daemon-syncs-with-the-service-account", func(t *testing.T) {
 		web := e.createService("web", v1.ServiceTypeClusterIP)
 		e.setSlice("web", podA)
-		// The config file of deploy/configmap.yaml, as the DaemonSet mounts it.
-		b, err := os.ReadFile(filepath.Join(deploy, "configmap.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var cm v1.ConfigMap
-		if err := yaml.Unmarshal(b, &cm); err != nil {
-			t.Fatal(err)
-		}
-		cfg := filepath.Join(t.TempDir(), "config.yaml")
-		if err := os.WriteFile(cfg, []byte(cm.Data["config.yaml"]), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		// deploy/config.yaml: the file the DaemonSet mounts (kustomize's
+		// configMapGenerator puts it in the ConfigMap unchanged).
+		cfg := filepath.Join(deploy, "config.yaml")
 		e.daemon = e.tp.Node.StartLogged(e.logFile, bins.rulegen, "--kubeconfig", saKubeconfig, "--node-name", "node-a", "--config", cfg)
 		e.answeredBy(addr(web), "pod-a")
 		e.stopDaemon(syscall.SIGTERM)

@@ -6,13 +6,15 @@ import (
 	"strings"
 )
 
-// kubeProxyChains are the chains kube-proxy (iptables mode) owns; the
+// kubeProxyChains are the chains kube-proxy (iptables and IPVS mode) owns; the
 // kubelet's own KUBE-FIREWALL, KUBE-KUBELET-CANARY and KUBE-IPTABLES-HINT
 // are not among them and are left alone.
 var kubeProxyChains = map[string]bool{
 	"KUBE-SERVICES": true, "KUBE-EXTERNAL-SERVICES": true, "KUBE-NODEPORTS": true, "KUBE-POSTROUTING": true,
 	"KUBE-MARK-MASQ": true, "KUBE-MARK-DROP": true, "KUBE-FORWARD": true, "KUBE-PROXY-FIREWALL": true,
 	"KUBE-PROXY-CANARY": true, "KUBE-LOAD-BALANCER": true,
+	// IPVS mode's own (their rules match kube-proxy's ipsets).
+	"KUBE-NODE-PORT": true, "KUBE-SOURCE-RANGES-FIREWALL": true, "KUBE-IPVS-FILTER": true, "KUBE-IPVS-OUT-FILTER": true,
 }
 
 // IsKubeProxyChain reports whether an iptables chain belongs to kube-proxy.
