@@ -95,6 +95,16 @@ func testKubeadmDropIn(t *testing.T, mode string) {
 	t.Run("nodeport", func(t *testing.T) {
 		e.answeredBy(fmt.Sprintf("%s:%d", e2e.NodeIP, np.Spec.Ports[0].NodePort), "pod-b")
 	})
+	t.Run("rules-in-the-configured-mode", func(t *testing.T) {
+		// Either backend serves the packets above: the kernel shows which
+		// one the file's mode chose.
+		nft, _ := e.tp.Node.Run(nil, "nft", "list", "table", "ip", "rulegen")
+		ipt, _ := e.tp.Node.Run(nil, "iptables-save", "-t", "nat")
+		inNft, inIpt := strings.Contains(nft, web.Spec.ClusterIP), strings.Contains(ipt, web.Spec.ClusterIP)
+		if inNft != (mode == "nftables") || inIpt != (mode == "iptables") {
+			t.Errorf("mode %s: %s in the nftables table %v, in iptables' nat table %v", mode, web.Spec.ClusterIP, inNft, inIpt)
+		}
+	})
 	t.Run("healthz-on-kube-proxys-default", func(t *testing.T) {
 		// kubeadm's file leaves healthzBindAddress empty: kube-proxy's
 		// default, every address on port 10256, where load balancers probe.
