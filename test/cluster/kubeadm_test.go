@@ -156,7 +156,9 @@ func testKubeadmDropIn(t *testing.T, mode string) {
 // logger (text or JSON) at a level below WARN.
 func quietLogLine(l string) bool {
 	for _, lvl := range []string{"DEBUG", "INFO"} {
-		if strings.Contains(l, " level="+lvl+" ") || strings.Contains(l, `"level":"`+lvl+`"`) {
+		text := strings.HasPrefix(l, "time=") && strings.Contains(l, " level="+lvl+" ")
+		json := strings.HasPrefix(l, "{") && strings.Contains(l, `"level":"`+lvl+`"`)
+		if text || json {
 			return true
 		}
 	}
@@ -212,5 +214,29 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestQuietLogLine: what the drop-in test counts as a clean start's log.
+func TestQuietLogLine(t *testing.T) {
+	for _, c := range []struct {
+		name, line string
+		quiet      bool
+	}{
+		{"text-info", `time=2026-12-04T13:24:49.046Z level=INFO msg=starting backend=nftables`, true},
+		{"text-debug", `time=2026-12-04T13:24:49.046Z level=DEBUG msg=synced`, true},
+		{"json-info", `{"time":"2026-12-04T13:24:49Z","level":"INFO","msg":"starting"}`, true},
+		{"text-warn", `time=2026-12-04T13:24:49.046Z level=WARN msg="list failed"`, false},
+		{"text-error", `time=2026-12-04T13:24:49.046Z level=ERROR msg="sync failed" err="exit status 1"`, false},
+		{"json-error", `{"time":"2026-12-04T13:24:49Z","level":"ERROR","msg":"sync failed"}`, false},
+		{"klog-error", `E1204 13:24:49.046000   42 reflector.go:200] "Failed to watch" err="forbidden"`, false},
+		{"rulegen-error", `rulegen: missing permission: list servicecidrs`, false},
+		{"info-word-in-message", `rulegen: level=INFO is not a record`, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := quietLogLine(c.line); got != c.quiet {
+				t.Errorf("quietLogLine(%q) = %v, want %v", c.line, got, c.quiet)
+			}
+		})
 	}
 }
