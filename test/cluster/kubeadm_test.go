@@ -89,11 +89,11 @@ func testKubeadmDropIn(t *testing.T, mode string) {
 	e.setSlice("np", podB)
 
 	t.Run("clusterip", func(t *testing.T) {
-		d := e.answeredBy(addr(web), "pod-a", "pod-r")
+		d := e.in(t).answeredBy(addr(web), "pod-a", "pod-r")
 		t.Logf("ClusterIP %s answered %s after the slices were written", addr(web), d.Round(time.Millisecond))
 	})
 	t.Run("nodeport", func(t *testing.T) {
-		e.answeredBy(fmt.Sprintf("%s:%d", e2e.NodeIP, np.Spec.Ports[0].NodePort), "pod-b")
+		e.in(t).answeredBy(fmt.Sprintf("%s:%d", e2e.NodeIP, np.Spec.Ports[0].NodePort), "pod-b")
 	})
 	t.Run("rules-in-the-configured-mode", func(t *testing.T) {
 		// Either backend serves the packets above: the kernel shows which
@@ -109,7 +109,7 @@ func testKubeadmDropIn(t *testing.T, mode string) {
 		// kubeadm's file leaves healthzBindAddress empty: kube-proxy's
 		// default, every address on port 10256, where load balancers probe.
 		url := "http://" + e2e.NodeIP + ":10256/healthz"
-		e.eventually(10*time.Second, url, func() (bool, string) {
+		e.in(t).eventually(10*time.Second, url, func() (bool, string) {
 			r := e.get(e.tp.Client1, url)
 			return strings.HasPrefix(r, "200 ") && strings.Contains(r, `"healthy":true`), r
 		})
@@ -150,6 +150,13 @@ func testKubeadmDropIn(t *testing.T, mode string) {
 			e.dumpLog()
 		}
 	})
+}
+
+// in returns e for a subtest: its failures end the subtest, not its parent.
+func (e *env) in(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
 }
 
 // quietLogLine reports whether l is a record of the daemon's structured
