@@ -66,6 +66,13 @@ func daemon(o options, s settings, stderr io.Writer) int {
 		log.Error("kernel backend", "error", err.Error())
 		return exitSkipped
 	}
+	// As kube-proxy (platformSetup), before the proxier: it reads
+	// nf_conntrack_tcp_be_liberal, which --conntrack-tcp-be-liberal sets.
+	if err := sync.SetConntrackSysctls(sync.ProcSysctl{}, o.conntrack, sync.OnlineCPUs(), log); err != nil {
+		log.Error("cannot set the conntrack sysctls (--conntrack-*: 0 leaves one as it is)", "error", err.Error())
+		return exitSkipped
+	}
+	s.cfg.ConntrackTCPBeLiberal = sync.ConntrackTCPBeLiberal()
 	metrics := sync.NewMetrics()
 	health := sync.NewHealthChecks()
 	defer health.Close()

@@ -24,6 +24,8 @@ import (
 	kpv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/rulegen/rulegen/pkg/sync"
 )
 
 // The documents a structured --config file may hold.
@@ -563,47 +565,41 @@ func checkBindAddress(addr string) (string, error) {
 	return addr, nil
 }
 
-// mapConntrack: kube-proxy sets conntrack sysctls at start; rulegen sets
-// none. A value that tells kube-proxy to leave the sysctl alone (0) is
-// honoured; kube-proxy's default is a warning (the node keeps the kernel's
-// setting); any other value is an error.
+// mapConntrack turns the conntrack section into the --conntrack-* flags,
+// with kube-proxy's defaults for the fields left out (or null, as kubeadm
+// writes them) and its validation (no negative values). The daemon sets the
+// sysctls at start as kube-proxy does; 0 (false) leaves one as it is.
 func mapConntrack(r *configResult, c kpv1alpha1.KubeProxyConntrackConfiguration) {
-	sysctl := func(field string, isDefault, isZero bool, v any) {
-		switch {
-		case isZero:
-		case isDefault:
-			r.warn("conntrack."+field, "not supported: kube-proxy would set its default (%v); rulegen leaves the kernel's conntrack sysctls alone", v)
-		default:
-			r.fail("conntrack."+field, "%v is not supported: rulegen sets no conntrack sysctls (0 leaves it alone, as in kube-proxy)", v)
+	def := sync.DefaultConntrackSysctls
+	count := func(field, flag string, p *int32, dflt int32) {
+		v := dflt
+		if p != nil {
+			v = *p
 		}
-	}
-	i32 := func(p *int32, def int32) (bool, bool, any) {
-		if p == nil {
-			return true, false, def
+		if v < 0 {
+			r.fail("conntrack."+field, "%d: must be 0 or more", v)
+			return
 		}
-		return *p == def, *p == 0, *p
+		r.set("conntrack."+field, strconv.Itoa(int(v)), flag)
 	}
-	dur := func(p *metav1.Duration, def time.Duration) (bool, bool, any) {
-		if p == nil {
-			return true, false, def
+	timeout := func(field, flag string, p *metav1.Duration, dflt time.Duration) {
+		v := dflt
+		if p != nil {
+			v = p.Duration
 		}
-		return p.Duration == def, p.Duration == 0, p.Duration
+		if v < 0 {
+			r.fail("conntrack."+field, "%s: must be 0 or more", v)
+			return
+		}
+		r.set("conntrack."+field, v.String(), flag)
 	}
-	d, z, v := i32(c.MaxPerCore, 32*1024)
-	sysctl("maxPerCore", d, z, v)
-	if c.MaxPerCore == nil || *c.MaxPerCore != 0 { // min only counts with maxPerCore
-		d, z, v = i32(c.Min, 128*1024)
-		sysctl("min", d, z, v)
-	}
-	d, z, v = dur(c.TCPEstablishedTimeout, 24*time.Hour)
-	sysctl("tcpEstablishedTimeout", d, z, v)
-	d, z, v = dur(c.TCPCloseWaitTimeout, time.Hour)
-	sysctl("tcpCloseWaitTimeout", d, z, v)
-	sysctl("udpTimeout", false, c.UDPTimeout.Duration == 0, c.UDPTimeout.Duration)
-	sysctl("udpStreamTimeout", false, c.UDPStreamTimeout.Duration == 0, c.UDPStreamTimeout.Duration)
-	if c.TCPBeLiberal {
-		r.fail("conntrack.tcpBeLiberal", "true is not supported: rulegen does not set nf_conntrack_tcp_be_liberal (it reads it: set the sysctl on the node)")
-	}
+	count("maxPerCore", "conntrack-max-per-core", c.MaxPerCore, def.MaxPerCore)
+	count("min", "conntrack-min", c.Min, def.Min)
+	timeout("tcpEstablishedTimeout", "conntrack-tcp-timeout-established", c.TCPEstablishedTimeout, def.TCPEstablishedTimeout)
+	timeout("tcpCloseWaitTimeout", "conntrack-tcp-timeout-close-wait", c.TCPCloseWaitTimeout, def.TCPCloseWaitTimeout)
+	timeout("udpTimeout", "conntrack-udp-timeout", &c.UDPTimeout, 0)
+	timeout("udpStreamTimeout", "conntrack-udp-timeout-stream", &c.UDPStreamTimeout, 0)
+	r.set("conntrack.tcpBeLiberal", strconv.FormatBool(c.TCPBeLiberal), "conntrack-tcp-be-liberal")
 }
 
 // sectionIsDefault tells whether the iptables or nftables section of a

@@ -15,6 +15,8 @@ import (
 	componentbaseconfigv1alpha1 "k8s.io/component-base/config/v1alpha1"
 	kpv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/rulegen/rulegen/pkg/sync"
 )
 
 // loadTestConfig writes text to a file, parses args, and loads the file as
@@ -77,13 +79,13 @@ func TestKubeadmConfig(t *testing.T) {
 		{"enableProfiling", o.profiling, false},
 		{"nodePortAddresses", len(o.nodePortAddresses), 0},
 		{"logging.verbosity", o.verbosity, 0},
+		{"conntrack (null: kube-proxy's defaults)", o.conntrack, sync.DefaultConntrackSysctls},
 	} {
 		if !equalAny(c.got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	want := []string{"bindAddressHardFail", "conntrack.maxPerCore", "conntrack.min", "conntrack.tcpEstablishedTimeout",
-		"conntrack.tcpCloseWaitTimeout", "oomScoreAdj"}
+	want := []string{"bindAddressHardFail", "oomScoreAdj"}
 	if got := warnedFields(path, warnings); !slices.Equal(got, want) {
 		t.Errorf("warnings name %q, want %q:\n%s", got, want, strings.Join(warnings, "\n"))
 	}
@@ -185,10 +187,11 @@ func TestConfigReports(t *testing.T) {
 		{name: "bindAddress a node IP", text: "bindAddress: 10.0.0.5\n", err: `bindAddress: "10.0.0.5" is not supported`},
 		{name: "hostnameOverride not a node name", text: "hostnameOverride: node_1\n", err: `hostnameOverride: "node_1" is not a valid node name`},
 		{name: "feature gate", text: "featureGates:\n  KubeProxyNFTablesLocalhostNodePorts: true\n", err: "featureGates.KubeProxyNFTablesLocalhostNodePorts: not supported"},
-		{name: "conntrack maxPerCore not default", text: "conntrack:\n  maxPerCore: 65536\n  min: 0\n", err: "conntrack.maxPerCore: 65536 is not supported"},
-		{name: "conntrack tcpBeLiberal", text: "conntrack:\n  tcpBeLiberal: true\n", err: "conntrack.tcpBeLiberal: true is not supported"},
-		{name: "conntrack udpTimeout", text: "conntrack:\n  udpTimeout: 30s\n", err: "conntrack.udpTimeout: 30s is not supported"},
-		{name: "conntrack tcpEstablishedTimeout default", text: "conntrack:\n  tcpEstablishedTimeout: 24h\n", warn: "conntrack.tcpEstablishedTimeout: not supported: kube-proxy would set its default"},
+		{name: "conntrack maxPerCore negative", text: "conntrack:\n  maxPerCore: -1\n", err: "conntrack.maxPerCore: -1: must be 0 or more"},
+		{name: "conntrack min negative", text: "conntrack:\n  min: -1\n", err: "conntrack.min: -1: must be 0 or more"},
+		{name: "conntrack udpTimeout negative", text: "conntrack:\n  udpTimeout: -30s\n", err: "conntrack.udpTimeout: -30s: must be 0 or more"},
+		{name: "conntrack tcpCloseWaitTimeout not a duration", text: "conntrack:\n  tcpCloseWaitTimeout: 3600\n", err: "conntrack.tcpCloseWaitTimeout: 3600 is not a duration"},
+		{name: "conntrack settings are honoured, not reported", text: "conntrack:\n  maxPerCore: 65536\n  tcpBeLiberal: true\n  udpTimeout: 30s\n  tcpEstablishedTimeout: 24h\n", noWarn: "conntrack."},
 		{name: "oomScoreAdj not default", text: "oomScoreAdj: -500\n", err: "oomScoreAdj: -500 is not supported"},
 		{name: "logging format json", text: "logging:\n  format: json\n", warn: `logging.format: "json" is not supported`},
 		{name: "ipvs settings in iptables mode", text: "ipvs:\n  scheduler: rr\n", warn: "ipvs: ignored with mode iptables"},
@@ -289,6 +292,18 @@ func TestConfigSettings(t *testing.T) {
 			check: func(o options) string {
 				return want(o.fullSyncPeriod, 2*time.Hour) + want(o.healthTimeout, 90*time.Second) + want(o.iptablesMode, "legacy") +
 					want(strings.Join(o.nodeIPs, " "), "10.0.0.1") + want(o.ipFamily, "ipv4") + want(strings.Join(o.serviceCIDRs, " "), "10.96.0.0/12")
+			}},
+		{name: "conntrack maps onto the --conntrack-* flags", text: "conntrack:\n  maxPerCore: 65536\n  min: 0\n  tcpEstablishedTimeout: 2h\n  tcpCloseWaitTimeout: 0s\n  tcpBeLiberal: true\n  udpTimeout: 30s\n  udpStreamTimeout: 2m\n",
+			check: func(o options) string {
+				return want(o.conntrack, sync.ConntrackSysctls{MaxPerCore: 65536, TCPEstablishedTimeout: 2 * time.Hour,
+					TCPBeLiberal: true, UDPTimeout: 30 * time.Second, UDPStreamTimeout: 2 * time.Minute})
+			}},
+		{name: "conntrack left out is kube-proxy's defaults", text: "mode: iptables\n",
+			check: func(o options) string { return want(o.conntrack, sync.DefaultConntrackSysctls) }},
+		{name: "the command line's conntrack flags win", text: "conntrack:\n  maxPerCore: 65536\n  udpTimeout: 30s\n",
+			args: []string{"--conntrack-max-per-core=0", "--conntrack-udp-timeout=0"},
+			check: func(o options) string {
+				return want(o.conntrack.MaxPerCore, int32(0)) + want(o.conntrack.UDPTimeout, time.Duration(0))
 			}},
 		{name: "the command line's backend picks the section", text: "mode: iptables\nnftables:\n  masqueradeBit: 13\n",
 			args:  []string{"--backend", "nftables"},

@@ -11,6 +11,8 @@ import (
 
 	flag "github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/rulegen/rulegen/pkg/sync"
 )
 
 // kubeProxyFlags is every flag of kube-proxy v1.37.2 on Linux (AddFlags in
@@ -38,6 +40,13 @@ var kubeProxyFlags = []kubeProxyFlag{
 	{name: "v", kind: kpSame, reason: "log verbosity, with kube-proxy's levels (the ruleset only from 9)"},
 	{name: "help", kind: kpSame, reason: "print the flags and exit"},
 	{name: "version", kind: kpSame, reason: "print the version and the git commit and exit"},
+	{name: "conntrack-max-per-core", kind: kpSame, reason: "daemon: nf_conntrack_max is raised to this × the node's CPUs (at least --conntrack-min, at most 1Mi), as kube-proxy; 0 leaves it as-is"},
+	{name: "conntrack-min", kind: kpSame, reason: "daemon: the least nf_conntrack_max to ensure (ignored with --conntrack-max-per-core=0)"},
+	{name: "conntrack-tcp-timeout-established", kind: kpSame, reason: "daemon: sets nf_conntrack_tcp_timeout_established (default 24h); 0 leaves it as-is"},
+	{name: "conntrack-tcp-timeout-close-wait", kind: kpSame, reason: "daemon: sets nf_conntrack_tcp_timeout_close_wait (default 1h); 0 leaves it as-is"},
+	{name: "conntrack-tcp-be-liberal", kind: kpSame, reason: "daemon: sets nf_conntrack_tcp_be_liberal to 1, and the iptables backend then drops no INVALID packets, as kube-proxy; false leaves it as-is"},
+	{name: "conntrack-udp-timeout", kind: kpSame, reason: "daemon: sets nf_conntrack_udp_timeout; 0 (the default) leaves it as-is"},
+	{name: "conntrack-udp-timeout-stream", kind: kpSame, reason: "daemon: sets nf_conntrack_udp_timeout_stream; 0 (the default) leaves it as-is"},
 
 	{name: "hostname-override", kind: kpAlias, typ: "string", target: "node-name", convert: hostnameOverride,
 		reason: "this node's name, trimmed and lower-cased as kube-proxy does; it must be a valid node name"},
@@ -81,20 +90,6 @@ var kubeProxyFlags = []kubeProxyFlag{
 		reason: "only empty: rulegen has no feature gates; it behaves as kube-proxy v1.37.2 with the default gates"},
 	{name: "detect-local-mode", kind: kpUnsupported, typ: "string", check: only("", "ClusterCIDR"),
 		reason: "only ClusterCIDR (from --cluster-cidr); NodeCIDR, BridgeInterface and InterfaceNamePrefix are not supported"},
-	{name: "conntrack-max-per-core", kind: kpUnsupported, typ: "int32", check: only("0"),
-		reason: "only 0 (leave as-is): rulegen does not set conntrack sysctls"},
-	{name: "conntrack-min", kind: kpUnsupported, typ: "int32", check: withMaxPerCoreZero,
-		reason: "only with --conntrack-max-per-core=0, which makes kube-proxy ignore it: rulegen does not set conntrack sysctls"},
-	{name: "conntrack-tcp-timeout-established", kind: kpUnsupported, typ: "duration", check: only("0s"),
-		reason: "only 0 (leave as-is): rulegen does not set conntrack sysctls"},
-	{name: "conntrack-tcp-timeout-close-wait", kind: kpUnsupported, typ: "duration", check: only("0s"),
-		reason: "only 0 (leave as-is): rulegen does not set conntrack sysctls"},
-	{name: "conntrack-tcp-be-liberal", kind: kpUnsupported, typ: "bool", check: only("false"),
-		reason: "only false: rulegen does not set conntrack sysctls (it reads nf_conntrack_tcp_be_liberal and follows it)"},
-	{name: "conntrack-udp-timeout", kind: kpUnsupported, typ: "duration", check: only("0s"),
-		reason: "only 0 (leave as-is): rulegen does not set conntrack sysctls"},
-	{name: "conntrack-udp-timeout-stream", kind: kpUnsupported, typ: "duration", check: only("0s"),
-		reason: "only 0 (leave as-is): rulegen does not set conntrack sysctls"},
 	{name: "healthz-port", kind: kpUnsupported, typ: "int32", check: nonZeroPort,
 		reason: "deprecated in kube-proxy; a port other than 0 changes nothing there, as the bind address carries a port; 0 (off) is --healthz-bind-address=\"\""},
 	{name: "metrics-port", kind: kpUnsupported, typ: "int32", check: nonZeroPort,
@@ -352,16 +347,69 @@ func unspecifiedIP(v string, _ *flag.FlagSet) error {
 	return errors.New("not supported")
 }
 
-func withMaxPerCoreZero(_ string, fs *flag.FlagSet) error {
-	if fs.Changed("conntrack-max-per-core") && fs.Lookup("conntrack-max-per-core").Value.String() == "0" {
-		return nil
-	}
-	return errors.New("not supported")
-}
-
 func nonZeroPort(v string, _ *flag.FlagSet) error {
 	if v == "0" {
 		return errors.New("not supported")
 	}
+	return nil
+}
+
+// addConntrackFlags registers kube-proxy's --conntrack-* flags, with its
+// defaults: the daemon sets the conntrack sysctls at start as kube-proxy
+// does (sync.SetConntrackSysctls), and 0 (false) leaves one as it is.
+// Negative values are parse errors, as kube-proxy's validation rejects
+// them.
+func addConntrackFlags(fs *flag.FlagSet, c *sync.ConntrackSysctls) {
+	*c = sync.DefaultConntrackSysctls
+	fs.Var((*nonNegativeInt32)(&c.MaxPerCore), "conntrack-max-per-core",
+		"daemon: maximum number of NAT connections to track per CPU core; nf_conntrack_max is raised to it times the node's CPUs, at most 1Mi (0 to leave the limit as-is and ignore --conntrack-min)")
+	fs.Var((*nonNegativeInt32)(&c.Min), "conntrack-min",
+		"daemon: minimum number of conntrack entries to allocate, regardless of --conntrack-max-per-core (set --conntrack-max-per-core=0 to leave the limit as-is)")
+	fs.Var((*nonNegativeDuration)(&c.TCPEstablishedTimeout), "conntrack-tcp-timeout-established",
+		"daemon: idle timeout for established TCP connections, nf_conntrack_tcp_timeout_established (0 to leave as-is)")
+	fs.Var((*nonNegativeDuration)(&c.TCPCloseWaitTimeout), "conntrack-tcp-timeout-close-wait",
+		"daemon: NAT timeout for TCP connections in the CLOSE_WAIT state, nf_conntrack_tcp_timeout_close_wait (0 to leave as-is)")
+	fs.BoolVar(&c.TCPBeLiberal, "conntrack-tcp-be-liberal", c.TCPBeLiberal,
+		"daemon: enable liberal mode for tracking TCP packets by setting nf_conntrack_tcp_be_liberal to 1 (INVALID packets are then not dropped)")
+	fs.Var((*nonNegativeDuration)(&c.UDPTimeout), "conntrack-udp-timeout",
+		"daemon: idle timeout for UNREPLIED UDP connections, nf_conntrack_udp_timeout (0 to leave as-is)")
+	fs.Var((*nonNegativeDuration)(&c.UDPStreamTimeout), "conntrack-udp-timeout-stream",
+		"daemon: idle timeout for ASSURED UDP connections, nf_conntrack_udp_timeout_stream (0 to leave as-is)")
+}
+
+// nonNegativeInt32 is a flag value of type int32 that must be 0 or more.
+type nonNegativeInt32 int32
+
+func (v *nonNegativeInt32) String() string { return strconv.FormatInt(int64(*v), 10) }
+func (v *nonNegativeInt32) Type() string   { return "int32" }
+
+func (v *nonNegativeInt32) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 32)
+	switch {
+	case err != nil:
+		return errors.New("must be a 32-bit integer")
+	case n < 0:
+		return errors.New("must be 0 or more")
+	}
+	*v = nonNegativeInt32(n)
+	return nil
+}
+
+// nonNegativeDuration is a flag value of type duration that must be 0 or
+// more.
+type nonNegativeDuration time.Duration
+
+func (v *nonNegativeDuration) String() string { return time.Duration(*v).String() }
+func (v *nonNegativeDuration) Type() string   { return "duration" }
+
+func (v *nonNegativeDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return errors.New(`must be a duration like "30s" or "5m"`)
+	case d < 0:
+		return errors.New("must be 0 or more")
+	}
+	*v = nonNegativeDuration(d)
 	return nil
 }

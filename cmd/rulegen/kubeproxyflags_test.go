@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/rulegen/rulegen/pkg/sync"
+	"github.com/rulegen/rulegen/test/netnstest"
 )
 
 // TestFlagErrors: every wrong flag — an unknown name, a malformed value, a
@@ -43,10 +48,10 @@ func TestFlagErrors(t *testing.T) {
 		{"feature gate set", []string{"--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true"}, "--feature-gates"},
 		{"feature gate malformed", []string{"--feature-gates=Foo"}, "--feature-gates"},
 		{"detect-local-mode NodeCIDR", []string{"--detect-local-mode=NodeCIDR"}, "--detect-local-mode=NodeCIDR"},
-		{"conntrack max per core", []string{"--conntrack-max-per-core=32768"}, "--conntrack-max-per-core=32768"},
-		{"conntrack min alone", []string{"--conntrack-min=131072"}, "--conntrack-min=131072"},
-		{"conntrack established timeout", []string{"--conntrack-tcp-timeout-established=24h"}, "--conntrack-tcp-timeout-established=24h0m0s"},
-		{"conntrack be liberal", []string{"--conntrack-tcp-be-liberal"}, "--conntrack-tcp-be-liberal=true"},
+		{"conntrack max per core negative", []string{"--conntrack-max-per-core=-1"}, "--conntrack-max-per-core"},
+		{"conntrack min not a number", []string{"--conntrack-min=lots"}, "--conntrack-min"},
+		{"conntrack established timeout negative", []string{"--conntrack-tcp-timeout-established=-1h"}, "--conntrack-tcp-timeout-established"},
+		{"conntrack be liberal malformed", []string{"--conntrack-tcp-be-liberal=yes"}, "--conntrack-tcp-be-liberal"},
 		{"conntrack udp timeout malformed", []string{"--conntrack-udp-timeout=30"}, "--conntrack-udp-timeout"},
 		{"healthz-port off", []string{"--healthz-port=0"}, "--healthz-port=0"},
 		{"logging format xml", []string{"--logging-format=xml"}, "--logging-format"},
@@ -121,7 +126,6 @@ func TestKubeProxyFlagsReachTheSetting(t *testing.T) {
 		{name: "bind-address unspecified", kubeProxy: []string{"--bind-address=0.0.0.0"}},
 		{name: "bind-address-hard-fail", kubeProxy: []string{"--bind-address-hard-fail"}},
 		{name: "detect-local-mode ClusterCIDR", kubeProxy: []string{"--detect-local-mode=ClusterCIDR", "--cluster-cidr=10.244.0.0/16"}, rulegen: []string{"--cluster-cidr=10.244.0.0/16"}},
-		{name: "conntrack left as-is", kubeProxy: []string{"--conntrack-max-per-core=0", "--conntrack-min=131072", "--conntrack-udp-timeout=0"}},
 		{name: "feature gates empty", kubeProxy: []string{"--feature-gates="}},
 		{name: "healthz-port", kubeProxy: []string{"--healthz-port=10256"}},
 		{name: "logging-format text", kubeProxy: []string{"--logging-format=text"}},
@@ -307,5 +311,67 @@ func TestVersion(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestConntrackFlags: kube-proxy's --conntrack-* flags, with its defaults,
+// reach the settings the daemon writes; 0 is the off switch.
+func TestConntrackFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want sync.ConntrackSysctls
+	}{
+		{name: "kube-proxy's defaults", want: sync.DefaultConntrackSysctls},
+		{name: "off switch", args: []string{"--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0", "--conntrack-tcp-timeout-close-wait=0"},
+			want: sync.ConntrackSysctls{Min: 128 * 1024}},
+		{name: "every flag", args: []string{"--conntrack-max-per-core=65536", "--conntrack-min=0", "--conntrack-tcp-timeout-established=2h",
+			"--conntrack-tcp-timeout-close-wait=30m", "--conntrack-tcp-be-liberal", "--conntrack-udp-timeout=30s", "--conntrack-udp-timeout-stream=2m"},
+			want: sync.ConntrackSysctls{MaxPerCore: 65536, TCPEstablishedTimeout: 2 * time.Hour, TCPCloseWaitTimeout: 30 * time.Minute,
+				TCPBeLiberal: true, UDPTimeout: 30 * time.Second, UDPStreamTimeout: 2 * time.Minute}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o, warnings := parseFlags(t, tc.args...)
+			if o.conntrack != tc.want {
+				t.Errorf("%q gives %+v, want %+v", tc.args, o.conntrack, tc.want)
+			}
+			if warnings != "" {
+				t.Errorf("unexpected warning: %s", warnings)
+			}
+		})
+	}
+}
+
+// TestDaemonSetsConntrackSysctls runs the daemon in a throwaway namespace
+// (with --conntrack-max-per-core=0, so that nothing host-wide is even
+// tried) against an API server that is not there: before it gives up, it
+// has set the per-namespace sysctls its flags ask for, and left alone
+// those set to 0.
+func TestDaemonSetsConntrackSysctls(t *testing.T) {
+	netnstest.Require(t, "sysctl", "nft")
+	ns := netnstest.New(t, "daemonct")
+	closeWait, err := ns.Run(nil, "sysctl", "-n", "net.netfilter.nf_conntrack_tcp_timeout_close_wait")
+	if err != nil {
+		t.Skipf("nf_conntrack not loaded in this kernel: %v", err)
+	}
+	bin := buildBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns.Name, bin, "--master=http://127.0.0.1:1", "--node-name=node-a",
+		"--healthz-bind-address=", "--metrics-bind-address=", "--conntrack-max-per-core=0",
+		"--conntrack-tcp-timeout-established=1234s", "--conntrack-tcp-timeout-close-wait=0", "--conntrack-tcp-be-liberal")
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitSkipped {
+		t.Fatalf("daemon without an API server: %v, want exit %d\n%s", err, exitSkipped, out)
+	}
+	for key, want := range map[string]string{
+		"net.netfilter.nf_conntrack_tcp_timeout_established": "1234",
+		"net.netfilter.nf_conntrack_tcp_be_liberal":          "1",
+		"net.netfilter.nf_conntrack_tcp_timeout_close_wait":  strings.TrimSpace(closeWait),
+	} {
+		if got := strings.TrimSpace(ns.MustRun(nil, "sysctl", "-n", key)); got != want {
+			t.Errorf("%s = %s, want %s; daemon output:\n%s", key, got, want, out)
+		}
 	}
 }

@@ -64,6 +64,7 @@ type options struct {
 	metricsAddr            string
 	verbosity              int
 	loggingFormat          string
+	conntrack              sync.ConntrackSysctls
 }
 
 func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
@@ -108,6 +109,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.profiling, "profiling", false, "daemon: also serve Go's /debug/pprof/ (CPU and heap profiles) on the metrics address")
 	fs.IntVarP(&o.verbosity, "v", "v", 0, "log verbosity, as kube-proxy's: 0 info, from 1 every sync (debug), from 9 also the full ruleset after each sync")
 	fs.StringVar(&o.loggingFormat, "logging-format", "text", "daemon: log format, text (key=value) or json; client-go's lines come out in the same format")
+	addConntrackFlags(fs, &o.conntrack)
 	addKubeProxyFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage:\n"+
