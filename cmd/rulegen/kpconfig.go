@@ -483,12 +483,16 @@ func mapKubeProxyConfig(r *configResult, c *kpv1alpha1.KubeProxyConfiguration) {
 		r.warn("showHiddenMetricsForVersion", "not supported: rulegen has no hidden metrics")
 	}
 
-	// Logging: the verbosity is honoured, the rest is rulegen's.
+	// Logging: the verbosity and the format are honoured, the rest is rulegen's.
 	if c.Logging.Verbosity != 0 {
 		r.set("logging.verbosity", strconv.Itoa(int(c.Logging.Verbosity)), "v")
 	}
-	if c.Logging.Format != "" && c.Logging.Format != "text" {
-		r.warn("logging.format", "%q is not supported: rulegen logs text", c.Logging.Format)
+	switch c.Logging.Format {
+	case "":
+	case "text", "json":
+		r.set("logging.format", c.Logging.Format, "logging-format")
+	default:
+		r.fail("logging.format", "%q is not text or json", c.Logging.Format)
 	}
 	if c.Logging.FlushFrequency.Duration.Duration != 0 || c.Logging.VModule != nil || c.Logging.Options.JSON.InfoBufferSize.Value() != 0 ||
 		c.Logging.Options.Text.InfoBufferSize.Value() != 0 || c.Logging.Options.JSON.SplitStream || c.Logging.Options.Text.SplitStream {

@@ -193,7 +193,7 @@ func TestConfigReports(t *testing.T) {
 		{name: "conntrack tcpCloseWaitTimeout not a duration", text: "conntrack:\n  tcpCloseWaitTimeout: 3600\n", err: "conntrack.tcpCloseWaitTimeout: 3600 is not a duration"},
 		{name: "conntrack settings are honoured, not reported", text: "conntrack:\n  maxPerCore: 65536\n  tcpBeLiberal: true\n  udpTimeout: 30s\n  tcpEstablishedTimeout: 24h\n", noWarn: "conntrack."},
 		{name: "oomScoreAdj not default", text: "oomScoreAdj: -500\n", err: "oomScoreAdj: -500 is not supported"},
-		{name: "logging format json", text: "logging:\n  format: json\n", warn: `logging.format: "json" is not supported`},
+		{name: "logging format xml", text: "logging:\n  format: xml\n", err: `logging.format: "xml" is not text or json`},
 		{name: "ipvs settings in iptables mode", text: "ipvs:\n  scheduler: rr\n", warn: "ipvs: ignored with mode iptables"},
 		{name: "nftables settings in iptables mode", text: "nftables:\n  syncPeriod: 10s\n", warn: "nftables: ignored with mode iptables"},
 		{name: "winkernel", text: "winkernel:\n  networkName: l2bridge\n", warn: "winkernel: ignored: Windows only"},
@@ -288,6 +288,8 @@ func TestConfigSettings(t *testing.T) {
 			check: func(o options) string { return want(o.healthzAddr, "[::]:10256") + want(o.metricsAddr, "[::1]:10249") }},
 		{name: "profiling and verbosity", text: "enableProfiling: true\nlogging:\n  verbosity: 2\n",
 			check: func(o options) string { return want(o.profiling, true) + want(o.verbosity, 2) }},
+		{name: "logging format", text: "logging:\n  format: json\n",
+			check: func(o options) string { return want(o.loggingFormat, "json") }},
 		{name: "the rulegen extension", text: ext + "fullSyncPeriod: 2h\nhealthTimeout: 90s\niptablesMode: legacy\nnodeIPs: [10.0.0.1]\nipFamily: ipv4\nserviceClusterIPRange: [10.96.0.0/12]\n",
 			check: func(o options) string {
 				return want(o.fullSyncPeriod, 2*time.Hour) + want(o.healthTimeout, 90*time.Second) + want(o.iptablesMode, "legacy") +
