@@ -32,7 +32,7 @@ build: ## build bin/rulegen (VERSION= sets what --version prints)
 	$(GO) build -ldflags "-X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o $(BIN) ./cmd/rulegen
 
 image: ## build the container image rulegen:$(VERSION) and :latest (VERSION=v0.3.0 for the tag deploy/ pins; needs a container engine; there is none on the dev machines)
-	docker build -t rulegen:$(VERSION) -t rulegen:latest .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t rulegen:$(VERSION) -t rulegen:latest .
 
 deps: ## install missing kernel tools (nft, iptables, conntrack, ip) with apt-get when root
 	@hack/install-deps.sh
