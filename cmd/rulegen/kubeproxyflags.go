@@ -32,7 +32,7 @@ var kubeProxyFlags = []kubeProxyFlag{
 	{name: "cluster-cidr", kind: kpSame, reason: "the pod ranges, comma-separated"},
 	{name: "healthz-bind-address", kind: kpSame, reason: "address of `/healthz` and `/livez` (default 0.0.0.0:10256, as kube-proxy)"},
 	{name: "metrics-bind-address", kind: kpSame, reason: "address of `/metrics` (default 127.0.0.1:10249, as kube-proxy)"},
-	{name: "nodeport-addresses", kind: kpSame, reason: "CIDRs and the keyword `all`; the keywords `primary` and `localhost` are an error"},
+	{name: "nodeport-addresses", kind: kpSame, reason: "CIDRs and the keywords `all` and `primary` (the Node's first IP of each family); `localhost` is an error. Unset means every node IP in both modes (kube-proxy: `primary` in nftables mode); a `--config` file in nftables mode defaults to `primary` as kube-proxy"},
 	{name: "masquerade-all", kind: kpSame, reason: "masquerade all traffic to ClusterIPs"},
 	{name: "iptables-masquerade-bit", kind: kpSame, reason: "the masquerade fwmark bit, in both backends"},
 	{name: "iptables-localhost-nodeports", kind: kpSame, reason: "nodePorts on 127.0.0.0/8 with the iptables backend"},

@@ -60,7 +60,7 @@ func TestFlagErrors(t *testing.T) {
 		{"kube-api-qps malformed", []string{"--kube-api-qps=fast"}, "--kube-api-qps"},
 		{"ipvs-strict-arp malformed", []string{"--ipvs-strict-arp=yes"}, "--ipvs-strict-arp"},
 		{"master not a URL", []string{"--master=apiserver:6443"}, "--master"},
-		{"nodeport-addresses primary", []string{"--nodeport-addresses=primary"}, "--nodeport-addresses"},
+		{"nodeport-addresses localhost", []string{"--nodeport-addresses=localhost"}, "--nodeport-addresses"},
 		{"nodeport-addresses malformed", []string{"--nodeport-addresses=10.0.0.0"}, "--nodeport-addresses"},
 		{"version malformed", []string{"--version=maybe"}, "--version"},
 		{"backend ipvs", []string{"--backend=ipvs"}, "--backend"},
@@ -186,6 +186,36 @@ func TestNodePortAddressesAll(t *testing.T) {
 	}
 	if _, none, _ := runCLI(t, "", common...); all != none {
 		t.Errorf("--nodeport-addresses=all renders differently from the default")
+	}
+}
+
+// TestNodePortAddressesPrimary: kube-proxy's keyword primary is the
+// Node's first IP of each family: here the first of --node-ip.
+func TestNodePortAddressesPrimary(t *testing.T) {
+	common := []string{"--dry-run", "-f", "../../examples/", "--node-name", "node-a", "--node-ip", "192.168.1.10,192.168.2.10"}
+	tests := []struct {
+		name string
+		args []string
+		same bool // renders as --nodeport-addresses=192.168.1.10/32
+	}{
+		{name: "primary", args: []string{"--nodeport-addresses=primary"}, same: true},
+		{name: "primary twice", args: []string{"--nodeport-addresses=primary,primary"}, same: true},
+		{name: "the default: every node IP", args: nil},
+	}
+	code, want, errs := runCLI(t, "", append(common, "--nodeport-addresses=192.168.1.10/32")...)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, got, errs := runCLI(t, "", append(common, tc.args...)...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			if (got == want) != tc.same {
+				t.Errorf("renders as the primary IP's /32: %v, want %v\n%s", got == want, tc.same, got)
+			}
+		})
 	}
 }
 

@@ -315,6 +315,7 @@ func TestPlanSourceRangesAndNodePorts(t *testing.T) {
 		fam          Family
 		ranges       []netip.Prefix
 		npa          []netip.Prefix
+		primary      bool
 		noEndpoints  bool
 		wantFW       bool
 		wantRanges   []netip.Prefix
@@ -336,6 +337,12 @@ func TestPlanSourceRangesAndNodePorts(t *testing.T) {
 			wantNodePort: []netip.Addr{netip.MustParseAddr("192.168.1.10")}},
 		{name: "nodeport-addresses of the other family only", fam: IPv6, npa: pfx("192.168.1.0/24"),
 			wantNodePort: []netip.Addr{netip.MustParseAddr("fd00:1::10")}},
+		{name: "primary: the first node IP of the family", fam: IPv4, primary: true,
+			wantNodePort: []netip.Addr{netip.MustParseAddr("192.168.1.10")}},
+		{name: "primary in IPv6", fam: IPv6, primary: true,
+			wantNodePort: []netip.Addr{netip.MustParseAddr("fd00:1::10")}},
+		{name: "primary and a CIDR of a secondary IP", fam: IPv4, primary: true, npa: pfx("192.168.2.0/24"),
+			wantNodePort: []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("192.168.2.10")}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -350,7 +357,7 @@ func TestPlanSourceRangesAndNodePorts(t *testing.T) {
 				st.SetSlice(&Slice{Name: "web-1", Service: key, Family: tc.fam, Ports: []SlicePort{{Protocol: TCP, Port: 8080}},
 					Endpoints: []Endpoint{{IP: netip.MustParseAddr(ip), Ready: true, Serving: true, NodeName: "node-b"}}})
 			}
-			p := NewPlan(st, &Config{Node: node, NodePortAddresses: tc.npa}, tc.fam)
+			p := NewPlan(st, &Config{Node: node, NodePortAddresses: tc.npa, NodePortPrimary: tc.primary}, tc.fam)
 			if len(p.Services) != 1 {
 				t.Fatalf("%d services planned, want 1", len(p.Services))
 			}

@@ -30,7 +30,10 @@ type Options struct {
 	NodeIPs           []netip.Addr
 	ClusterCIDRs      []netip.Prefix
 	NodePortAddresses []netip.Prefix
-	MasqueradeAll     bool
+	// NodePortPrimary is rules.Config.NodePortPrimary (the keyword
+	// primary of --nodeport-addresses).
+	NodePortPrimary bool
+	MasqueradeAll   bool
 	// MasqueradeBit, ServiceCIDRs, LocalhostNodePorts and
 	// ConntrackTCPBeLiberal are passed on to rules.Config (see there).
 	MasqueradeBit         *int32
@@ -386,8 +389,8 @@ func (p *Proxier) families() []rules.Family {
 func (p *Proxier) Sync() error {
 	start := p.clock.Now()
 	p.mu.Lock()
-	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, MasqueradeAll: p.opts.MasqueradeAll,
-		MasqueradeBit: p.opts.MasqueradeBit, ServiceCIDRs: p.allServiceCIDRs(), LocalhostNodePorts: p.opts.LocalhostNodePorts, ConntrackTCPBeLiberal: p.opts.ConntrackTCPBeLiberal}
+	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, NodePortPrimary: p.opts.NodePortPrimary,
+		MasqueradeAll: p.opts.MasqueradeAll, MasqueradeBit: p.opts.MasqueradeBit, ServiceCIDRs: p.allServiceCIDRs(), LocalhostNodePorts: p.opts.LocalhostNodePorts, ConntrackTCPBeLiberal: p.opts.ConntrackTCPBeLiberal}
 	var desired []*Desired
 	for _, f := range p.families() {
 		desired = append(desired, p.renderer.Render(p.state, cfg, f))
