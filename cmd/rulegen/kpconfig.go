@@ -433,10 +433,15 @@ func mapKubeProxyConfig(r *configResult, c *kpv1alpha1.KubeProxyConfiguration) {
 		if c.DetectLocal.BridgeInterface != "" || c.DetectLocal.InterfaceNamePrefix != "" {
 			r.warn("detectLocal", "ignored with detectLocalMode ClusterCIDR, as kube-proxy ignores it")
 		}
-	case "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix":
-		r.fail("detectLocalMode", "%q is not supported: rulegen tells pod traffic by clusterCIDR only (detectLocalMode: ClusterCIDR)", c.DetectLocalMode)
+	case "NodeCIDR":
+		if c.DetectLocal.BridgeInterface != "" || c.DetectLocal.InterfaceNamePrefix != "" {
+			r.warn("detectLocal", "ignored with detectLocalMode NodeCIDR, as kube-proxy ignores it")
+		}
+		r.set("detectLocalMode", "NodeCIDR", "detect-local-mode")
+	case "BridgeInterface", "InterfaceNamePrefix":
+		r.fail("detectLocalMode", "%q is not supported: rulegen tells pod traffic by clusterCIDR or the Node's podCIDRs (detectLocalMode: ClusterCIDR or NodeCIDR)", c.DetectLocalMode)
 	default:
-		r.fail("detectLocalMode", "unknown mode %q: want ClusterCIDR", c.DetectLocalMode)
+		r.fail("detectLocalMode", "unknown mode %q: want ClusterCIDR or NodeCIDR", c.DetectLocalMode)
 	}
 	if c.ClusterCIDR != "" {
 		cidrs := strings.Split(c.ClusterCIDR, ",")

@@ -159,7 +159,7 @@ func TestConfigReports(t *testing.T) {
 		{name: "mode ipvs", text: "mode: ipvs\n", err: `mode: "ipvs" is not supported`},
 		{name: "mode kernelspace", text: "mode: kernelspace\n", err: `mode: "kernelspace" is not supported`},
 		{name: "unknown mode", text: "mode: userspace\n", err: `mode: unknown mode "userspace"`},
-		{name: "detectLocalMode NodeCIDR", text: "detectLocalMode: NodeCIDR\n", err: `detectLocalMode: "NodeCIDR" is not supported`},
+		{name: "detectLocal ignored with NodeCIDR", text: "detectLocalMode: NodeCIDR\ndetectLocal:\n  bridgeInterface: cbr0\n", warn: "detectLocal: ignored with detectLocalMode NodeCIDR"},
 		{name: "detectLocalMode BridgeInterface", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n", err: `detectLocalMode: "BridgeInterface" is not supported`},
 		{name: "detectLocalMode InterfaceNamePrefix", text: "detectLocalMode: InterfaceNamePrefix\n", err: `detectLocalMode: "InterfaceNamePrefix" is not supported`},
 		{name: "unknown detectLocalMode", text: "detectLocalMode: PodCIDR\n", err: `detectLocalMode: unknown mode "PodCIDR"`},
@@ -279,6 +279,8 @@ func TestConfigSettings(t *testing.T) {
 			check: func(o options) string {
 				return want(strings.Join(o.nodePortAddresses, " "), "0.0.0.0/0 ::/0 127.0.0.0/8 ::1/128 192.168.0.0/16")
 			}},
+		{name: "detectLocalMode NodeCIDR", text: "detectLocalMode: NodeCIDR\n",
+			check: func(o options) string { return want(o.detectLocalMode, "NodeCIDR") }},
 		{name: "nodePortAddresses primary", text: "nodePortAddresses: [primary, 10.0.0.0/8]\n",
 			check: func(o options) string { return want(strings.Join(o.nodePortAddresses, " "), "primary 10.0.0.0/8") }},
 		{name: "nftables mode: empty nodePortAddresses is primary", text: "mode: nftables\n",

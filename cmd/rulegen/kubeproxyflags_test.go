@@ -47,7 +47,7 @@ func TestFlagErrors(t *testing.T) {
 		{"init-only", []string{"--init-only"}, "--init-only=true"},
 		{"feature gate set", []string{"--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true"}, "--feature-gates"},
 		{"feature gate malformed", []string{"--feature-gates=Foo"}, "--feature-gates"},
-		{"detect-local-mode NodeCIDR", []string{"--detect-local-mode=NodeCIDR"}, "--detect-local-mode=NodeCIDR"},
+		{"detect-local-mode BridgeInterface", []string{"--detect-local-mode=BridgeInterface"}, "--detect-local-mode"},
 		{"conntrack max per core negative", []string{"--conntrack-max-per-core=-1"}, "--conntrack-max-per-core"},
 		{"conntrack min not a number", []string{"--conntrack-min=lots"}, "--conntrack-min"},
 		{"conntrack established timeout negative", []string{"--conntrack-tcp-timeout-established=-1h"}, "--conntrack-tcp-timeout-established"},
@@ -403,5 +403,34 @@ func TestDaemonSetsConntrackSysctls(t *testing.T) {
 		if got := strings.TrimSpace(ns.MustRun(nil, "sysctl", "-n", key)); got != want {
 			t.Errorf("%s = %s, want %s; daemon output:\n%s", key, got, want, out)
 		}
+	}
+}
+
+// TestDetectLocalModeNodeCIDR: with --detect-local-mode NodeCIDR pod
+// traffic is told by the Node's spec.podCIDRs, not --cluster-cidr.
+func TestDetectLocalModeNodeCIDR(t *testing.T) {
+	const node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  podCIDRs: [10.244.1.0/24]\n" +
+		"status:\n  addresses:\n  - type: InternalIP\n    address: 192.168.1.10\n---\n"
+	tests := []struct {
+		name    string
+		args    []string
+		want    string
+		notWant string
+	}{
+		{name: "ClusterCIDR (default)", args: nil, want: "ip saddr != 10.244.0.0/16", notWant: "10.244.1.0/24"},
+		{name: "ClusterCIDR", args: []string{"--detect-local-mode=ClusterCIDR"}, want: "ip saddr != 10.244.0.0/16", notWant: "10.244.1.0/24"},
+		{name: "NodeCIDR", args: []string{"--detect-local-mode=NodeCIDR"}, want: "ip saddr != 10.244.1.0/24", notWant: "10.244.0.0/16"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--dry-run", "-f", "-", "--node-name", "n1", "--cluster-cidr", "10.244.0.0/16"}, tc.args...)
+			code, out, errs := runCLI(t, node+svcYAML("web", "10.96.0.9", "TCP"), args...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			if !strings.Contains(out, tc.want) || strings.Contains(out, tc.notWant) {
+				t.Errorf("stdout: want %q and no %q:\n%s", tc.want, tc.notWant, out)
+			}
+		})
 	}
 }

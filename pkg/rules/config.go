@@ -23,6 +23,10 @@ type Config struct {
 	// ClusterIP from outside them is masqueraded; traffic from inside them
 	// to an external destination is treated as pod traffic.
 	ClusterCIDRs []netip.Prefix
+	// DetectLocalNodeCIDR tells pod traffic by Node.PodCIDRs (the first of
+	// each family) instead of ClusterCIDRs: kube-proxy's detectLocalMode
+	// NodeCIDR. A family without a pod CIDR then has none.
+	DetectLocalNodeCIDR bool
 	// MasqueradeAll masquerades all traffic to ClusterIPs.
 	MasqueradeAll bool
 	// MasqueradeBit is the bit of the packet mark that means "masquerade

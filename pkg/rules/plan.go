@@ -237,13 +237,20 @@ func NewPlanner(fam Family) *Planner { return &Planner{fam: fam} }
 // Plan returns the plan for the current state.
 func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	fam := pl.fam
-	if key := fmt.Sprintf("%+v|%v|%v|%v|%v", cfg.Node, cfg.NodePortAddresses, cfg.NodePortPrimary, cfg.ClusterCIDRs, cfg.MasqueradeAll); key != pl.cfgKey {
+	if key := fmt.Sprintf("%+v|%v|%v|%v|%v|%v", cfg.Node, cfg.NodePortAddresses, cfg.NodePortPrimary, cfg.ClusterCIDRs, cfg.DetectLocalNodeCIDR, cfg.MasqueradeAll); key != pl.cfgKey {
 		pl.cfgKey, pl.cache = key, nil
 	}
 	p := &Plan{Family: fam, NodeName: cfg.Node.Name, MasqueradeAll: cfg.MasqueradeAll, Settings: cfg.settings(fam), Services: make([]*ServicePlan, 0, len(pl.cache))}
-	for _, c := range cfg.ClusterCIDRs {
+	podCIDRs := cfg.ClusterCIDRs
+	if cfg.DetectLocalNodeCIDR {
+		podCIDRs = cfg.Node.PodCIDRs
+	}
+	for _, c := range podCIDRs {
 		if FamilyOf(c.Addr()) == fam {
 			p.ClusterCIDR = c.Masked()
+			if cfg.DetectLocalNodeCIDR {
+				break // kube-proxy takes the first of the family
+			}
 		}
 	}
 	// As kube-proxy's NewNodePortAddresses (pkg/proxy/util), the

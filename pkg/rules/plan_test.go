@@ -374,3 +374,30 @@ func TestPlanSourceRangesAndNodePorts(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanDetectLocalNodeCIDR: the pod range of a plan is the cluster CIDR,
+// or with DetectLocalNodeCIDR the Node's first pod CIDR of the family.
+func TestPlanDetectLocalNodeCIDR(t *testing.T) {
+	pods := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.244.9.0/24"), netip.MustParsePrefix("fd00:244:1::/64")}
+	cluster := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
+	tests := []struct {
+		name     string
+		nodeCIDR bool
+		pods     []netip.Prefix
+		fam      Family
+		want     netip.Prefix
+	}{
+		{name: "ClusterCIDR", pods: pods, fam: IPv4, want: cluster[0]},
+		{name: "NodeCIDR: the first of the family", nodeCIDR: true, pods: pods, fam: IPv4, want: pods[0]},
+		{name: "NodeCIDR in IPv6", nodeCIDR: true, pods: pods, fam: IPv6, want: pods[2]},
+		{name: "NodeCIDR, the Node has none", nodeCIDR: true, fam: IPv4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &Config{Node: Node{Name: "node-a", PodCIDRs: tc.pods}, ClusterCIDRs: cluster, DetectLocalNodeCIDR: tc.nodeCIDR}
+			if got := NewPlan(NewState(), cfg, tc.fam).ClusterCIDR; got != tc.want {
+				t.Errorf("ClusterCIDR %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
