@@ -433,10 +433,15 @@ func mapKubeProxyConfig(r *configResult, c *kpv1alpha1.KubeProxyConfiguration) {
 		if c.DetectLocal.BridgeInterface != "" || c.DetectLocal.InterfaceNamePrefix != "" {
 			r.warn("detectLocal", "ignored with detectLocalMode ClusterCIDR, as kube-proxy ignores it")
 		}
-	case "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix":
-		r.fail("detectLocalMode", "%q is not supported: rulegen tells pod traffic by clusterCIDR only (detectLocalMode: ClusterCIDR)", c.DetectLocalMode)
+	case "NodeCIDR":
+		if c.DetectLocal.BridgeInterface != "" || c.DetectLocal.InterfaceNamePrefix != "" {
+			r.warn("detectLocal", "ignored with detectLocalMode NodeCIDR, as kube-proxy ignores it")
+		}
+		r.set("detectLocalMode", "NodeCIDR", "detect-local-mode")
+	case "BridgeInterface", "InterfaceNamePrefix":
+		r.fail("detectLocalMode", "%q is not supported: rulegen tells pod traffic by clusterCIDR or the Node's podCIDRs (detectLocalMode: ClusterCIDR or NodeCIDR)", c.DetectLocalMode)
 	default:
-		r.fail("detectLocalMode", "unknown mode %q: want ClusterCIDR", c.DetectLocalMode)
+		r.fail("detectLocalMode", "unknown mode %q: want ClusterCIDR or NodeCIDR", c.DetectLocalMode)
 	}
 	if c.ClusterCIDR != "" {
 		cidrs := strings.Split(c.ClusterCIDR, ",")
@@ -522,13 +527,13 @@ func mapKubeProxyConfig(r *configResult, c *kpv1alpha1.KubeProxyConfiguration) {
 	}
 }
 
-// mapNodePortAddresses honours CIDRs and the keywords all and localhost;
-// primary, and an empty list in nftables mode (where kube-proxy means
-// primary), need the Node's primary IPs, which rulegen does not single out.
+// mapNodePortAddresses honours CIDRs and the keywords all, localhost and
+// primary; an empty list in nftables mode means [primary], as kube-proxy's
+// platformApplyDefaults makes it.
 func mapNodePortAddresses(r *configResult, c *kpv1alpha1.KubeProxyConfiguration) {
 	if len(c.NodePortAddresses) == 0 {
 		if c.Mode == "nftables" {
-			r.warn("nodePortAddresses", "empty in nftables mode means [primary] to kube-proxy; rulegen opens nodePorts on every IP of the Node object (give CIDRs to narrow it)")
+			r.set("nodePortAddresses", "primary", "nodeport-addresses")
 		}
 		return
 	}
@@ -541,10 +546,10 @@ func mapNodePortAddresses(r *configResult, c *kpv1alpha1.KubeProxyConfiguration)
 		case "localhost":
 			cidrs = append(cidrs, "127.0.0.0/8", "::1/128")
 		case "primary":
-			r.fail(field, "the keyword primary is not supported: give the node's CIDRs")
+			cidrs = append(cidrs, "primary")
 		default:
 			if _, err := netip.ParsePrefix(s); err != nil {
-				r.fail(field, "%q is not a CIDR or one of the keywords all, localhost", s)
+				r.fail(field, "%q is not a CIDR or one of the keywords all, localhost, primary", s)
 				continue
 			}
 			cidrs = append(cidrs, s)

@@ -152,14 +152,14 @@ func TestConfigReports(t *testing.T) {
 		// noWarn is a substring no warning may hold
 		noWarn string
 	}{
-		{name: "comments and empty documents", text: "# kube-proxy\n---\n" + kpHeader + "mode: nftables\n---\n# the end\n", warn: "nodePortAddresses: empty in nftables mode"},
+		{name: "comments and empty documents", text: "# kube-proxy\n---\n" + kpHeader + "mode: nftables\n---\n# the end\n"},
 		{name: "settings of the mode's own section", text: "iptables:\n  syncPeriod: 10s\n  masqueradeAll: true\n", noWarn: "ignored with mode"},
 		{name: "the other section's defaults", text: "mode: nftables\niptables:\n  masqueradeBit: 14\n  syncPeriod: 30s\n  localhostNodePorts: true\n", noWarn: "ignored with mode"},
 		{name: "the other section's localhostNodePorts", text: "mode: nftables\niptables:\n  localhostNodePorts: false\n", warn: "iptables: ignored with mode nftables"},
 		{name: "mode ipvs", text: "mode: ipvs\n", err: `mode: "ipvs" is not supported`},
 		{name: "mode kernelspace", text: "mode: kernelspace\n", err: `mode: "kernelspace" is not supported`},
 		{name: "unknown mode", text: "mode: userspace\n", err: `mode: unknown mode "userspace"`},
-		{name: "detectLocalMode NodeCIDR", text: "detectLocalMode: NodeCIDR\n", err: `detectLocalMode: "NodeCIDR" is not supported`},
+		{name: "detectLocal ignored with NodeCIDR", text: "detectLocalMode: NodeCIDR\ndetectLocal:\n  bridgeInterface: cbr0\n", warn: "detectLocal: ignored with detectLocalMode NodeCIDR"},
 		{name: "detectLocalMode BridgeInterface", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n", err: `detectLocalMode: "BridgeInterface" is not supported`},
 		{name: "detectLocalMode InterfaceNamePrefix", text: "detectLocalMode: InterfaceNamePrefix\n", err: `detectLocalMode: "InterfaceNamePrefix" is not supported`},
 		{name: "unknown detectLocalMode", text: "detectLocalMode: PodCIDR\n", err: `detectLocalMode: unknown mode "PodCIDR"`},
@@ -179,9 +179,8 @@ func TestConfigReports(t *testing.T) {
 		{name: "negative min sync period", text: "iptables:\n  minSyncPeriod: -1s\n", err: "iptables.minSyncPeriod: -1s: must be 0 or more"},
 		{name: "clusterCIDR not a CIDR", text: "clusterCIDR: 10.244.0.0\n", err: `clusterCIDR: "10.244.0.0" is not a CIDR`},
 		{name: "clusterCIDR two of a family", text: "clusterCIDR: 10.244.0.0/16,10.245.0.0/16\n", err: "clusterCIDR: \"10.244.0.0/16,10.245.0.0/16\": at most one CIDR per IP family"},
-		{name: "nodePortAddresses primary", text: "nodePortAddresses: [primary]\n", err: "nodePortAddresses[0]: the keyword primary is not supported"},
 		{name: "nodePortAddresses not a CIDR", text: "nodePortAddresses: [10.0.0.0/8, eth0]\n", err: `nodePortAddresses[1]: "eth0" is not a CIDR`},
-		{name: "nftables without nodePortAddresses", text: "mode: nftables\n", warn: "nodePortAddresses: empty in nftables mode means [primary]"},
+		{name: "nftables without nodePortAddresses", text: "mode: nftables\n", noWarn: ": nodePortAddresses:"},
 		{name: "healthz address without a host", text: "healthzBindAddress: localhost:10256\n", err: `healthzBindAddress: "localhost:10256": "localhost" is not an IP address`},
 		{name: "metrics address bad port", text: "metricsBindAddress: 127.0.0.1:http\n", err: `metricsBindAddress: "127.0.0.1:http": "http" is not a port`},
 		{name: "bindAddress a node IP", text: "bindAddress: 10.0.0.5\n", err: `bindAddress: "10.0.0.5" is not supported`},
@@ -280,6 +279,16 @@ func TestConfigSettings(t *testing.T) {
 			check: func(o options) string {
 				return want(strings.Join(o.nodePortAddresses, " "), "0.0.0.0/0 ::/0 127.0.0.0/8 ::1/128 192.168.0.0/16")
 			}},
+		{name: "detectLocalMode NodeCIDR", text: "detectLocalMode: NodeCIDR\n",
+			check: func(o options) string { return want(o.detectLocalMode, "NodeCIDR") }},
+		{name: "nodePortAddresses primary", text: "nodePortAddresses: [primary, 10.0.0.0/8]\n",
+			check: func(o options) string { return want(strings.Join(o.nodePortAddresses, " "), "primary 10.0.0.0/8") }},
+		{name: "nftables mode: empty nodePortAddresses is primary", text: "mode: nftables\n",
+			check: func(o options) string { return want(strings.Join(o.nodePortAddresses, " "), "primary") }},
+		{name: "iptables mode: empty nodePortAddresses is every node IP", text: "mode: iptables\n",
+			check: func(o options) string { return want(strings.Join(o.nodePortAddresses, " "), "") }},
+		{name: "the command line wins over the nftables default", text: "mode: nftables\n", args: []string{"--nodeport-addresses=all"},
+			check: func(o options) string { return want(strings.Join(o.nodePortAddresses, " "), "all") }},
 		{name: "bind addresses without a port get kube-proxy's", text: "healthzBindAddress: 10.0.0.1\nmetricsBindAddress: 0.0.0.0\n",
 			check: func(o options) string {
 				return want(o.healthzAddr, "10.0.0.1:10256") + want(o.metricsAddr, "0.0.0.0:10249")
@@ -384,8 +393,8 @@ func TestConfigCLI(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "10.96.0.9 . tcp . 80") {
 		t.Errorf("good config: exit %d, stdout lacks the nftables rule:\n%s\n%s", code, out, errs)
 	}
-	if !strings.Contains(errs, "rulegen: --config: warning: "+good+": nodePortAddresses: empty in nftables mode") {
-		t.Errorf("good config: stderr lacks the nodePortAddresses warning:\n%s", errs)
+	if strings.Contains(errs, "nodePortAddresses") {
+		t.Errorf("good config: stderr reports nodePortAddresses (empty in nftables mode is primary):\n%s", errs)
 	}
 	// kubeadm's file names a kubeconfig; -f manifests on the command line
 	// are the source instead.

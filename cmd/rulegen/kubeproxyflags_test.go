@@ -47,7 +47,7 @@ func TestFlagErrors(t *testing.T) {
 		{"init-only", []string{"--init-only"}, "--init-only=true"},
 		{"feature gate set", []string{"--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true"}, "--feature-gates"},
 		{"feature gate malformed", []string{"--feature-gates=Foo"}, "--feature-gates"},
-		{"detect-local-mode NodeCIDR", []string{"--detect-local-mode=NodeCIDR"}, "--detect-local-mode=NodeCIDR"},
+		{"detect-local-mode BridgeInterface", []string{"--detect-local-mode=BridgeInterface"}, "--detect-local-mode"},
 		{"conntrack max per core negative", []string{"--conntrack-max-per-core=-1"}, "--conntrack-max-per-core"},
 		{"conntrack min not a number", []string{"--conntrack-min=lots"}, "--conntrack-min"},
 		{"conntrack established timeout negative", []string{"--conntrack-tcp-timeout-established=-1h"}, "--conntrack-tcp-timeout-established"},
@@ -60,7 +60,7 @@ func TestFlagErrors(t *testing.T) {
 		{"kube-api-qps malformed", []string{"--kube-api-qps=fast"}, "--kube-api-qps"},
 		{"ipvs-strict-arp malformed", []string{"--ipvs-strict-arp=yes"}, "--ipvs-strict-arp"},
 		{"master not a URL", []string{"--master=apiserver:6443"}, "--master"},
-		{"nodeport-addresses primary", []string{"--nodeport-addresses=primary"}, "--nodeport-addresses"},
+		{"nodeport-addresses localhost", []string{"--nodeport-addresses=localhost"}, "--nodeport-addresses"},
 		{"nodeport-addresses malformed", []string{"--nodeport-addresses=10.0.0.0"}, "--nodeport-addresses"},
 		{"version malformed", []string{"--version=maybe"}, "--version"},
 		{"backend ipvs", []string{"--backend=ipvs"}, "--backend"},
@@ -186,6 +186,36 @@ func TestNodePortAddressesAll(t *testing.T) {
 	}
 	if _, none, _ := runCLI(t, "", common...); all != none {
 		t.Errorf("--nodeport-addresses=all renders differently from the default")
+	}
+}
+
+// TestNodePortAddressesPrimary: kube-proxy's keyword primary is the
+// Node's first IP of each family: here the first of --node-ip.
+func TestNodePortAddressesPrimary(t *testing.T) {
+	common := []string{"--dry-run", "-f", "../../examples/", "--node-name", "node-a", "--node-ip", "192.168.1.10,192.168.2.10"}
+	tests := []struct {
+		name string
+		args []string
+		same bool // renders as --nodeport-addresses=192.168.1.10/32
+	}{
+		{name: "primary", args: []string{"--nodeport-addresses=primary"}, same: true},
+		{name: "primary twice", args: []string{"--nodeport-addresses=primary,primary"}, same: true},
+		{name: "the default: every node IP", args: nil},
+	}
+	code, want, errs := runCLI(t, "", append(common, "--nodeport-addresses=192.168.1.10/32")...)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, got, errs := runCLI(t, "", append(common, tc.args...)...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			if (got == want) != tc.same {
+				t.Errorf("renders as the primary IP's /32: %v, want %v\n%s", got == want, tc.same, got)
+			}
+		})
 	}
 }
 
@@ -373,5 +403,34 @@ func TestDaemonSetsConntrackSysctls(t *testing.T) {
 		if got := strings.TrimSpace(ns.MustRun(nil, "sysctl", "-n", key)); got != want {
 			t.Errorf("%s = %s, want %s; daemon output:\n%s", key, got, want, out)
 		}
+	}
+}
+
+// TestDetectLocalModeNodeCIDR: with --detect-local-mode NodeCIDR pod
+// traffic is told by the Node's spec.podCIDRs, not --cluster-cidr.
+func TestDetectLocalModeNodeCIDR(t *testing.T) {
+	const node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  podCIDRs: [10.244.1.0/24]\n" +
+		"status:\n  addresses:\n  - type: InternalIP\n    address: 192.168.1.10\n---\n"
+	tests := []struct {
+		name    string
+		args    []string
+		want    string
+		notWant string
+	}{
+		{name: "ClusterCIDR (default)", args: nil, want: "ip saddr != 10.244.0.0/16", notWant: "10.244.1.0/24"},
+		{name: "ClusterCIDR", args: []string{"--detect-local-mode=ClusterCIDR"}, want: "ip saddr != 10.244.0.0/16", notWant: "10.244.1.0/24"},
+		{name: "NodeCIDR", args: []string{"--detect-local-mode=NodeCIDR"}, want: "ip saddr != 10.244.1.0/24", notWant: "10.244.0.0/16"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--dry-run", "-f", "-", "--node-name", "n1", "--cluster-cidr", "10.244.0.0/16"}, tc.args...)
+			code, out, errs := runCLI(t, node+svcYAML("web", "10.96.0.9", "TCP"), args...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, errs)
+			}
+			if !strings.Contains(out, tc.want) || strings.Contains(out, tc.notWant) {
+				t.Errorf("stdout: want %q and no %q:\n%s", tc.want, tc.notWant, out)
+			}
+		})
 	}
 }

@@ -53,6 +53,7 @@ type options struct {
 	ipFamily               string
 	nodePortAddresses      []string
 	masqueradeAll          bool
+	detectLocalMode        string
 	masqueradeBit          int32
 	serviceCIDRs           []string
 	localhostNodePorts     bool
@@ -87,8 +88,9 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringSliceVar(&o.clusterCIDRs, "cluster-cidr", nil, "pod CIDR, at most one per family: traffic from outside it to a ClusterIP is masqueraded, traffic from inside it is pod traffic")
 	fs.StringVar(&o.backend, "backend", "nftables", "kernel interface: nftables or iptables")
 	fs.StringVar(&o.ipFamily, "ip-family", "", "program only this family: ipv4 or ipv6 (default: every family of the node's IPs)")
-	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "open nodePorts only on node IPs inside these CIDRs, per family: a family with no range here uses every node IP of it (default: every node IP)")
+	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "open nodePorts only on node IPs inside these CIDRs or keywords (all; primary: the Node's first InternalIP of each family), per family: a family with no range here uses every node IP of it (default: every node IP, in both modes; a --config file in nftables mode defaults to primary, as kube-proxy)")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic to ClusterIPs")
+	fs.StringVar(&o.detectLocalMode, "detect-local-mode", "ClusterCIDR", "how pod traffic is told, as kube-proxy: ClusterCIDR (--cluster-cidr) or NodeCIDR (the Node object's spec.podCIDRs)")
 	fs.Int32Var(&o.masqueradeBit, "iptables-masquerade-bit", rules.DefaultMasqueradeBit, "the bit of the fwmark space that marks packets to masquerade, 0-31 (both backends; it must match kube-proxy's during a migration)")
 	fs.StringSliceVar(&o.serviceCIDRs, "service-cluster-ip-range", nil, "the ClusterIP ranges, at most one per family (comma-separated; alias --service-cidr): with nftables, new connections to an address in them that no service holds are dropped, as kube-proxy's nftables mode does")
 	fs.BoolVar(&o.localhostNodePorts, "iptables-localhost-nodeports", true, "iptables backend, IPv4: also open nodePorts on 127.0.0.0/8 (when --nodeport-addresses is empty or covers it), as kube-proxy does; needs net.ipv4.conf.all.route_localnet=1, which rulegen does not set")
@@ -250,13 +252,23 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		s.cfg.ClusterCIDRs = append(s.cfg.ClusterCIDRs, p.Masked())
 	}
+	switch o.detectLocalMode {
+	case "", "ClusterCIDR":
+	case "NodeCIDR":
+		s.cfg.DetectLocalNodeCIDR = true
+	default:
+		return usage("--detect-local-mode: %q is not supported; want ClusterCIDR or NodeCIDR", o.detectLocalMode)
+	}
 	for _, v := range o.nodePortAddresses {
 		switch v {
 		case "all": // kube-proxy's keyword: every node IP of both families
 			v = "0.0.0.0/0"
 			s.cfg.NodePortAddresses = append(s.cfg.NodePortAddresses, netip.MustParsePrefix("::/0"))
-		case "primary", "localhost":
-			return usage("--nodeport-addresses: the keyword %q is not supported; give CIDRs or all", v)
+		case "primary": // kube-proxy's keyword: the Node's primary IP of each family
+			s.cfg.NodePortPrimary = true
+			continue
+		case "localhost":
+			return usage("--nodeport-addresses: the keyword %q is not supported; give CIDRs, all or primary", v)
 		}
 		p, err := netip.ParsePrefix(v)
 		if err != nil {

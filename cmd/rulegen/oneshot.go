@@ -60,10 +60,11 @@ func dryRunOrApply(o options, s settings, stdin io.Reader, stdout, stderr io.Wri
 	return render(o.apply, o.applyValid, s, st, errs, where, stdout, stderr)
 }
 
-// adoptNode takes the zone, and the IPs unless --node-ip gave them, from
+// adoptNode takes the zone, the pod CIDRs, and the IPs unless --node-ip gave them, from
 // the Node object.
 func adoptNode(cfg *rules.Config, n rules.Node) {
 	cfg.Node.Zone = n.Zone
+	cfg.Node.PodCIDRs = n.PodCIDRs
 	if len(cfg.Node.IPs) == 0 {
 		cfg.Node.IPs = n.IPs
 	}

@@ -13,10 +13,20 @@ type Config struct {
 	// NodePortAddresses limits nodePorts to the node IPs inside these CIDRs
 	// (--nodeport-addresses). Empty means every node IP.
 	NodePortAddresses []netip.Prefix
+	// NodePortPrimary adds the node's primary IP of each family to
+	// NodePortAddresses: kube-proxy's keyword primary. The primary IP of a
+	// family is the first of Node.IPs in it (the Node object's first
+	// InternalIP of the family, else its first ExternalIP, as kube-proxy's
+	// GetNodeHostIPs); a family without one is not restricted by it.
+	NodePortPrimary bool
 	// ClusterCIDRs are the pod ranges, at most one per family. Traffic to a
 	// ClusterIP from outside them is masqueraded; traffic from inside them
 	// to an external destination is treated as pod traffic.
 	ClusterCIDRs []netip.Prefix
+	// DetectLocalNodeCIDR tells pod traffic by Node.PodCIDRs (the first of
+	// each family) instead of ClusterCIDRs: kube-proxy's detectLocalMode
+	// NodeCIDR. A family without a pod CIDR then has none.
+	DetectLocalNodeCIDR bool
 	// MasqueradeAll masquerades all traffic to ClusterIPs.
 	MasqueradeAll bool
 	// MasqueradeBit is the bit of the packet mark that means "masquerade
@@ -127,7 +137,7 @@ func (c *Config) settings(fam Family) Settings {
 // iptables backend (IPv4 only), nil when they do not. kube-proxy
 // iptables (NewProxier, NodePortAddresses.ContainsIPv4Loopback) enables
 // them when --nodeport-addresses is empty or holds a CIDR that is loopback
-// or contains 127.0.0.0; with no list, or a list that matches every
+// or contains 127.0.0.0 (primary is a node IP, never loopback); with no list, or a list that matches every
 // address, it matches all of 127.0.0.0/8 ("--dst-type LOCAL"). With a
 // narrower list, kube-proxy opens the loopback addresses the node's
 // interfaces hold in it; rulegen knows no interfaces, and every address of
@@ -137,7 +147,7 @@ func (c *Config) LocalhostNodePortRanges() []netip.Prefix {
 	if c.LocalhostNodePorts != nil && !*c.LocalhostNodePorts {
 		return nil
 	}
-	if len(c.NodePortAddresses) == 0 {
+	if len(c.NodePortAddresses) == 0 && !c.NodePortPrimary {
 		return []netip.Prefix{IPv4Loopback}
 	}
 	var out []netip.Prefix

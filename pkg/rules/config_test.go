@@ -70,6 +70,9 @@ func TestConfigSettings(t *testing.T) {
 			wantMark: 0x4000, wantLocalhost: prefixes("127.0.0.1/32")},
 		{name: "nodeport-addresses containing 127.0.0.0", cfg: Config{NodePortAddresses: prefixes("64.0.0.0/2")}, fam: IPv4,
 			wantMark: 0x4000, wantLocalhost: prefixes("127.0.0.0/8")},
+		{name: "nodeport-addresses primary: a node IP, not loopback", cfg: Config{NodePortPrimary: true}, fam: IPv4, wantMark: 0x4000},
+		{name: "nodeport-addresses primary and loopback", cfg: Config{NodePortPrimary: true, NodePortAddresses: prefixes("127.0.0.0/8")}, fam: IPv4,
+			wantMark: 0x4000, wantLocalhost: prefixes("127.0.0.0/8")},
 		{name: "nodeport-addresses of a part of loopback", cfg: Config{NodePortAddresses: prefixes("127.0.0.0/30")}, fam: IPv4,
 			wantMark: 0x4000, wantLocalhost: prefixes("127.0.0.0/30")},
 	}

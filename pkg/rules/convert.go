@@ -541,6 +541,18 @@ func NodeFromObject(n *v1.Node) (Node, error) {
 			}
 		}
 	}
+	podCIDRs, field := n.Spec.PodCIDRs, "spec.podCIDRs"
+	if len(podCIDRs) == 0 && n.Spec.PodCIDR != "" {
+		podCIDRs, field = []string{n.Spec.PodCIDR}, "spec.podCIDR"
+	}
+	for i, c := range podCIDRs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil || p.Addr().Zone() != "" {
+			errs = append(errs, bad(fmt.Sprintf("%s[%d]", field, i), "%q is not a CIDR", c))
+			continue
+		}
+		node.PodCIDRs = append(node.PodCIDRs, p.Masked())
+	}
 	if len(errs) == 1 {
 		return node, errs[0]
 	}

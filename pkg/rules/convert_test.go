@@ -320,6 +320,7 @@ func TestNodeFromObject(t *testing.T) {
 		mutate   func(*v1.Node)
 		wantIPs  []netip.Addr
 		wantZone string
+		wantPods []netip.Prefix
 		fields   []string // the bad fields reported, in order
 	}{
 		{name: "valid", mutate: func(*v1.Node) {}, wantIPs: good, wantZone: "zone-a"},
@@ -339,6 +340,12 @@ func TestNodeFromObject(t *testing.T) {
 			}},
 		{name: "bad zone dropped, addresses kept", mutate: func(n *v1.Node) { n.Labels[LabelZone] = "zone a;" },
 			wantIPs: good, fields: []string{"metadata.labels[" + LabelZone + "]"}},
+		{name: "pod CIDRs", mutate: func(n *v1.Node) { n.Spec.PodCIDRs = []string{"10.244.1.0/24", "fd00:244:1::/64"} },
+			wantIPs: good, wantZone: "zone-a", wantPods: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("fd00:244:1::/64")}},
+		{name: "only the old podCIDR", mutate: func(n *v1.Node) { n.Spec.PodCIDR = "10.244.2.0/24" },
+			wantIPs: good, wantZone: "zone-a", wantPods: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/24")}},
+		{name: "bad pod CIDR reported, the good kept", mutate: func(n *v1.Node) { n.Spec.PodCIDRs = []string{"10.244.1.0", "fd00:244:1::/64"} },
+			wantIPs: good, wantZone: "zone-a", wantPods: []netip.Prefix{netip.MustParsePrefix("fd00:244:1::/64")}, fields: []string{"spec.podCIDRs[0]"}},
 		{name: "bad name: nothing used", mutate: func(n *v1.Node) { n.Name = "node\na" }, fields: []string{"metadata.name"}},
 		{name: "over-long name", mutate: func(n *v1.Node) { n.Name = strings.Repeat("n", 254) }, fields: []string{"metadata.name"}},
 	}
@@ -359,6 +366,9 @@ func TestNodeFromObject(t *testing.T) {
 				if got.IPs[i] != tc.wantIPs[i] {
 					t.Errorf("IPs %v, want %v", got.IPs, tc.wantIPs)
 				}
+			}
+			if !slices.Equal(got.PodCIDRs, tc.wantPods) {
+				t.Errorf("pod CIDRs %v, want %v", got.PodCIDRs, tc.wantPods)
 			}
 			var errs []error
 			if j, ok := err.(interface{ Unwrap() []error }); ok {

@@ -170,4 +170,7 @@ type Node struct {
 	// IPs are the node's addresses (status.addresses InternalIP and
 	// ExternalIP, or --node-ip).
 	IPs []netip.Addr
+	// PodCIDRs are the node's pod ranges (spec.podCIDRs), which tell pod
+	// traffic with Config.DetectLocalNodeCIDR.
+	PodCIDRs []netip.Prefix
 }

@@ -237,31 +237,46 @@ func NewPlanner(fam Family) *Planner { return &Planner{fam: fam} }
 // Plan returns the plan for the current state.
 func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	fam := pl.fam
-	if key := fmt.Sprintf("%+v|%v|%v|%v", cfg.Node, cfg.NodePortAddresses, cfg.ClusterCIDRs, cfg.MasqueradeAll); key != pl.cfgKey {
+	if key := fmt.Sprintf("%+v|%v|%v|%v|%v|%v", cfg.Node, cfg.NodePortAddresses, cfg.NodePortPrimary, cfg.ClusterCIDRs, cfg.DetectLocalNodeCIDR, cfg.MasqueradeAll); key != pl.cfgKey {
 		pl.cfgKey, pl.cache = key, nil
 	}
 	p := &Plan{Family: fam, NodeName: cfg.Node.Name, MasqueradeAll: cfg.MasqueradeAll, Settings: cfg.settings(fam), Services: make([]*ServicePlan, 0, len(pl.cache))}
-	for _, c := range cfg.ClusterCIDRs {
+	podCIDRs := cfg.ClusterCIDRs
+	if cfg.DetectLocalNodeCIDR {
+		podCIDRs = cfg.Node.PodCIDRs
+	}
+	for _, c := range podCIDRs {
 		if FamilyOf(c.Addr()) == fam {
 			p.ClusterCIDR = c.Masked()
+			if cfg.DetectLocalNodeCIDR {
+				break // kube-proxy takes the first of the family
+			}
 		}
 	}
 	// As kube-proxy's NewNodePortAddresses (pkg/proxy/util), the
 	// --nodeport-addresses ranges of the other family do not restrict this
 	// one: with no range of this family, every node IP of it accepts
 	// nodePorts.
+	for _, ip := range cfg.Node.IPs {
+		if FamilyOf(ip) == fam {
+			p.NodeIP = ip
+			break
+		}
+	}
 	var npRanges []netip.Prefix
 	for _, pr := range cfg.NodePortAddresses {
 		if FamilyOf(pr.Addr()) == fam {
 			npRanges = append(npRanges, pr)
 		}
 	}
+	// The keyword primary is the primary IP's host route, as kube-proxy's
+	// expandNodePortAddressKeywords; a family without one gets no range.
+	if cfg.NodePortPrimary && p.NodeIP.IsValid() {
+		npRanges = append(npRanges, netip.PrefixFrom(p.NodeIP, p.NodeIP.BitLen()))
+	}
 	for _, ip := range cfg.Node.IPs {
 		if FamilyOf(ip) != fam || slices.Contains(p.NodePortIPs, ip) {
 			continue
-		}
-		if !p.NodeIP.IsValid() {
-			p.NodeIP = ip
 		}
 		if len(npRanges) > 0 && !slices.ContainsFunc(npRanges, func(pr netip.Prefix) bool { return pr.Contains(ip) }) {
 			continue

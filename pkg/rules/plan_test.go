@@ -315,6 +315,7 @@ func TestPlanSourceRangesAndNodePorts(t *testing.T) {
 		fam          Family
 		ranges       []netip.Prefix
 		npa          []netip.Prefix
+		primary      bool
 		noEndpoints  bool
 		wantFW       bool
 		wantRanges   []netip.Prefix
@@ -336,6 +337,12 @@ func TestPlanSourceRangesAndNodePorts(t *testing.T) {
 			wantNodePort: []netip.Addr{netip.MustParseAddr("192.168.1.10")}},
 		{name: "nodeport-addresses of the other family only", fam: IPv6, npa: pfx("192.168.1.0/24"),
 			wantNodePort: []netip.Addr{netip.MustParseAddr("fd00:1::10")}},
+		{name: "primary: the first node IP of the family", fam: IPv4, primary: true,
+			wantNodePort: []netip.Addr{netip.MustParseAddr("192.168.1.10")}},
+		{name: "primary in IPv6", fam: IPv6, primary: true,
+			wantNodePort: []netip.Addr{netip.MustParseAddr("fd00:1::10")}},
+		{name: "primary and a CIDR of a secondary IP", fam: IPv4, primary: true, npa: pfx("192.168.2.0/24"),
+			wantNodePort: []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("192.168.2.10")}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -350,7 +357,7 @@ func TestPlanSourceRangesAndNodePorts(t *testing.T) {
 				st.SetSlice(&Slice{Name: "web-1", Service: key, Family: tc.fam, Ports: []SlicePort{{Protocol: TCP, Port: 8080}},
 					Endpoints: []Endpoint{{IP: netip.MustParseAddr(ip), Ready: true, Serving: true, NodeName: "node-b"}}})
 			}
-			p := NewPlan(st, &Config{Node: node, NodePortAddresses: tc.npa}, tc.fam)
+			p := NewPlan(st, &Config{Node: node, NodePortAddresses: tc.npa, NodePortPrimary: tc.primary}, tc.fam)
 			if len(p.Services) != 1 {
 				t.Fatalf("%d services planned, want 1", len(p.Services))
 			}
@@ -363,6 +370,33 @@ func TestPlanSourceRangesAndNodePorts(t *testing.T) {
 			}
 			if tc.wantNodePort != nil && !slices.Equal(p.NodePortIPs, tc.wantNodePort) {
 				t.Errorf("NodePortIPs = %v, want %v", p.NodePortIPs, tc.wantNodePort)
+			}
+		})
+	}
+}
+
+// TestPlanDetectLocalNodeCIDR: the pod range of a plan is the cluster CIDR,
+// or with DetectLocalNodeCIDR the Node's first pod CIDR of the family.
+func TestPlanDetectLocalNodeCIDR(t *testing.T) {
+	pods := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.244.9.0/24"), netip.MustParsePrefix("fd00:244:1::/64")}
+	cluster := []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}
+	tests := []struct {
+		name     string
+		nodeCIDR bool
+		pods     []netip.Prefix
+		fam      Family
+		want     netip.Prefix
+	}{
+		{name: "ClusterCIDR", pods: pods, fam: IPv4, want: cluster[0]},
+		{name: "NodeCIDR: the first of the family", nodeCIDR: true, pods: pods, fam: IPv4, want: pods[0]},
+		{name: "NodeCIDR in IPv6", nodeCIDR: true, pods: pods, fam: IPv6, want: pods[2]},
+		{name: "NodeCIDR, the Node has none", nodeCIDR: true, fam: IPv4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &Config{Node: Node{Name: "node-a", PodCIDRs: tc.pods}, ClusterCIDRs: cluster, DetectLocalNodeCIDR: tc.nodeCIDR}
+			if got := NewPlan(NewState(), cfg, tc.fam).ClusterCIDR; got != tc.want {
+				t.Errorf("ClusterCIDR %v, want %v", got, tc.want)
 			}
 		})
 	}

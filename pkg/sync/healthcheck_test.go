@@ -174,11 +174,13 @@ func TestHealthCheckNodePortsFollowNodePortAddresses(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		prefixes []netip.Prefix
+		primary  bool
 		listen   []string
 	}{
-		{"unset: every node IP", nil, []string{"10.0.0.1:32000", "192.168.1.1:32000"}},
-		{"one CIDR", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, []string{"10.0.0.1:32000"}},
-		{"no node IP matches", []netip.Prefix{netip.MustParsePrefix("172.16.0.0/12")}, nil},
+		{"unset: every node IP", nil, false, []string{"10.0.0.1:32000", "192.168.1.1:32000"}},
+		{"one CIDR", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}, false, []string{"10.0.0.1:32000"}},
+		{"no node IP matches", []netip.Prefix{netip.MustParsePrefix("172.16.0.0/12")}, false, nil},
+		{"primary: the first node IP", nil, true, []string{"10.0.0.1:32000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &recordingListen{}
@@ -186,7 +188,7 @@ func TestHealthCheckNodePortsFollowNodePortAddresses(t *testing.T) {
 			hc.Listen = rec.listen
 			defer hc.Close()
 			p, _, _ := newTestProxier(Options{NodeIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("192.168.1.1")},
-				NodePortAddresses: tc.prefixes})
+				NodePortAddresses: tc.prefixes, NodePortPrimary: tc.primary})
 			p.health = hc
 			svc := testService("a", "10.96.0.1", v1.ProtocolTCP, 30080)
 			svc.Spec.Type = v1.ServiceTypeLoadBalancer

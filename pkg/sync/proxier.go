@@ -30,7 +30,13 @@ type Options struct {
 	NodeIPs           []netip.Addr
 	ClusterCIDRs      []netip.Prefix
 	NodePortAddresses []netip.Prefix
-	MasqueradeAll     bool
+	// NodePortPrimary is rules.Config.NodePortPrimary (the keyword
+	// primary of --nodeport-addresses).
+	NodePortPrimary bool
+	// DetectLocalNodeCIDR is rules.Config.DetectLocalNodeCIDR: pod traffic
+	// is told by the Node object's spec.podCIDRs.
+	DetectLocalNodeCIDR bool
+	MasqueradeAll       bool
 	// MasqueradeBit, ServiceCIDRs, LocalhostNodePorts and
 	// ConntrackTCPBeLiberal are passed on to rules.Config (see there).
 	MasqueradeBit         *int32
@@ -283,7 +289,7 @@ func (p *Proxier) OnNode(n *v1.Node, deleted bool) {
 	if len(p.opts.NodeIPs) > 0 {
 		node.IPs = p.opts.NodeIPs
 	}
-	if node.Zone == p.node.Zone && slices.Equal(node.IPs, p.node.IPs) {
+	if node.Zone == p.node.Zone && slices.Equal(node.IPs, p.node.IPs) && slices.Equal(node.PodCIDRs, p.node.PodCIDRs) {
 		return
 	}
 	p.node = node
@@ -386,8 +392,8 @@ func (p *Proxier) families() []rules.Family {
 func (p *Proxier) Sync() error {
 	start := p.clock.Now()
 	p.mu.Lock()
-	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, MasqueradeAll: p.opts.MasqueradeAll,
-		MasqueradeBit: p.opts.MasqueradeBit, ServiceCIDRs: p.allServiceCIDRs(), LocalhostNodePorts: p.opts.LocalhostNodePorts, ConntrackTCPBeLiberal: p.opts.ConntrackTCPBeLiberal}
+	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, NodePortPrimary: p.opts.NodePortPrimary, DetectLocalNodeCIDR: p.opts.DetectLocalNodeCIDR,
+		MasqueradeAll: p.opts.MasqueradeAll, MasqueradeBit: p.opts.MasqueradeBit, ServiceCIDRs: p.allServiceCIDRs(), LocalhostNodePorts: p.opts.LocalhostNodePorts, ConntrackTCPBeLiberal: p.opts.ConntrackTCPBeLiberal}
 	var desired []*Desired
 	for _, f := range p.families() {
 		desired = append(desired, p.renderer.Render(p.state, cfg, f))

@@ -196,6 +196,37 @@ func TestNodeWithAnInvalidAddressKeepsTheValidOnes(t *testing.T) {
 	}
 }
 
+// TestDetectLocalNodeCIDR: with DetectLocalNodeCIDR the proxier takes the
+// pod range from its Node's spec.podCIDRs, and a change of them alone
+// re-plans.
+func TestDetectLocalNodeCIDR(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		nodeCIDR bool
+		want     string
+	}{
+		{"ClusterCIDR", false, "10.244.0.0/16"},
+		{"NodeCIDR", true, "10.244.2.0/24"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, k, _ := newTestProxier(Options{NodeIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")},
+				ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, DetectLocalNodeCIDR: tc.nodeCIDR})
+			p.OnService(testService("a", "10.96.0.1", v1.ProtocolTCP, 0), false)
+			node := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Spec: v1.NodeSpec{PodCIDRs: []string{"10.244.1.0/24"}}}
+			p.OnNode(node, false)
+			node = node.DeepCopy()
+			node.Spec.PodCIDRs = []string{"10.244.2.0/24"}
+			p.OnNode(node, false)
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if got := k.applied[len(k.applied)-1].Plan.ClusterCIDR.String(); got != tc.want {
+				t.Errorf("pod range %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestConntrackSpecsCarryTheFamily: the specs of a nodePort (which has no
 // address) name the plan's family, so that IPv6 entries are flushed from
 // the IPv6 table.
