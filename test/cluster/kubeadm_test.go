@@ -139,11 +139,8 @@ func testKubeadmDropIn(t *testing.T, mode string) {
 		// (The conntrack.* fields are honoured: rulegen sets the sysctls
 		// as kube-proxy does.)
 		want := []string{"bindAddressHardFail", "oomScoreAdj"}
-		if mode == "nftables" {
-			// kube-proxy's nftables mode reads an empty nodePortAddresses
-			// as [primary]; rulegen opens every Node IP, and says so.
-			want = append([]string{"nodePortAddresses"}, want...)
-		}
+		// (In nftables mode the empty nodePortAddresses is [primary] to
+		// both, so it is no warning either.)
 		if !slices.Equal(warned, want) {
 			t.Errorf("config warnings name %q, want %q", warned, want)
 		}
