@@ -60,7 +60,7 @@ func TestConntrackTCPBeLiberal(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := netnstest.New(t, "liberal")
 			if out, err := ns.Run(nil, "sysctl", "-q", "-w", "net.netfilter.nf_conntrack_tcp_be_liberal="+tc.value); err != nil {
-				t.Skipf("nf_conntrack not loaded in this kernel: %v: %s", err, out)
+				netnstest.Unavailable(t, "nf_conntrack not loaded in this kernel: %v: %s", err, out)
 			}
 			var got bool
 			if err := ns.Do(func() error { got = ConntrackTCPBeLiberal(); return nil }); err != nil {

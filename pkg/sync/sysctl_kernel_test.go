@@ -43,7 +43,7 @@ func TestSetConntrackSysctlsKernel(t *testing.T) {
 	netnstest.Require(t, "sysctl")
 	ns := netnstest.New(t, "ctsysctl")
 	if _, err := ns.Run(nil, "sysctl", "-n", "net.netfilter.nf_conntrack_tcp_timeout_established"); err != nil {
-		t.Skipf("nf_conntrack not loaded in this kernel: %v", err)
+		netnstest.Unavailable(t, "nf_conntrack not loaded in this kernel: %v", err)
 	}
 	var real ProcSysctl
 	rootBefore, err := real.Get(SysctlConntrackTCPTimeoutEstablished)

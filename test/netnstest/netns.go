@@ -259,3 +259,14 @@ func Stop(cmd *exec.Cmd, sig os.Signal, timeout time.Duration) {
 		<-done
 	}
 }
+
+// Unavailable stops a test that cannot run here (a missing kernel feature,
+// a missing source): outside CI it skips, saying why; under CI it fails, so
+// that CI never passes by skipping.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
