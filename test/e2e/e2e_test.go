@@ -76,6 +76,9 @@ type Check struct {
 	Backends []string
 	// NoTrace: rulegen trace is not asked (it cannot model this path).
 	NoTrace bool
+	// Bind: the source address the connections are made from (default: the
+	// one the kernel picks; sourceOf says which that is).
+	Bind string
 }
 
 var checks = []Check{
@@ -166,7 +169,14 @@ var nodeFlags = []string{"--node-name", "node-a", "--node-ip", NodeIP + "," + No
 // probe makes one connection and returns "ok POD SRC", "refused" or "timeout".
 func (tp *Topology) probe(t testing.TB, from, proto, addr string) string {
 	t.Helper()
-	out, err := tp.ns(from).Run(nil, bins.server, "-probe", proto, "-addr", addr, "-timeout", "700ms")
+	return tp.probeFrom(t, from, proto, addr, "")
+}
+
+// probeFrom is probe with the connection's source address bound to src
+// (none when src is empty).
+func (tp *Topology) probeFrom(t testing.TB, from, proto, addr, src string) string {
+	t.Helper()
+	out, err := tp.ns(from).Run(nil, bins.server, "-probe", proto, "-addr", addr, "-timeout", "700ms", "-src", src)
 	if err != nil {
 		t.Fatalf("probe from %s to %s: %v: %s", from, addr, err, out)
 	}
@@ -188,7 +198,7 @@ func (c Check) Run(t *testing.T, tp *Topology) {
 	seen := map[string]int{}
 	sources := map[string]map[string]bool{} // pod -> sources it saw
 	for i := 0; i < tries; i++ {
-		got := tp.probe(t, c.From, proto, c.Addr)
+		got := tp.probeFrom(t, c.From, proto, c.Addr, c.Bind)
 		f := strings.Fields(got)
 		if f[0] != want {
 			t.Fatalf("try %d: %s %s from %s: got %q, want %s", i+1, proto, c.Addr, c.From, got, want)
@@ -234,6 +244,9 @@ func (c Check) checkTrace(t *testing.T, tp *Topology, proto, observed string, se
 	t.Helper()
 	v6 := strings.HasPrefix(c.Addr, "[")
 	src, from := sourceOf(c.From, v6)
+	if c.Bind != "" {
+		src = c.Bind
+	}
 	cmd := exec.Command(bins.rulegen, append([]string{"trace", "-f", tp.manifests, "--backend", tp.backend, "--output", "json",
 		"--src", src, "--dst", c.Addr + "/" + proto, "--from", from}, nodeFlags...)...)
 	var stderr strings.Builder

@@ -42,13 +42,14 @@ func main() {
 	holdFor := flag.Duration("for", 4*time.Second, "how long -hold keeps the connection")
 	get := flag.String("http", "", "GET this URL and print \"STATUS BODY\" (or the error)")
 	sport := flag.Int("sport", 0, "probe from this local port (UDP: the same conntrack entry every time)")
+	src := flag.String("src", "", "probe from this local address (default: the one routing picks)")
 	lifetime := flag.Duration("lifetime", 10*time.Minute, "-serve exits after this long at the latest")
 	flag.Parse()
 	switch {
 	case *serve != "":
 		os.Exit(runServer(*serve, *tcpPorts, *udpPorts, *lifetime))
 	case *probe != "":
-		fmt.Println(runProbe(*probe, *addr, *timeout, *sport))
+		fmt.Println(runProbe(*probe, *addr, *timeout, *src, *sport))
 	case *hold:
 		runHold(*addr, *holdFor)
 	case *get != "":
@@ -150,13 +151,17 @@ func classify(err error) string {
 	return "error " + err.Error()
 }
 
-func runProbe(proto, addr string, timeout time.Duration, sport int) string {
+func runProbe(proto, addr string, timeout time.Duration, src string, sport int) string {
 	deadline := time.Now().Add(timeout)
 	d := net.Dialer{Timeout: timeout}
-	if sport != 0 && proto == "udp" {
-		d.LocalAddr = &net.UDPAddr{Port: sport}
-	} else if sport != 0 {
-		d.LocalAddr = &net.TCPAddr{Port: sport}
+	ip := net.ParseIP(src) // nil when src is empty: any address
+	if src != "" && ip == nil {
+		return "error: -src " + src + " is not an IP address"
+	}
+	if (ip != nil || sport != 0) && proto == "udp" {
+		d.LocalAddr = &net.UDPAddr{IP: ip, Port: sport}
+	} else if ip != nil || sport != 0 {
+		d.LocalAddr = &net.TCPAddr{IP: ip, Port: sport}
 	}
 	c, err := d.Dial(proto, addr)
 	if err != nil {
