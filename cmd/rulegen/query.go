@@ -20,6 +20,7 @@ import (
 // query holds the flags of `rulegen trace` and `rulegen explain`.
 type query struct {
 	src, dst, from, output string
+	iif                    string
 	service                string
 }
 
@@ -29,6 +30,7 @@ func addQueryFlags(fs *flag.FlagSet, sub string, q *query) {
 		fs.StringVar(&q.src, "src", "", "the packet's source address")
 		fs.StringVar(&q.dst, "dst", "", "the packet's destination, IP:PORT[/tcp|udp|sctp] (default tcp)")
 		fs.StringVar(&q.from, "from", "", "where the packet starts: pod, node or external (default: node if --src is a node IP, pod if it is in --cluster-cidr, else external)")
+		fs.StringVar(&q.iif, "in-interface", "", "the interface the packet arrives on, for --detect-local-mode BridgeInterface and InterfaceNamePrefix (default: a pod's packet arrives on the pod interface, an external one on another)")
 	}
 }
 
@@ -148,6 +150,15 @@ func parsePacket(q query) (trace.Packet, error) {
 	default:
 		return p, fmt.Errorf("--from: %q is not pod, node or external", q.from)
 	}
+	if q.iif != "" {
+		if why := rules.InvalidInterfaceName(q.iif, rules.MaxInterfaceName); why != "" {
+			return p, fmt.Errorf("--in-interface: %q %s", q.iif, why)
+		}
+		if q.from == "node" {
+			return p, fmt.Errorf("--in-interface: a packet from the node has no input interface")
+		}
+	}
+	p.Iif = q.iif
 	p.Src, p.Dst = src.Unmap(), netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	return p, nil
 }
