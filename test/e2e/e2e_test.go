@@ -76,6 +76,9 @@ type Check struct {
 	Backends []string
 	// NoTrace: rulegen trace is not asked (it cannot model this path).
 	NoTrace bool
+	// Iif is the node's interface the connections arrive on, for rulegen
+	// trace's --in-interface (default: the origin's usual one).
+	Iif string
 }
 
 var checks = []Check{
@@ -152,7 +155,7 @@ func (tp *Topology) Apply(t testing.TB, backend, manifests string) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "manifests.yaml")
 	writeFile(t, f, manifests)
-	tp.Node.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", backend}, nodeFlags...)...)
+	tp.Node.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", backend}, tp.flags()...)...)
 	tp.manifests, tp.backend = f, backend
 }
 
@@ -234,8 +237,12 @@ func (c Check) checkTrace(t *testing.T, tp *Topology, proto, observed string, se
 	t.Helper()
 	v6 := strings.HasPrefix(c.Addr, "[")
 	src, from := sourceOf(c.From, v6)
-	cmd := exec.Command(bins.rulegen, append([]string{"trace", "-f", tp.manifests, "--backend", tp.backend, "--output", "json",
-		"--src", src, "--dst", c.Addr + "/" + proto, "--from", from}, nodeFlags...)...)
+	args := []string{"trace", "-f", tp.manifests, "--backend", tp.backend, "--output", "json",
+		"--src", src, "--dst", c.Addr + "/" + proto, "--from", from}
+	if c.Iif != "" {
+		args = append(args, "--in-interface", c.Iif)
+	}
+	cmd := exec.Command(bins.rulegen, append(args, tp.flags()...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -369,7 +376,7 @@ func (tp *Topology) LoadDryRun(t testing.TB, manifests string) {
 	f := filepath.Join(t.TempDir(), "manifests.yaml")
 	writeFile(t, f, manifests)
 	for _, fam := range []string{"ipv4", "ipv6"} {
-		cmd := exec.Command(bins.rulegen, append([]string{"--dry-run", "-f", f, "--backend", "iptables", "--ip-family", fam}, nodeFlags...)...)
+		cmd := exec.Command(bins.rulegen, append([]string{"--dry-run", "-f", f, "--backend", "iptables", "--ip-family", fam}, tp.flags()...)...)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		text, err := cmd.Output()
@@ -382,7 +389,7 @@ func (tp *Topology) LoadDryRun(t testing.TB, manifests string) {
 	tp.manifests, tp.backend = f, "iptables"
 
 	applied := netnstest.New(t, "applied")
-	applied.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", "iptables"}, nodeFlags...)...)
+	applied.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", "iptables"}, tp.flags()...)...)
 	for _, save := range []string{"iptables-save", "ip6tables-save"} {
 		if got, want := saved(tp.Node.MustRun(nil, save)), saved(applied.MustRun(nil, save)); got != want {
 			t.Errorf("%s: the dry run loaded by hand differs from what rulegen --apply writes.\nloaded:\n%s\napplied:\n%s", save, got, want)
