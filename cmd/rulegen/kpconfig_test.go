@@ -299,7 +299,9 @@ func TestConfigSettings(t *testing.T) {
 				return want(o.detectLocalMode, "InterfaceNamePrefix") + want(o.podInterfaceNamePrefix, "veth") + want(o.podBridgeInterface, "")
 			}},
 		{name: "the command line's bridge wins", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cni0\n", args: []string{"--pod-bridge-interface=cbr0"},
-			check: func(o options) string { return want(o.detectLocalMode, "BridgeInterface") + want(o.podBridgeInterface, "cbr0") }},
+			check: func(o options) string {
+				return want(o.detectLocalMode, "BridgeInterface") + want(o.podBridgeInterface, "cbr0")
+			}},
 		{name: "nodePortAddresses primary", text: "nodePortAddresses: [primary, 10.0.0.0/8]\n",
 			check: func(o options) string { return want(strings.Join(o.nodePortAddresses, " "), "primary 10.0.0.0/8") }},
 		{name: "nftables mode: empty nodePortAddresses is primary", text: "mode: nftables\n",
