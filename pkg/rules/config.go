@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Config is the node-side input of rendering: who this node is and how its
@@ -197,6 +198,18 @@ func (i PodInterface) Mode() string {
 		return "InterfaceNamePrefix"
 	}
 	return "BridgeInterface"
+}
+
+// Matches reports whether traffic arriving on the interface named iface
+// is pod traffic.
+func (i PodInterface) Matches(iface string) bool {
+	if i.Name == "" {
+		return false
+	}
+	if i.Prefix {
+		return strings.HasPrefix(iface, i.Name)
+	}
+	return iface == i.Name
 }
 
 // MaxInterfaceName is the longest interface name Linux accepts

@@ -94,3 +94,28 @@ func TestPlanPodInterface(t *testing.T) {
 		})
 	}
 }
+
+// TestPodInterfaceMatches: which input interfaces carry pod traffic.
+func TestPodInterfaceMatches(t *testing.T) {
+	tests := []struct {
+		name  string
+		pi    PodInterface
+		iface string
+		want  bool
+	}{
+		{name: "the bridge", pi: PodInterface{Name: "cni0"}, iface: "cni0", want: true},
+		{name: "a longer name is not the bridge", pi: PodInterface{Name: "cni0"}, iface: "cni00"},
+		{name: "a prefix matches longer names", pi: PodInterface{Name: "veth", Prefix: true}, iface: "veth1a2b", want: true},
+		{name: "a prefix matches itself", pi: PodInterface{Name: "veth", Prefix: true}, iface: "veth", want: true},
+		{name: "another name", pi: PodInterface{Name: "veth", Prefix: true}, iface: "eth0"},
+		{name: "no input interface", pi: PodInterface{Name: "veth", Prefix: true}, iface: ""},
+		{name: "no detection", pi: PodInterface{}, iface: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.pi.Matches(tt.iface); got != tt.want {
+				t.Errorf("Matches(%q) = %v, want %v", tt.iface, got, tt.want)
+			}
+		})
+	}
+}

@@ -166,6 +166,14 @@ func (tp *Topology) Apply(t testing.TB, backend, manifests string) {
 var nodeFlags = []string{"--node-name", "node-a", "--node-ip", NodeIP + "," + NodeIP6, "--cluster-cidr", ClusterCIDR + "," + ClusterCIDR6,
 	"--service-cluster-ip-range", "10.96.0.0/16,fd00:96::/112", "--iptables-masquerade-bit", "13", "--nodeport-addresses", "192.168.1.0/24,127.0.0.0/8"}
 
+// flags returns the flags that describe the node to rulegen.
+func (tp *Topology) flags() []string {
+	if tp.Flags != nil {
+		return tp.Flags
+	}
+	return nodeFlags
+}
+
 // probe makes one connection and returns "ok POD SRC", "refused" or "timeout".
 func (tp *Topology) probe(t testing.TB, from, proto, addr string) string {
 	t.Helper()

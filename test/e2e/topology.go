@@ -65,14 +65,6 @@ type Topology struct {
 	Flags []string
 }
 
-// flags returns the flags that describe the node to rulegen.
-func (tp *Topology) flags() []string {
-	if tp.Flags != nil {
-		return tp.Flags
-	}
-	return nodeFlags
-}
-
 // Pods lists the namespaces that run a test server, by pod name.
 func (tp *Topology) Pods() map[string]*netnstest.NS {
 	return map[string]*netnstest.NS{"pod-a": tp.PodA, "pod-b": tp.PodB, "pod-r": tp.Remote}
