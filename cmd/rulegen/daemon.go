@@ -78,7 +78,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	defer health.Close()
 	p := sync.NewProxier(sync.Options{
 		Backend: s.backend, NodeName: s.cfg.Node.Name, NodeIPs: s.cfg.Node.IPs,
-		ClusterCIDRs: s.cfg.ClusterCIDRs, NodePortAddresses: s.cfg.NodePortAddresses, NodePortPrimary: s.cfg.NodePortPrimary, DetectLocalNodeCIDR: s.cfg.DetectLocalNodeCIDR, MasqueradeAll: s.cfg.MasqueradeAll,
+		ClusterCIDRs: s.cfg.ClusterCIDRs, NodePortAddresses: s.cfg.NodePortAddresses, NodePortPrimary: s.cfg.NodePortPrimary, DetectLocalNodeCIDR: s.cfg.DetectLocalNodeCIDR, PodInterface: s.cfg.PodInterface, MasqueradeAll: s.cfg.MasqueradeAll,
 		MasqueradeBit: s.cfg.MasqueradeBit, ServiceCIDRs: s.cfg.ServiceCIDRs, LocalhostNodePorts: s.cfg.LocalhostNodePorts,
 		ConntrackTCPBeLiberal: s.cfg.ConntrackTCPBeLiberal,
 		Families:              s.families, SyncPeriod: o.syncPeriod, FullSyncPeriod: o.fullSyncPeriod, HealthTimeout: o.healthTimeout,

@@ -25,6 +25,7 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/rulegen/rulegen/pkg/rules"
 	"github.com/rulegen/rulegen/pkg/sync"
 )
 
@@ -341,6 +342,19 @@ func setKubeProxyDefaults(c *kpv1alpha1.KubeProxyConfiguration) {
 	}
 }
 
+// mapPodInterface sets detectLocalMode BridgeInterface or
+// InterfaceNamePrefix and its interface name, or fails naming field: as
+// kube-proxy, the name must not be empty; unlike it, it must also be a
+// name rulegen writes safely (rules.InvalidInterfaceName).
+func mapPodInterface(r *configResult, pi rules.PodInterface, field, flag string) {
+	if why := pi.Invalid(); why != "" {
+		r.fail(field, "%q %s (detectLocalMode %s needs it)", pi.Name, why, pi.Mode())
+		return
+	}
+	r.set("detectLocalMode", pi.Mode(), "detect-local-mode")
+	r.set(field, pi.Name, flag)
+}
+
 // defaultAddress is kube-proxy's defaulting of a bind address: empty gives
 // host:port, an address without a port gets port (AppendPortIfNeeded).
 func defaultAddress(addr, host string, port int) string {
@@ -438,10 +452,18 @@ func mapKubeProxyConfig(r *configResult, c *kpv1alpha1.KubeProxyConfiguration) {
 			r.warn("detectLocal", "ignored with detectLocalMode NodeCIDR, as kube-proxy ignores it")
 		}
 		r.set("detectLocalMode", "NodeCIDR", "detect-local-mode")
-	case "BridgeInterface", "InterfaceNamePrefix":
-		r.fail("detectLocalMode", "%q is not supported: rulegen tells pod traffic by clusterCIDR or the Node's podCIDRs (detectLocalMode: ClusterCIDR or NodeCIDR)", c.DetectLocalMode)
+	case "BridgeInterface":
+		if c.DetectLocal.InterfaceNamePrefix != "" {
+			r.warn("detectLocal.interfaceNamePrefix", "ignored with detectLocalMode BridgeInterface, as kube-proxy ignores it")
+		}
+		mapPodInterface(r, rules.PodInterface{Name: c.DetectLocal.BridgeInterface}, "detectLocal.bridgeInterface", "pod-bridge-interface")
+	case "InterfaceNamePrefix":
+		if c.DetectLocal.BridgeInterface != "" {
+			r.warn("detectLocal.bridgeInterface", "ignored with detectLocalMode InterfaceNamePrefix, as kube-proxy ignores it")
+		}
+		mapPodInterface(r, rules.PodInterface{Name: c.DetectLocal.InterfaceNamePrefix, Prefix: true}, "detectLocal.interfaceNamePrefix", "pod-interface-name-prefix")
 	default:
-		r.fail("detectLocalMode", "unknown mode %q: want ClusterCIDR or NodeCIDR", c.DetectLocalMode)
+		r.fail("detectLocalMode", "unknown mode %q: want ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix", c.DetectLocalMode)
 	}
 	if c.ClusterCIDR != "" {
 		cidrs := strings.Split(c.ClusterCIDR, ",")

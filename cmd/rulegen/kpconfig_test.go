@@ -160,8 +160,17 @@ func TestConfigReports(t *testing.T) {
 		{name: "mode kernelspace", text: "mode: kernelspace\n", err: `mode: "kernelspace" is not supported`},
 		{name: "unknown mode", text: "mode: userspace\n", err: `mode: unknown mode "userspace"`},
 		{name: "detectLocal ignored with NodeCIDR", text: "detectLocalMode: NodeCIDR\ndetectLocal:\n  bridgeInterface: cbr0\n", warn: "detectLocal: ignored with detectLocalMode NodeCIDR"},
-		{name: "detectLocalMode BridgeInterface", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n", err: `detectLocalMode: "BridgeInterface" is not supported`},
-		{name: "detectLocalMode InterfaceNamePrefix", text: "detectLocalMode: InterfaceNamePrefix\n", err: `detectLocalMode: "InterfaceNamePrefix" is not supported`},
+		{name: "detectLocalMode BridgeInterface", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n", noWarn: ": detectLocal"},
+		{name: "detectLocalMode BridgeInterface without a bridge", text: "detectLocalMode: BridgeInterface\n", err: `detectLocal.bridgeInterface: "" must not be empty`},
+		{name: "bridgeInterface that is no interface name", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: \"cbr0\\\" accept\"\n", err: `detectLocal.bridgeInterface: "cbr0\" accept" may hold only ASCII letters`},
+		{name: "bridgeInterface too long", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: bridge-of-16chrs\n", err: `detectLocal.bridgeInterface: "bridge-of-16chrs" is longer than 15 characters`},
+		{name: "bridgeInterface ..", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: ..\n", err: `detectLocal.bridgeInterface: ".." is not an interface name`},
+		{name: "interfaceNamePrefix ignored with BridgeInterface", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cbr0\n  interfaceNamePrefix: veth\n", warn: "detectLocal.interfaceNamePrefix: ignored with detectLocalMode BridgeInterface"},
+		{name: "detectLocalMode InterfaceNamePrefix", text: "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: veth\n", noWarn: ": detectLocal"},
+		{name: "detectLocalMode InterfaceNamePrefix without a prefix", text: "detectLocalMode: InterfaceNamePrefix\n", err: `detectLocal.interfaceNamePrefix: "" must not be empty`},
+		{name: "interfaceNamePrefix with a wildcard", text: "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: veth+\n", err: `detectLocal.interfaceNamePrefix: "veth+" may hold only`},
+		{name: "interfaceNamePrefix of 15", text: "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  interfaceNamePrefix: abcdefghijklmno\n", err: `detectLocal.interfaceNamePrefix: "abcdefghijklmno" is longer than 14 characters`},
+		{name: "bridgeInterface ignored with InterfaceNamePrefix", text: "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  bridgeInterface: cbr0\n  interfaceNamePrefix: veth\n", warn: "detectLocal.bridgeInterface: ignored with detectLocalMode InterfaceNamePrefix"},
 		{name: "unknown detectLocalMode", text: "detectLocalMode: PodCIDR\n", err: `detectLocalMode: unknown mode "PodCIDR"`},
 		{name: "detectLocal ignored with ClusterCIDR", text: "detectLocal:\n  bridgeInterface: cbr0\n", warn: "detectLocal: ignored with detectLocalMode ClusterCIDR"},
 		{name: "unknown field", text: "nodeNmae: n1\n", err: `unknown field "nodeNmae"`},
@@ -281,6 +290,18 @@ func TestConfigSettings(t *testing.T) {
 			}},
 		{name: "detectLocalMode NodeCIDR", text: "detectLocalMode: NodeCIDR\n",
 			check: func(o options) string { return want(o.detectLocalMode, "NodeCIDR") }},
+		{name: "detectLocalMode BridgeInterface", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cni0\n  interfaceNamePrefix: veth\n",
+			check: func(o options) string {
+				return want(o.detectLocalMode, "BridgeInterface") + want(o.podBridgeInterface, "cni0") + want(o.podInterfaceNamePrefix, "")
+			}},
+		{name: "detectLocalMode InterfaceNamePrefix", text: "detectLocalMode: InterfaceNamePrefix\ndetectLocal:\n  bridgeInterface: cni0\n  interfaceNamePrefix: veth\n",
+			check: func(o options) string {
+				return want(o.detectLocalMode, "InterfaceNamePrefix") + want(o.podInterfaceNamePrefix, "veth") + want(o.podBridgeInterface, "")
+			}},
+		{name: "the command line's bridge wins", text: "detectLocalMode: BridgeInterface\ndetectLocal:\n  bridgeInterface: cni0\n", args: []string{"--pod-bridge-interface=cbr0"},
+			check: func(o options) string {
+				return want(o.detectLocalMode, "BridgeInterface") + want(o.podBridgeInterface, "cbr0")
+			}},
 		{name: "nodePortAddresses primary", text: "nodePortAddresses: [primary, 10.0.0.0/8]\n",
 			check: func(o options) string { return want(strings.Join(o.nodePortAddresses, " "), "primary 10.0.0.0/8") }},
 		{name: "nftables mode: empty nodePortAddresses is primary", text: "mode: nftables\n",

@@ -47,7 +47,13 @@ func TestFlagErrors(t *testing.T) {
 		{"init-only", []string{"--init-only"}, "--init-only=true"},
 		{"feature gate set", []string{"--feature-gates=KubeProxyNFTablesLocalhostNodePorts=true"}, "--feature-gates"},
 		{"feature gate malformed", []string{"--feature-gates=Foo"}, "--feature-gates"},
-		{"detect-local-mode BridgeInterface", []string{"--detect-local-mode=BridgeInterface"}, "--detect-local-mode"},
+		{"detect-local-mode unknown", []string{"--detect-local-mode=PodCIDR"}, "--detect-local-mode"},
+		{"detect-local-mode BridgeInterface without a bridge", []string{"--detect-local-mode=BridgeInterface"}, "--pod-bridge-interface"},
+		{"pod-bridge-interface with a quote", []string{"--detect-local-mode=BridgeInterface", `--pod-bridge-interface=br0"`}, "--pod-bridge-interface"},
+		{"pod-bridge-interface too long", []string{"--detect-local-mode=BridgeInterface", "--pod-bridge-interface=bridge-of-16chrs"}, "--pod-bridge-interface"},
+		{"detect-local-mode InterfaceNamePrefix without a prefix", []string{"--detect-local-mode=InterfaceNamePrefix"}, "--pod-interface-name-prefix"},
+		{"pod-interface-name-prefix with a wildcard", []string{"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth*"}, "--pod-interface-name-prefix"},
+		{"pod-interface-name-prefix with a space", []string{"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth -j"}, "--pod-interface-name-prefix"},
 		{"conntrack max per core negative", []string{"--conntrack-max-per-core=-1"}, "--conntrack-max-per-core"},
 		{"conntrack min not a number", []string{"--conntrack-min=lots"}, "--conntrack-min"},
 		{"conntrack established timeout negative", []string{"--conntrack-tcp-timeout-established=-1h"}, "--conntrack-tcp-timeout-established"},
@@ -408,9 +414,11 @@ func TestDaemonSetsConntrackSysctls(t *testing.T) {
 	}
 }
 
-// TestDetectLocalModeNodeCIDR: with --detect-local-mode NodeCIDR pod
-// traffic is told by the Node's spec.podCIDRs, not --cluster-cidr.
-func TestDetectLocalModeNodeCIDR(t *testing.T) {
+// TestDetectLocalMode: with --detect-local-mode NodeCIDR pod traffic is
+// told by the Node's spec.podCIDRs, with BridgeInterface and
+// InterfaceNamePrefix by the interface it arrives on, never by
+// --cluster-cidr.
+func TestDetectLocalMode(t *testing.T) {
 	const node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\nspec:\n  podCIDRs: [10.244.1.0/24]\n" +
 		"status:\n  addresses:\n  - type: InternalIP\n    address: 192.168.1.10\n---\n"
 	tests := []struct {
@@ -422,6 +430,9 @@ func TestDetectLocalModeNodeCIDR(t *testing.T) {
 		{name: "ClusterCIDR (default)", args: nil, want: "ip saddr != 10.244.0.0/16", notWant: "10.244.1.0/24"},
 		{name: "ClusterCIDR", args: []string{"--detect-local-mode=ClusterCIDR"}, want: "ip saddr != 10.244.0.0/16", notWant: "10.244.1.0/24"},
 		{name: "NodeCIDR", args: []string{"--detect-local-mode=NodeCIDR"}, want: "ip saddr != 10.244.1.0/24", notWant: "10.244.0.0/16"},
+		{name: "BridgeInterface", args: []string{"--detect-local-mode=BridgeInterface", "--pod-bridge-interface=cni0"}, want: `iifname != "cni0"`, notWant: "10.244.0.0/16"},
+		{name: "InterfaceNamePrefix", args: []string{"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth"}, want: `iifname != "veth*"`, notWant: "10.244.0.0/16"},
+		{name: "the bridge without its mode is ignored, as kube-proxy", args: []string{"--pod-bridge-interface=cni0"}, want: "ip saddr != 10.244.0.0/16", notWant: "iifname"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -54,6 +54,8 @@ type options struct {
 	nodePortAddresses      []string
 	masqueradeAll          bool
 	detectLocalMode        string
+	podBridgeInterface     string
+	podInterfaceNamePrefix string
 	masqueradeBit          int32
 	serviceCIDRs           []string
 	localhostNodePorts     bool
@@ -90,7 +92,9 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.ipFamily, "ip-family", "", "program only this family: ipv4 or ipv6 (default: every family of the node's IPs)")
 	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil, "open nodePorts only on node IPs inside these CIDRs or keywords (all; primary: the Node's first InternalIP of each family), per family: a family with no range here uses every node IP of it (default: every node IP, in both modes; a --config file in nftables mode defaults to primary, as kube-proxy)")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "masquerade all traffic to ClusterIPs")
-	fs.StringVar(&o.detectLocalMode, "detect-local-mode", "ClusterCIDR", "how pod traffic is told, as kube-proxy: ClusterCIDR (--cluster-cidr) or NodeCIDR (the Node object's spec.podCIDRs)")
+	fs.StringVar(&o.detectLocalMode, "detect-local-mode", "ClusterCIDR", "how pod traffic is told, as kube-proxy: ClusterCIDR (--cluster-cidr), NodeCIDR (the Node object's spec.podCIDRs), BridgeInterface (arrives on --pod-bridge-interface) or InterfaceNamePrefix (arrives on an interface named --pod-interface-name-prefix*)")
+	fs.StringVar(&o.podBridgeInterface, "pod-bridge-interface", "", "with --detect-local-mode=BridgeInterface: the bridge the local pods' traffic arrives on (e.g. cni0)")
+	fs.StringVar(&o.podInterfaceNamePrefix, "pod-interface-name-prefix", "", "with --detect-local-mode=InterfaceNamePrefix: the prefix of the names of the interfaces the local pods' traffic arrives on (e.g. veth)")
 	fs.Int32Var(&o.masqueradeBit, "iptables-masquerade-bit", rules.DefaultMasqueradeBit, "the bit of the fwmark space that marks packets to masquerade, 0-31 (both backends; it must match kube-proxy's during a migration)")
 	fs.StringSliceVar(&o.serviceCIDRs, "service-cluster-ip-range", nil, "the ClusterIP ranges, at most one per family (comma-separated; alias --service-cidr): with nftables, new connections to an address in them that no service holds are dropped, as kube-proxy's nftables mode does")
 	fs.BoolVar(&o.localhostNodePorts, "iptables-localhost-nodeports", true, "iptables backend, IPv4: also open nodePorts on 127.0.0.0/8 (when --nodeport-addresses is empty or covers it), as kube-proxy does; needs net.ipv4.conf.all.route_localnet=1, which rulegen does not set")
@@ -256,8 +260,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "", "ClusterCIDR":
 	case "NodeCIDR":
 		s.cfg.DetectLocalNodeCIDR = true
+	case "BridgeInterface":
+		s.cfg.PodInterface = rules.PodInterface{Name: o.podBridgeInterface}
+		if why := s.cfg.PodInterface.Invalid(); why != "" {
+			return usage("--pod-bridge-interface: %q %s (--detect-local-mode=BridgeInterface needs the bridge's name)", o.podBridgeInterface, why)
+		}
+	case "InterfaceNamePrefix":
+		s.cfg.PodInterface = rules.PodInterface{Name: o.podInterfaceNamePrefix, Prefix: true}
+		if why := s.cfg.PodInterface.Invalid(); why != "" {
+			return usage("--pod-interface-name-prefix: %q %s (--detect-local-mode=InterfaceNamePrefix needs the prefix)", o.podInterfaceNamePrefix, why)
+		}
 	default:
-		return usage("--detect-local-mode: %q is not supported; want ClusterCIDR or NodeCIDR", o.detectLocalMode)
+		return usage("--detect-local-mode: %q is not supported; want ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix", o.detectLocalMode)
 	}
 	for _, v := range o.nodePortAddresses {
 		switch v {

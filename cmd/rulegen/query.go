@@ -20,6 +20,7 @@ import (
 // query holds the flags of `rulegen trace` and `rulegen explain`.
 type query struct {
 	src, dst, from, output string
+	iif                    string
 	service                string
 }
 
@@ -28,7 +29,8 @@ func addQueryFlags(fs *flag.FlagSet, sub string, q *query) {
 	if sub == "trace" {
 		fs.StringVar(&q.src, "src", "", "the packet's source address")
 		fs.StringVar(&q.dst, "dst", "", "the packet's destination, IP:PORT[/tcp|udp|sctp] (default tcp)")
-		fs.StringVar(&q.from, "from", "", "where the packet starts: pod, node or external (default: node if --src is a node IP, pod if it is in --cluster-cidr, else external)")
+		fs.StringVar(&q.from, "from", "", "where the packet starts: pod, node or external (default: node if --src is a node IP, pod if it is in --cluster-cidr or --in-interface is the pod interface, else external)")
+		fs.StringVar(&q.iif, "in-interface", "", "the interface the packet arrives on, for --detect-local-mode BridgeInterface and InterfaceNamePrefix (default: a pod's packet arrives on the pod interface, an external one on another)")
 	}
 }
 
@@ -77,6 +79,8 @@ func runQuery(sub string, q query, o options, s settings, stdin io.Reader, stdou
 		switch {
 		case slices.Contains(s.cfg.Node.IPs, pkt.Src):
 			pkt.From = trace.FromNode
+		case s.cfg.PodInterface.Matches(pkt.Iif):
+			pkt.From = trace.FromPod
 		case slices.ContainsFunc(s.cfg.ClusterCIDRs, func(p netip.Prefix) bool { return p.Contains(pkt.Src) }):
 			pkt.From = trace.FromPod
 		}
@@ -148,6 +152,15 @@ func parsePacket(q query) (trace.Packet, error) {
 	default:
 		return p, fmt.Errorf("--from: %q is not pod, node or external", q.from)
 	}
+	if q.iif != "" {
+		if why := rules.InvalidInterfaceName(q.iif, rules.MaxInterfaceName); why != "" {
+			return p, fmt.Errorf("--in-interface: %q %s", q.iif, why)
+		}
+		if q.from == "node" {
+			return p, fmt.Errorf("--in-interface: a packet from the node has no input interface")
+		}
+	}
+	p.Iif = q.iif
 	p.Src, p.Dst = src.Unmap(), netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	return p, nil
 }

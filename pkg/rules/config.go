@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Config is the node-side input of rendering: who this node is and how its
@@ -27,6 +28,11 @@ type Config struct {
 	// each family) instead of ClusterCIDRs: kube-proxy's detectLocalMode
 	// NodeCIDR. A family without a pod CIDR then has none.
 	DetectLocalNodeCIDR bool
+	// PodInterface, when its Name is set, tells pod traffic by the
+	// interface it arrives on instead of a pod range, in both families:
+	// kube-proxy's detectLocalMode BridgeInterface (the bridge's name) or
+	// InterfaceNamePrefix (Prefix set). ClusterCIDRs then tell nothing.
+	PodInterface PodInterface
 	// MasqueradeAll masquerades all traffic to ClusterIPs.
 	MasqueradeAll bool
 	// MasqueradeBit is the bit of the packet mark that means "masquerade
@@ -70,6 +76,14 @@ func (c *Config) Validate() error {
 	}
 	if err := onePerFamily("service CIDR", c.ServiceCIDRs); err != nil {
 		return err
+	}
+	if c.PodInterface.Name != "" {
+		if c.DetectLocalNodeCIDR {
+			return fmt.Errorf("pod interface: %s and NodeCIDR are two detect-local modes; choose one", c.PodInterface.Mode())
+		}
+		if err := c.PodInterface.Check(); err != nil {
+			return err
+		}
 	}
 	if b := c.MasqueradeBit; b != nil && (*b < 0 || *b > 31) {
 		return fmt.Errorf("masquerade bit: %d is out of range (0-31)", *b)
@@ -162,4 +176,90 @@ func (c *Config) LocalhostNodePortRanges() []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// PodInterface tells pod traffic by the interface a packet arrives on:
+// kube-proxy's detect-local modes BridgeInterface (a packet from a local
+// pod arrives on the bridge Name) and InterfaceNamePrefix (on an interface
+// whose name begins with Name, such as each pod's veth). Traffic arriving
+// on any other interface, or from the node itself (no input interface),
+// is not pod traffic. The zero value is no such detection.
+type PodInterface struct {
+	// Name is the bridge's name, or the prefix when Prefix is set.
+	Name string
+	// Prefix makes Name a prefix of interface names.
+	Prefix bool
+}
+
+// Mode returns kube-proxy's name of the detect-local mode:
+// "BridgeInterface" or "InterfaceNamePrefix".
+func (i PodInterface) Mode() string {
+	if i.Prefix {
+		return "InterfaceNamePrefix"
+	}
+	return "BridgeInterface"
+}
+
+// Matches reports whether traffic arriving on the interface named iface
+// is pod traffic.
+func (i PodInterface) Matches(iface string) bool {
+	if i.Name == "" {
+		return false
+	}
+	if i.Prefix {
+		return strings.HasPrefix(iface, i.Name)
+	}
+	return iface == i.Name
+}
+
+// MaxInterfaceName is the longest interface name Linux accepts
+// (IFNAMSIZ - 1).
+const MaxInterfaceName = 15
+
+// Check returns why the name cannot be used (nil if it can), naming the
+// mode's setting. kube-proxy only requires a name that is not empty;
+// rulegen also requires a name Linux could give an interface, spelled
+// with the bytes real interface names use, so that the renderers can
+// write it as it is: 1-15 ASCII letters, digits, '-', '_' and '.', not
+// "." or ".."; a prefix at most 14 (iptables' "PREFIX+" must fit the
+// 15). A name outside these rules could never match an interface rulegen
+// can name safely.
+func (i PodInterface) Check() error {
+	what := "bridge interface"
+	if i.Prefix {
+		what = "interface name prefix"
+	}
+	if why := i.Invalid(); why != "" {
+		return fmt.Errorf("%s: %q %s", what, i.Name, why)
+	}
+	return nil
+}
+
+// Invalid returns why Check refuses the name, without naming the setting
+// ("" if it does not): for callers that name it their own way.
+func (i PodInterface) Invalid() string {
+	if i.Prefix {
+		return InvalidInterfaceName(i.Name, MaxInterfaceName-1)
+	}
+	return InvalidInterfaceName(i.Name, MaxInterfaceName)
+}
+
+// InvalidInterfaceName returns why name is not an interface name (or
+// prefix) of at most max bytes that rulegen writes safely, "" if it is.
+func InvalidInterfaceName(name string, max int) string {
+	switch {
+	case name == "":
+		return "must not be empty"
+	case len(name) > max:
+		return fmt.Sprintf("is longer than %d characters", max)
+	case name == "." || name == "..":
+		return "is not an interface name"
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return "may hold only ASCII letters, digits, '-', '_' and '.'"
+		}
+	}
+	return ""
 }

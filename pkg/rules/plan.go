@@ -38,8 +38,13 @@ type Plan struct {
 	NodeIP netip.Addr
 	// NodePortIPs are the node addresses that accept nodePorts.
 	NodePortIPs []netip.Addr
-	// ClusterCIDR is the pod range of this family (invalid if not set).
-	ClusterCIDR   netip.Prefix
+	// ClusterCIDR is the pod range of this family (invalid if not set, or
+	// when PodInterface tells pod traffic instead).
+	ClusterCIDR netip.Prefix
+	// PodInterface tells pod traffic by its input interface (see
+	// Config.PodInterface); its Name is empty when ClusterCIDR, or
+	// nothing, does.
+	PodInterface  PodInterface
 	MasqueradeAll bool
 	// Settings are the node-wide settings the renderers spell out as they
 	// are (see Config.settings).
@@ -237,12 +242,16 @@ func NewPlanner(fam Family) *Planner { return &Planner{fam: fam} }
 // Plan returns the plan for the current state.
 func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	fam := pl.fam
-	if key := fmt.Sprintf("%+v|%v|%v|%v|%v|%v", cfg.Node, cfg.NodePortAddresses, cfg.NodePortPrimary, cfg.ClusterCIDRs, cfg.DetectLocalNodeCIDR, cfg.MasqueradeAll); key != pl.cfgKey {
+	if key := fmt.Sprintf("%+v|%v|%v|%v|%v|%+v|%v", cfg.Node, cfg.NodePortAddresses, cfg.NodePortPrimary, cfg.ClusterCIDRs, cfg.DetectLocalNodeCIDR, cfg.PodInterface, cfg.MasqueradeAll); key != pl.cfgKey {
 		pl.cfgKey, pl.cache = key, nil
 	}
 	p := &Plan{Family: fam, NodeName: cfg.Node.Name, MasqueradeAll: cfg.MasqueradeAll, Settings: cfg.settings(fam), Services: make([]*ServicePlan, 0, len(pl.cache))}
 	podCIDRs := cfg.ClusterCIDRs
-	if cfg.DetectLocalNodeCIDR {
+	switch {
+	case cfg.PodInterface.Name != "":
+		// kube-proxy's interface modes ignore every pod range.
+		p.PodInterface, podCIDRs = cfg.PodInterface, nil
+	case cfg.DetectLocalNodeCIDR:
 		podCIDRs = cfg.Node.PodCIDRs
 	}
 	for _, c := range podCIDRs {

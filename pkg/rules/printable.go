@@ -22,6 +22,11 @@ import (
 //     An address that becomes a duplicate by losing its zone is kept once.
 //   - An address (or prefix) that is invalid or of the other family is
 //     dropped: it would make the whole table fail to load.
+//   - A pod interface name (Plan.PodInterface) that PodInterface.Check
+//     refuses is dropped, and with it the detection of pod traffic: nft
+//     cannot quote every byte, and iptables reads a trailing '+' as a
+//     wildcard. Nothing is then masqueraded for coming from outside the
+//     pods, as when no pod range is known.
 //   - A service port whose protocol is not tcp, udp or sctp, or whose port
 //     is outside 1-65535, is skipped entirely; an endpoint with such a port
 //     is dropped, and a nodePort outside that range is not opened.
@@ -81,9 +86,9 @@ func printablePrefixes(in []netip.Prefix, fam Family) []netip.Prefix {
 	return out
 }
 
-// PrintablePlan returns p with its node addresses and pod range cleaned as
-// PrintableService cleans a service (the services themselves are left to
-// PrintableService, one by one). It returns p itself when p is clean.
+// PrintablePlan returns p with its node addresses, pod range and pod
+// interface cleaned as PrintableService cleans a service (the services
+// themselves are left to PrintableService, one by one). It returns p itself when p is clean.
 func PrintablePlan(p *Plan) *Plan {
 	ips := PrintableAddrs(p.NodePortIPs, p.Family)
 	cidr := p.ClusterCIDR
@@ -91,11 +96,15 @@ func PrintablePlan(p *Plan) *Plan {
 		cidr = netip.Prefix{}
 	}
 	cidr = cidr.Masked() // the zero Prefix stays the zero Prefix
-	if same(ips, p.NodePortIPs) && cidr == p.ClusterCIDR {
+	iface := p.PodInterface
+	if iface.Name != "" && iface.Check() != nil {
+		iface = PodInterface{}
+	}
+	if same(ips, p.NodePortIPs) && cidr == p.ClusterCIDR && iface == p.PodInterface {
 		return p
 	}
 	c := *p
-	c.NodePortIPs, c.ClusterCIDR = ips, cidr
+	c.NodePortIPs, c.ClusterCIDR, c.PodInterface = ips, cidr, iface
 	return &c
 }
 

@@ -36,7 +36,10 @@ type Options struct {
 	// DetectLocalNodeCIDR is rules.Config.DetectLocalNodeCIDR: pod traffic
 	// is told by the Node object's spec.podCIDRs.
 	DetectLocalNodeCIDR bool
-	MasqueradeAll       bool
+	// PodInterface is rules.Config.PodInterface: pod traffic is told by
+	// the interface it arrives on.
+	PodInterface  rules.PodInterface
+	MasqueradeAll bool
 	// MasqueradeBit, ServiceCIDRs, LocalhostNodePorts and
 	// ConntrackTCPBeLiberal are passed on to rules.Config (see there).
 	MasqueradeBit         *int32
@@ -392,7 +395,7 @@ func (p *Proxier) families() []rules.Family {
 func (p *Proxier) Sync() error {
 	start := p.clock.Now()
 	p.mu.Lock()
-	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, NodePortPrimary: p.opts.NodePortPrimary, DetectLocalNodeCIDR: p.opts.DetectLocalNodeCIDR,
+	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, NodePortPrimary: p.opts.NodePortPrimary, DetectLocalNodeCIDR: p.opts.DetectLocalNodeCIDR, PodInterface: p.opts.PodInterface,
 		MasqueradeAll: p.opts.MasqueradeAll, MasqueradeBit: p.opts.MasqueradeBit, ServiceCIDRs: p.allServiceCIDRs(), LocalhostNodePorts: p.opts.LocalhostNodePorts, ConntrackTCPBeLiberal: p.opts.ConntrackTCPBeLiberal}
 	var desired []*Desired
 	for _, f := range p.families() {

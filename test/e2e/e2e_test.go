@@ -79,6 +79,9 @@ type Check struct {
 	// Bind: the source address the connections are made from (default: the
 	// one the kernel picks; sourceOf says which that is).
 	Bind string
+	// Iif is the node's interface the connections arrive on, for rulegen
+	// trace's --in-interface (default: the origin's usual one).
+	Iif string
 }
 
 var checks = []Check{
@@ -155,7 +158,7 @@ func (tp *Topology) Apply(t testing.TB, backend, manifests string) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "manifests.yaml")
 	writeFile(t, f, manifests)
-	tp.Node.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", backend}, nodeFlags...)...)
+	tp.Node.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", backend}, tp.flags()...)...)
 	tp.manifests, tp.backend = f, backend
 }
 
@@ -165,6 +168,14 @@ func (tp *Topology) Apply(t testing.TB, backend, manifests string) {
 // and tested, in both backends (issue 12 item 12).
 var nodeFlags = []string{"--node-name", "node-a", "--node-ip", NodeIP + "," + NodeIP6, "--cluster-cidr", ClusterCIDR + "," + ClusterCIDR6,
 	"--service-cluster-ip-range", "10.96.0.0/16,fd00:96::/112", "--iptables-masquerade-bit", "13", "--nodeport-addresses", "192.168.1.0/24,127.0.0.0/8"}
+
+// flags returns the flags that describe the node to rulegen.
+func (tp *Topology) flags() []string {
+	if tp.Flags != nil {
+		return tp.Flags
+	}
+	return nodeFlags
+}
 
 // probe makes one connection and returns "ok POD SRC", "refused" or "timeout".
 func (tp *Topology) probe(t testing.TB, from, proto, addr string) string {
@@ -247,8 +258,12 @@ func (c Check) checkTrace(t *testing.T, tp *Topology, proto, observed string, se
 	if c.Bind != "" {
 		src = c.Bind
 	}
-	cmd := exec.Command(bins.rulegen, append([]string{"trace", "-f", tp.manifests, "--backend", tp.backend, "--output", "json",
-		"--src", src, "--dst", c.Addr + "/" + proto, "--from", from}, nodeFlags...)...)
+	args := []string{"trace", "-f", tp.manifests, "--backend", tp.backend, "--output", "json",
+		"--src", src, "--dst", c.Addr + "/" + proto, "--from", from}
+	if c.Iif != "" {
+		args = append(args, "--in-interface", c.Iif)
+	}
+	cmd := exec.Command(bins.rulegen, append(args, tp.flags()...)...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -382,7 +397,7 @@ func (tp *Topology) LoadDryRun(t testing.TB, manifests string) {
 	f := filepath.Join(t.TempDir(), "manifests.yaml")
 	writeFile(t, f, manifests)
 	for _, fam := range []string{"ipv4", "ipv6"} {
-		cmd := exec.Command(bins.rulegen, append([]string{"--dry-run", "-f", f, "--backend", "iptables", "--ip-family", fam}, nodeFlags...)...)
+		cmd := exec.Command(bins.rulegen, append([]string{"--dry-run", "-f", f, "--backend", "iptables", "--ip-family", fam}, tp.flags()...)...)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		text, err := cmd.Output()
@@ -395,7 +410,7 @@ func (tp *Topology) LoadDryRun(t testing.TB, manifests string) {
 	tp.manifests, tp.backend = f, "iptables"
 
 	applied := netnstest.New(t, "applied")
-	applied.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", "iptables"}, nodeFlags...)...)
+	applied.MustRun(nil, bins.rulegen, append([]string{"--apply", "-f", f, "--backend", "iptables"}, tp.flags()...)...)
 	for _, save := range []string{"iptables-save", "ip6tables-save"} {
 		if got, want := saved(tp.Node.MustRun(nil, save)), saved(applied.MustRun(nil, save)); got != want {
 			t.Errorf("%s: the dry run loaded by hand differs from what rulegen --apply writes.\nloaded:\n%s\napplied:\n%s", save, got, want)

@@ -60,6 +60,9 @@ type Topology struct {
 	Node, PodA, PodB, Remote, Client1, Client2 *netnstest.NS
 	// manifests and backend of the last Apply (for trace checks).
 	manifests, backend string
+	// Flags describe the node to rulegen for Apply, LoadDryRun and trace
+	// (nil: nodeFlags).
+	Flags []string
 }
 
 // Pods lists the namespaces that run a test server, by pod name.

@@ -45,6 +45,11 @@ type config struct {
 	ServiceCIDRs          []string `json:"serviceCIDRs"`
 	LocalhostNodePorts    *bool    `json:"localhostNodePorts"`
 	ConntrackTCPBeLiberal bool     `json:"conntrackTCPBeLiberal"`
+	// BridgeInterface and InterfaceNamePrefix (at most one) are
+	// kube-proxy's detectLocal fields: pod traffic is told by the
+	// interface it arrives on, not by clusterCIDRs.
+	BridgeInterface     string `json:"bridgeInterface"`
+	InterfaceNamePrefix string `json:"interfaceNamePrefix"`
 }
 
 type scenario struct {
@@ -81,6 +86,14 @@ func scenarios(t *testing.T) []scenario {
 			MasqueradeBit: c.MasqueradeBit, LocalhostNodePorts: c.LocalhostNodePorts, ConntrackTCPBeLiberal: c.ConntrackTCPBeLiberal}
 		for _, s := range c.ServiceCIDRs {
 			cfg.ServiceCIDRs = append(cfg.ServiceCIDRs, netip.MustParsePrefix(s))
+		}
+		switch {
+		case c.BridgeInterface != "" && c.InterfaceNamePrefix != "":
+			t.Fatalf("%s/config.yaml: bridgeInterface and interfaceNamePrefix are two detect-local modes", dir)
+		case c.BridgeInterface != "":
+			cfg.PodInterface = rules.PodInterface{Name: c.BridgeInterface}
+		case c.InterfaceNamePrefix != "":
+			cfg.PodInterface = rules.PodInterface{Name: c.InterfaceNamePrefix, Prefix: true}
 		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatalf("%s/config.yaml: %v", dir, err)

@@ -1,6 +1,6 @@
 // Package property checks, for hostile input, the property the renderers
-// promise: for arbitrary strings in every name and port-name field and
-// arbitrary address strings, each object is either skipped (by the
+// promise: for arbitrary strings in every name and port-name field, in the
+// detect-local pod interface name, and arbitrary address strings, each object is either skipped (by the
 // converters, with an error, or by the renderer) or rendered into a script
 // that `nft -c -f` and `iptables-restore --test` accept, and that holds no
 // line the model did not ask for.
@@ -192,12 +192,18 @@ type model struct {
 	slices []*rules.Slice
 	node   rules.Node
 	masq   bool
+	// iface is the detect-local pod interface (rules.Config.PodInterface):
+	// set now and then in a direct model, with a valid or a hostile name.
+	iface rules.PodInterface
 }
 
 // directModel builds a model without the converters.
 func (g *gen) directModel() *model {
 	m := &model{ports: map[rules.ServiceKey][]*rules.ServicePort{}, masq: g.r.IntN(4) == 0}
 	m.node = rules.Node{Name: "node-a", IPs: append(g.addrs(rules.IPv4, 2), g.addrs(rules.IPv6, 2)...)}
+	if g.r.IntN(3) == 0 {
+		m.iface = rules.PodInterface{Name: g.ifaceName(), Prefix: g.r.IntN(2) == 0}
+	}
 	for range servicesPerModel {
 		key := rules.ServiceKey{Namespace: g.str(), Name: g.str()}
 		for m.ports[key] != nil {
@@ -270,6 +276,15 @@ func (g *gen) directModel() *model {
 		}
 	}
 	return m
+}
+
+// ifaceName returns an interface name: half the time one Linux and
+// rulegen accept (the longest included), else a hostile string.
+func (g *gen) ifaceName() string {
+	if g.r.IntN(2) == 0 {
+		return g.pick([]string{"cni0", "veth", "br-1_a.b", "abcdefghijklmn", "abcdefghijklmno"})
+	}
+	return g.nonEmpty()
 }
 
 // convertedModel builds API objects from hostile strings and keeps what the
@@ -376,6 +391,16 @@ func (m *model) benign() *model {
 		return out
 	}
 	out := &model{ports: map[rules.ServiceKey][]*rules.ServicePort{}, masq: m.masq}
+	// A pod interface name the renderers may write becomes a benign one;
+	// any other becomes one they may not write either ("bad name"), so
+	// that both models leave it out the same way.
+	switch {
+	case m.iface.Name == "":
+	case m.iface.Check() == nil:
+		out.iface = rules.PodInterface{Name: "if0", Prefix: m.iface.Prefix}
+	default:
+		out.iface = rules.PodInterface{Name: "bad name", Prefix: m.iface.Prefix}
+	}
 	out.node = rules.Node{Name: m.node.Name, Zone: m.node.Zone, IPs: unzone(m.node.IPs)}
 	for key, ports := range m.ports {
 		var np []*rules.ServicePort
@@ -412,7 +437,7 @@ func (m *model) render(fam rules.Family) (nft, ipt string) {
 	for _, sl := range m.slices {
 		st.SetSlice(sl)
 	}
-	cfg := &rules.Config{Node: m.node, MasqueradeAll: m.masq,
+	cfg := &rules.Config{Node: m.node, MasqueradeAll: m.masq, PodInterface: m.iface,
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/32")}}
 	p := rules.NewPlan(st, cfg, fam)
 	return nftables.Render(p).Script(), iptables.Render(p).Restore(nil)
@@ -424,6 +449,10 @@ var (
 	nftName = regexp.MustCompile(`\b(service|local|external|firewall|endpoint|affinity)-[A-Z2-7]{8}-[A-Za-z0-9/_.-]*`)
 	// iptChain is a per-service iptables chain name.
 	iptChain = regexp.MustCompile(`\bRG-(SVC|SVL|EXT|FW|SEP)-[A-Z2-7]{16}\b`)
+	// nftIifname and iptIif are the pod interface match as each renderer
+	// may print it: a name of safe bytes, then the wildcard of a prefix.
+	nftIifname = regexp.MustCompile(`iifname (!= )?"[A-Za-z0-9_.-]+\*?"`)
+	iptIif     = regexp.MustCompile(`(! )?-i [A-Za-z0-9_.-]+\+? `)
 	// iptComment is a comment as iptables-restore reads it: in double
 	// quotes, a backslash escaping the next byte.
 	iptComment = regexp.MustCompile(`--comment "(?:[^"\\]|\\.)*"`)
@@ -450,9 +479,9 @@ func shapes(text string, nft bool) []string {
 	lines := strings.Split(text, "\n")
 	for i, l := range lines {
 		if nft {
-			lines[i] = nftName.ReplaceAllString(l, "$1-NAME")
+			lines[i] = nftIifname.ReplaceAllString(nftName.ReplaceAllString(l, "$1-NAME"), `iifname $1"IF"`)
 		} else {
-			lines[i] = iptComment.ReplaceAllString(iptChain.ReplaceAllString(l, "RG-$1-NAME"), `--comment "C"`)
+			lines[i] = iptIif.ReplaceAllString(iptComment.ReplaceAllString(iptChain.ReplaceAllString(l, "RG-$1-NAME"), `--comment "C"`), "$1-i IF ")
 		}
 	}
 	slices.Sort(lines)

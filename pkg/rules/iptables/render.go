@@ -256,10 +256,7 @@ func Render(p *rules.Plan) *Ruleset {
 	if p.Family == rules.IPv6 {
 		mask = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
 	}
-	var cidr string
-	if p.ClusterCIDR.IsValid() {
-		cidr = p.ClusterCIDR.String()
-	}
+	pod, notPod := podMatch(p)
 	// filterRule rejects or drops what is still addressed to a service
 	// destination after NAT.
 	filterRule := func(chain, desc string, dst netip.Addr, proto rules.Protocol, port int32, v rules.Verdict) {
@@ -365,8 +362,8 @@ func Render(p *rules.Plan) *Ruleset {
 				switch {
 				case p.MasqueradeAll:
 					per.add(chain, new(line).comment(desc, " cluster IP").addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", ChainMarkMasq))
-				case cidr != "":
-					per.add(chain, new(line).comment(desc, " cluster IP").w("! -s", cidr).addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", ChainMarkMasq))
+				case notPod != "":
+					per.add(chain, new(line).comment(desc, " cluster IP").w(notPod).addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", ChainMarkMasq))
 				}
 			}
 			if s.AffinitySeconds > 0 {
@@ -401,8 +398,8 @@ func Render(p *rules.Plan) *Ruleset {
 			} else {
 				if s.ShortCircuit() {
 					cluster := ClusterChain(name)
-					if cidr != "" {
-						per.add(ext, new(line).comment("pod traffic for ", desc, " external destinations").w("-s", cidr, "-j", cluster))
+					if pod != "" {
+						per.add(ext, new(line).comment("pod traffic for ", desc, " external destinations").w(pod, "-j", cluster))
 					}
 					per.add(ext, new(line).comment("masquerade LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", ChainMarkMasq))
 					per.add(ext, new(line).comment("route LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", cluster))
@@ -450,6 +447,26 @@ func Render(p *rules.Plan) *Ruleset {
 	// Per-service chains stay grouped by service, in service order.
 	natTable := &Table{Name: "nat", Chains: append(nat.chains, per.chains...)}
 	return &Ruleset{Family: p.Family, Tables: []*Table{natTable, {Name: "filter", Chains: filter.chains}}, Jumps: Jumps()}
+}
+
+// podMatch returns the match of pod traffic and that of other traffic, as
+// kube-proxy's LocalTrafficDetector (IfLocal, IfNotLocal): "-s CIDR" and
+// "! -s CIDR" for the pod range, "-i NAME" and "! -i NAME" for the pod
+// interface ("NAME+" for a prefix: iptables' wildcard). Both are empty
+// when the plan tells pod traffic in no way. The plan is a printable one
+// (see rules.PrintablePlan): the interface name is one word of safe bytes.
+func podMatch(p *rules.Plan) (pod, notPod string) {
+	switch {
+	case p.PodInterface.Name != "":
+		name := p.PodInterface.Name
+		if p.PodInterface.Prefix {
+			name += "+"
+		}
+		return "-i " + name, "! -i " + name
+	case p.ClusterCIDR.IsValid():
+		return "-s " + p.ClusterCIDR.String(), "! -s " + p.ClusterCIDR.String()
+	}
+	return "", ""
 }
 
 // localhostNodePorts returns the loopback ranges of the plan on which

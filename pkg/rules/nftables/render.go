@@ -251,18 +251,33 @@ func dropUnallocated(p *rules.Plan) []Rule {
 }
 
 // masqueradeClusterIPs marks for masquerading every new connection to a
-// ClusterIP from outside the pod range (or every one, with
-// --masquerade-all), before dispatch: the endpoint must answer through this
+// ClusterIP that is not pod traffic (see podMatch), or every one with
+// --masquerade-all, before dispatch: the endpoint must answer through this
 // node. One rule for all services instead of one per service; a connection
 // that is not sent to an endpoint after all is rejected by the filter, so
 // its mark never matters.
 func masqueradeClusterIPs(p *rules.Plan) []Rule {
 	daddr := AddrInSet{Set: SetClusterIPs}
-	switch {
-	case p.MasqueradeAll:
+	if p.MasqueradeAll {
 		return []Rule{{daddr, Verdict{Kind: Jump, Chain: ChainMarkMasq}}}
+	}
+	if notPod := podMatch(p, true); notPod != nil {
+		return []Rule{{daddr, notPod, Verdict{Kind: Jump, Chain: ChainMarkMasq}}}
+	}
+	return nil
+}
+
+// podMatch returns the statement that matches pod traffic (or, with
+// negate, traffic that is not from a pod), as kube-proxy's
+// LocalTrafficDetector: the source in the pod range, or the packet
+// arriving on the pod interface. It returns nil when the plan tells pod
+// traffic in no way. The plan is a printable one (see rules.PrintablePlan).
+func podMatch(p *rules.Plan, negate bool) Stmt {
+	switch {
+	case p.PodInterface.Name != "":
+		return Iifname{Name: p.PodInterface.Name, Prefix: p.PodInterface.Prefix, Negate: negate}
 	case p.ClusterCIDR.IsValid():
-		return []Rule{{daddr, AddrMatch{Src: true, Prefix: p.ClusterCIDR, Negate: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}}}
+		return AddrMatch{Src: true, Prefix: p.ClusterCIDR, Negate: negate}
 	}
 	return nil
 }
@@ -413,8 +428,8 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 		} else {
 			if s.ShortCircuit() {
 				cluster := ClusterChain(name)
-				if p.ClusterCIDR.IsValid() {
-					c.Rules = append(c.Rules, Rule{AddrMatch{Src: true, Prefix: p.ClusterCIDR}, Verdict{Kind: Goto, Chain: cluster}})
+				if pod := podMatch(p, false); pod != nil {
+					c.Rules = append(c.Rules, Rule{pod, Verdict{Kind: Goto, Chain: cluster}})
 				}
 				c.Rules = append(c.Rules,
 					Rule{FibLocal{Src: true}, Verdict{Kind: Jump, Chain: ChainMarkMasq}},

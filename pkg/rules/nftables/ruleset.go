@@ -142,6 +142,19 @@ type AddrMatch struct {
 	Negate bool
 }
 
+// Iifname matches the name of the interface the packet arrived on
+// ("iifname "br0"", or with Prefix "iifname "veth*"": every name that
+// begins with Name). A packet sent by the node itself has no input
+// interface: its name is empty, and only a Negate match holds. Name is
+// written between double quotes as it is: it must pass
+// rules.InvalidInterfaceName (the renderer makes sure of that), so it
+// holds no quote, wildcard or backslash.
+type Iifname struct {
+	Name   string
+	Prefix bool
+	Negate bool
+}
+
 // AddrInSet matches the source or destination address against a named set.
 type AddrInSet struct {
 	Src bool
@@ -243,6 +256,19 @@ func (s AddrMatch) write(b *strings.Builder, f rules.Family) {
 	} else {
 		b.Write(s.Prefix.AppendTo(buf[:0]))
 	}
+}
+
+func (s Iifname) write(b *strings.Builder, _ rules.Family) {
+	b.WriteString("iifname ")
+	if s.Negate {
+		b.WriteString("!= ")
+	}
+	b.WriteByte('"')
+	b.WriteString(s.Name)
+	if s.Prefix {
+		b.WriteByte('*')
+	}
+	b.WriteByte('"')
 }
 
 func (CtDNAT) write(b *strings.Builder, _ rules.Family) { b.WriteString("ct status dnat") }

@@ -101,6 +101,9 @@ func explainPort(b *strings.Builder, e Explanation, s *rules.ServicePlan, node r
 		switch {
 		case e.Plan.MasqueradeAll:
 			b.WriteString("  ClusterIP clients: all masqueraded (--masquerade-all)\n")
+		case e.Plan.PodInterface.Name != "":
+			fmt.Fprintf(b, "  ClusterIP clients: masqueraded unless they arrive on %s (pods keep their address; the node itself is masqueraded)\n",
+				interfaceText(rn.Iifname{Name: e.Plan.PodInterface.Name, Prefix: e.Plan.PodInterface.Prefix}))
 		case e.Plan.ClusterCIDR.IsValid():
 			fmt.Fprintf(b, "  ClusterIP clients: masqueraded when outside the pod range %s (pods keep their address)\n", e.Plan.ClusterCIDR)
 		default:

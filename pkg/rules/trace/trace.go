@@ -40,11 +40,35 @@ type Packet struct {
 	Dst   netip.AddrPort
 	Proto rules.Protocol
 	From  Origin
+	// Iif is the name of the interface the packet arrives on, for the
+	// detect-local modes that tell pod traffic by it. Empty means the
+	// usual one: a pod's packet arrives on a pod interface (any name the
+	// rules take for one), an external client's on another, and the
+	// node's own packet on none.
+	Iif string
 }
 
-// String returns "tcp 10.0.0.1 -> 10.96.0.10:80 (from pod)".
+// String returns "tcp 10.0.0.1 -> 10.96.0.10:80 (from pod)", or with an
+// input interface "(from pod, in on br0)".
 func (p Packet) String() string {
+	if p.Iif != "" && p.From != FromNode {
+		return fmt.Sprintf("%s %s -> %s (from %s, in on %s)", p.Proto, p.Src, p.Dst, p.From, p.Iif)
+	}
 	return fmt.Sprintf("%s %s -> %s (from %s)", p.Proto, p.Src, p.Dst, p.From)
+}
+
+// arrivesOn reports whether the packet's input interface matches m's name
+// (before m's negation). A packet from the node has no input interface.
+func (p Packet) arrivesOn(m rn.Iifname) bool {
+	switch {
+	case p.From == FromNode:
+		return false
+	case p.Iif == "":
+		return p.From == FromPod
+	case m.Prefix:
+		return strings.HasPrefix(p.Iif, m.Name)
+	}
+	return p.Iif == m.Name
 }
 
 // Verdict is what finally happens to the packet.
@@ -292,6 +316,12 @@ func (t *tracer) rule(p *path, c *rn.Chain, r rn.Rule) []branch {
 				} else {
 					missed = append(missed, q)
 				}
+			case rn.Iifname:
+				if t.pkt.arrivesOn(s) != s.Negate {
+					next = append(next, q)
+				} else {
+					missed = append(missed, q)
+				}
 			case rn.CtDNAT:
 				if q.dnat {
 					next = append(next, q)
@@ -504,6 +534,9 @@ func masqReason(c *rn.Chain, r rn.Rule) string {
 		if m, ok := s.(rn.AddrMatch); ok && m.Src && m.Negate {
 			return "client outside the pod range " + m.Prefix.String()
 		}
+		if m, ok := s.(rn.Iifname); ok && m.Negate {
+			return "client not arriving on " + interfaceText(m)
+		}
 	}
 	return "--masquerade-all"
 }
@@ -516,4 +549,13 @@ func ruleSummary(desc string) string {
 		return desc
 	}
 	return desc[:max] + " …}"
+}
+
+// interfaceText describes the pod interface of a match: "the pod bridge
+// br0" or "an interface named veth*".
+func interfaceText(m rn.Iifname) string {
+	if m.Prefix {
+		return "an interface named " + m.Name + "*"
+	}
+	return "the pod bridge " + m.Name
 }

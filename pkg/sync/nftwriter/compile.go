@@ -209,6 +209,8 @@ func (c *compiler) stmt(s rn.Stmt) []expr.Any {
 		}
 	case rn.AddrMatch:
 		return c.addrMatch(s)
+	case rn.Iifname:
+		return iifname(s)
 	case rn.CtDNAT:
 		return []expr.Any{
 			&expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
@@ -307,6 +309,24 @@ func (c *compiler) stmt(s rn.Stmt) []expr.Any {
 		c.err = fmt.Errorf("nftwriter: no compilation for statement %T", s)
 	}
 	return nil
+}
+
+// iifname compiles "iifname [!=] "NAME"" as nft does: the input
+// interface's name (IFNAMSIZ bytes, zero-padded) compared with NAME padded
+// the same way; a prefix ("NAME*") compares only its own bytes.
+func iifname(s rn.Iifname) []expr.Any {
+	op := expr.CmpOpEq
+	if s.Negate {
+		op = expr.CmpOpNeq
+	}
+	data := []byte(s.Name)
+	if !s.Prefix && len(data) < unix.IFNAMSIZ { // a longer name never reaches here (the renderer drops it)
+		data = append(data, make([]byte, unix.IFNAMSIZ-len(data))...)
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		&expr.Cmp{Op: op, Register: reg1, Data: data},
+	}
 }
 
 // addrMatch compiles "ip saddr [!=] PREFIX". Like nft, a prefix whose length
