@@ -8,14 +8,110 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
+	flag "github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
+
+// clientConnection is the API client's settings: kube-proxy's
+// clientConnection (componentbaseconfig.ClientConnectionConfiguration)
+// but the kubeconfig, which is options.kubeconfig. The defaults are
+// kube-proxy's (SetDefaults_KubeProxyConfiguration).
+type clientConnection struct {
+	// qps and burst limit the client's request rate (--kube-api-qps,
+	// --kube-api-burst): the informers' lists and watches, and the
+	// permission check at start.
+	qps   float32
+	burst int32
+	// contentType is the media type of request bodies, and the one asked
+	// for when acceptContentTypes is empty (--kube-api-content-type).
+	contentType string
+	// acceptContentTypes is the Accept header, comma-separated
+	// (--kube-api-accept-content-types; kube-proxy has only the config
+	// field).
+	acceptContentTypes string
+}
+
+// The client's defaults, kube-proxy's.
+const (
+	defaultKubeAPIQPS         = 5
+	defaultKubeAPIBurst       = 10
+	defaultKubeAPIContentType = runtime.ContentTypeProtobuf
+)
+
+// addClientFlags registers the API client's flags, with kube-proxy's names
+// and defaults.
+func addClientFlags(fs *flag.FlagSet, c *clientConnection) {
+	c.contentType = defaultKubeAPIContentType
+	fs.Float32Var(&c.qps, "kube-api-qps", defaultKubeAPIQPS, "requests per second to the API server (as kube-proxy's; 0: client-go's default, negative: no limit)")
+	fs.Var((*nonNegativeInt32)(&c.burst), "kube-api-burst", "requests to the API server allowed in a burst above --kube-api-qps (as kube-proxy's)")
+	c.burst = defaultKubeAPIBurst
+	fs.Lookup("kube-api-burst").DefValue = fmt.Sprint(defaultKubeAPIBurst)
+	fs.Var((*mediaType)(&c.contentType), "kube-api-content-type", "media type of requests to the API server, one of "+strings.Join(clientMediaTypes(), ", ")+" (as kube-proxy's)")
+	fs.Var((*mediaTypeList)(&c.acceptContentTypes), "kube-api-accept-content-types", "the Accept header of requests to the API server, comma-separated media types (default: --kube-api-content-type, then any; kube-proxy's clientConnection.acceptContentTypes)")
+}
+
+// clientMediaTypes are the media types rulegen's client can encode and
+// decode.
+func clientMediaTypes() []string {
+	var out []string
+	for _, info := range scheme.Codecs.SupportedMediaTypes() {
+		out = append(out, info.MediaType)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func checkMediaType(v string) error {
+	mt, _, err := mime.ParseMediaType(v)
+	if err != nil || !slices.Contains(clientMediaTypes(), mt) {
+		return fmt.Errorf("%q is not a media type rulegen's client speaks (%s)", v, strings.Join(clientMediaTypes(), ", "))
+	}
+	return nil
+}
+
+// mediaType is a flag value: one media type the client speaks.
+type mediaType string
+
+func (v *mediaType) String() string { return string(*v) }
+func (v *mediaType) Type() string   { return "string" }
+
+func (v *mediaType) Set(s string) error {
+	if err := checkMediaType(s); err != nil {
+		return err
+	}
+	*v = mediaType(s)
+	return nil
+}
+
+// mediaTypeList is a flag value: an Accept header of media types the
+// client speaks, each with optional parameters (q=0.9); empty is none.
+type mediaTypeList string
+
+func (v *mediaTypeList) String() string { return string(*v) }
+func (v *mediaTypeList) Type() string   { return "string" }
+
+func (v *mediaTypeList) Set(s string) error {
+	if strings.TrimSpace(s) != "" {
+		for _, part := range strings.Split(s, ",") {
+			if err := checkMediaType(strings.TrimSpace(part)); err != nil {
+				return err
+			}
+		}
+	}
+	*v = mediaTypeList(s)
+	return nil
+}
 
 // bootstrapHint is what an operator needs to know when the API server does
 // not answer: on a node without kube-proxy nothing but rulegen itself
@@ -27,11 +123,15 @@ const bootstrapHint = "if this is the kubernetes Service's ClusterIP, only ruleg
 
 // restConfig is the API client's configuration: from a kubeconfig and/or an
 // API server URL (--master, which overrides the kubeconfig's), or
-// in-cluster when neither is given, as kube-proxy's createClient does.
-// In-cluster config reads KUBERNETES_SERVICE_HOST and
-// KUBERNETES_SERVICE_PORT, which the kubelet sets to the kubernetes
-// Service's ClusterIP unless the pod spec sets them.
+// in-cluster when neither is given, with o.client's rate limits and
+// content types, as kube-proxy's createClient does. In-cluster config
+// reads KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT, which the
+// kubelet sets to the kubernetes Service's ClusterIP unless the pod spec
+// sets them.
 func restConfig(o options) (*rest.Config, error) {
+	if o.client.qps > 0 && o.client.burst <= 0 {
+		return nil, fmt.Errorf("--kube-api-burst (clientConnection.burst) is %d: it must be greater than 0 when --kube-api-qps is (%g)", o.client.burst, o.client.qps)
+	}
 	var cfg *rest.Config
 	var err error
 	if o.kubeconfig != "" || o.master != "" {
@@ -46,7 +146,8 @@ func restConfig(o options) (*rest.Config, error) {
 		return nil, err
 	}
 	cfg.UserAgent = "rulegen"
-	cfg.QPS, cfg.Burst = 50, 100
+	cfg.QPS, cfg.Burst = o.client.qps, int(o.client.burst)
+	cfg.ContentType, cfg.AcceptContentTypes = o.client.contentType, o.client.acceptContentTypes
 	return cfg, nil
 }
 

@@ -5,13 +5,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	authz "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
 
@@ -75,6 +83,102 @@ func TestWaitForAPIServer(t *testing.T) {
 			}
 			if errors.Is(err, errUnreachable) && !strings.Contains(err.Error(), "control-plane endpoint") {
 				t.Errorf("the final error lacks the bootstrap hint: %v", err)
+			}
+		})
+	}
+}
+
+// TestClientConnection: the API client gets kube-proxy's clientConnection
+// settings, from the flags or the config file, with kube-proxy's defaults
+// (5 requests per second, bursts of 10, protobuf), and its requests carry
+// them on the wire.
+func TestClientConnection(t *testing.T) {
+	type seen struct{ accept, contentType string }
+	var got []seen
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, seen{r.Header.Get("Accept"), r.Header.Get("Content-Type")})
+		w.Header().Set("Content-Type", "application/json")
+		switch r.Method {
+		case http.MethodPost:
+			fmt.Fprint(w, `{"kind":"SelfSubjectAccessReview","apiVersion":"authorization.k8s.io/v1","status":{"allowed":true}}`)
+		default:
+			fmt.Fprint(w, `{"kind":"ServiceList","apiVersion":"v1","metadata":{},"items":[]}`)
+		}
+	}))
+	defer srv.Close()
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \""+srv.URL+"\"}\n"+
+		"users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const protobuf, json = "application/vnd.kubernetes.protobuf", "application/json"
+	tests := []struct {
+		name       string
+		args       []string
+		config     string // a --config file's text
+		qps        float32
+		burst      int
+		ct, accept string // the rest.Config's
+		wireAccept string // the Accept header of a GET
+		err        string
+	}{
+		{name: "kube-proxy's defaults", qps: 5, burst: 10, ct: protobuf, wireAccept: protobuf + ", */*"},
+		{name: "flags", args: []string{"--kube-api-qps=20", "--kube-api-burst=30", "--kube-api-content-type=" + json},
+			qps: 20, burst: 30, ct: json, wireAccept: json + ", */*"},
+		{name: "accept content types", args: []string{"--kube-api-accept-content-types=" + json + "," + protobuf},
+			qps: 5, burst: 10, ct: protobuf, accept: json + "," + protobuf, wireAccept: json + "," + protobuf},
+		{name: "kubeadm's config file: zeros are kube-proxy's defaults", args: []string{"--config=testdata/kubeadm/config.conf"},
+			qps: 5, burst: 10, ct: protobuf, wireAccept: protobuf + ", */*"},
+		{name: "config file", config: kpHeader + "clientConnection:\n  qps: 1.5\n  burst: 3\n  contentType: " + json + "\n  acceptContentTypes: " + json + "\n",
+			qps: 1.5, burst: 3, ct: json, accept: json, wireAccept: json},
+		{name: "no burst with a rate limit", args: []string{"--kube-api-burst=0"}, err: "--kube-api-burst (clientConnection.burst) is 0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var o options
+			fs := newFlags(&o, io.Discard)
+			if tc.config != "" {
+				path := filepath.Join(t.TempDir(), "config.conf")
+				if err := os.WriteFile(path, []byte(tc.config), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				tc.args = append(tc.args, "--config="+path)
+			}
+			if err := fs.Parse(append(tc.args, "--kubeconfig="+kubeconfig)); err != nil {
+				t.Fatal(err)
+			}
+			if o.config != "" {
+				if _, err := loadConfig(fs, o.config); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg, err := restConfig(o)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.QPS != tc.qps || cfg.Burst != tc.burst || cfg.ContentType != tc.ct || cfg.AcceptContentTypes != tc.accept || cfg.Host != srv.URL {
+				t.Errorf("rest.Config: host %s, QPS %g, burst %d, content type %q, accept %q; want %s, %g, %d, %q, %q",
+					cfg.Host, cfg.QPS, cfg.Burst, cfg.ContentType, cfg.AcceptContentTypes, srv.URL, tc.qps, tc.burst, tc.ct, tc.accept)
+			}
+			client, _, err := newClient(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = nil
+			if _, err := client.CoreV1().Services("").List(context.Background(), metav1.ListOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(context.Background(), &authz.SelfSubjectAccessReview{}, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if want := []seen{{tc.wireAccept, ""}, {tc.wireAccept, tc.ct}}; !slices.Equal(got, want) {
+				t.Errorf("requests' Accept and Content-Type: %q, want %q", got, want)
 			}
 		})
 	}

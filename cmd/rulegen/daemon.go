@@ -32,7 +32,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	}
 	client, server, err := newClient(o)
 	if err != nil {
-		log.Error("cannot reach the API server", "error", err.Error())
+		log.Error("cannot create the API client", "error", err.Error())
 		return exitUsage
 	}
 	kernel, err := sync.NewKernel(s.backend, s.iptMode)
