@@ -200,7 +200,7 @@ func waitForAPIServer(ctx context.Context, fc firstContact, server string, check
 			return err
 		}
 		if attempt < fc.attempts {
-			log.Warn("cannot reach the API server; retrying", "server", server, "attempt", attempt, "of", fc.attempts,
+			log.Warn("cannot reach the API server; retrying", "server", server, "attempt", attempt, "attempts", fc.attempts,
 				"error", err.Error(), "hint", bootstrapHint)
 			select {
 			case <-ctx.Done():

@@ -61,10 +61,15 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	runner := sync.NewRunner(p.Sync, o.minSyncPeriod, o.syncPeriod, time.Second, nil)
 	p.SetRequest(runner.Run)
 
+	configz, err := configzBody(o)
+	if err != nil {
+		log.Error("effective configuration", "error", err.Error())
+		return exitSkipped
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {
-		if err := sync.Serve(ctx, o.healthzAddr, o.metricsAddr, o.profiling, p, metrics); err != nil {
+		if err := sync.Serve(ctx, o.healthzAddr, o.metricsAddr, o.profiling, p, metrics, sync.Route{Path: "/configz", Handler: configzHandler(configz)}); err != nil {
 			log.Error("health and metrics server", "error", err.Error())
 			os.Exit(exitSkipped)
 		}

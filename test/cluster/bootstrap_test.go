@@ -165,6 +165,14 @@ func TestBootstrap(t *testing.T) {
 			}))
 			// deploy/daemonset.yaml's arguments.
 			e.daemon = e.tp.Node.StartLogged(e.logFile, bins.rulegen, "--config="+filepath.Join(dir, "config.yaml"), "--hostname-override=node-a")
+			// /configz on the metrics address shows what it runs with, in
+			// kube-proxy's shape.
+			e.eventually(10*time.Second, "/configz", func() (bool, string) {
+				r := e.get(e.tp.Node, "http://127.0.0.1:10249/configz")
+				return strings.HasPrefix(r, "200 ") && strings.Contains(r, `"kubeproxy.config.k8s.io":{"kind":"KubeProxyConfiguration"`) &&
+					strings.Contains(r, `"kubeconfig":"`+filepath.Join(dir, "kubeconfig.conf")+`"`) && strings.Contains(r, `"mode":"nftables"`) &&
+					strings.Contains(r, `"hostnameOverride":"node-a"`) && strings.Contains(r, `"config.rulegen.io":{"kind":"RulegenConfiguration"`), r
+			})
 		}},
 		{"in-cluster-config-with-the-endpoint", func(e *env, dir string) {
 			// daemonset.yaml's alternative: no clientConnection, and
