@@ -51,6 +51,19 @@ func TestWaitForAPIServer(t *testing.T) {
 		{name: "unauthorized is an answer", results: []error{fmt.Errorf("checking permissions: %w", apierrors.NewUnauthorized("bad token"))}, calls: 1,
 			err: "bad token", start: "rejects rulegen's credentials"},
 	}
+	t.Run("stopped while waiting", func(t *testing.T) {
+		// SIGTERM during the first contact ends the wait at once.
+		ctx, cancel := context.WithCancel(context.Background())
+		calls := 0
+		err := waitForAPIServer(ctx, fc, server, func(context.Context) error {
+			calls++
+			cancel()
+			return fmt.Errorf("checking permissions: %w", &url.Error{Op: "Post", URL: server, Err: context.Canceled})
+		}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if calls != 1 || err == nil || errors.Is(err, errUnreachable) {
+			t.Errorf("%d attempts, error %v; want 1 and the attempt's own error", calls, err)
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer

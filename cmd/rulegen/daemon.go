@@ -77,6 +77,10 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	log.Info("starting", "version", versionString(), "node", s.cfg.Node.Name, "backend", s.backend, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
 	log.Info("connecting to the API server", "server", server)
 	err = waitForAPIServer(ctx, defaultFirstContact, server, func(ctx context.Context) error { return sync.CheckPermissions(ctx, client) }, log)
+	if err != nil && ctx.Err() != nil {
+		log.Info("stopped before the API server answered; rules stay in place")
+		return exitOK
+	}
 	if err != nil {
 		log.Error(describeStartError(err), "server", server, "error", err.Error())
 		return exitSkipped

@@ -5,6 +5,8 @@
 //	main.go    flags, the config file, and the choice of mode
 //	oneshot.go --dry-run, --apply and --cleanup
 //	daemon.go  the node daemon
+//	client.go  the API client: where the API server is, its settings, and the first contact
+//	configz.go the daemon's /configz
 package main
 
 import (

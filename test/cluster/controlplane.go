@@ -1,7 +1,9 @@
 // Package cluster tests the rulegen daemon against a real kube-apiserver
 // and etcd (built from the Go module proxy by `make kube-bins`), both
-// running on the loopback of the node namespace of the e2e topology, with
-// real packets through the rules the daemon writes.
+// running on the loopback of the node namespace of the e2e topology (or,
+// for TestBootstrap, in a namespace of their own at a control-plane
+// endpoint address), with real packets through the rules the daemon
+// writes.
 package cluster
 
 import (
