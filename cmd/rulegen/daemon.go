@@ -10,34 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/rulegen/rulegen/pkg/sync"
 )
-
-// newClient returns a client from a kubeconfig and/or an API server URL
-// (--master, which overrides the kubeconfig's), or in-cluster when neither
-// is given, as kube-proxy does.
-func newClient(master, kubeconfig string) (kubernetes.Interface, error) {
-	var cfg *rest.Config
-	var err error
-	if kubeconfig != "" || master != "" {
-		cfg, err = clientcmd.BuildConfigFromFlags(master, kubeconfig)
-	} else {
-		cfg, err = rest.InClusterConfig()
-		if err != nil {
-			err = fmt.Errorf("not running in a cluster (%v): give --kubeconfig", err)
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	cfg.UserAgent = "rulegen"
-	cfg.QPS, cfg.Burst = 50, 100
-	return kubernetes.NewForConfig(cfg)
-}
 
 // daemon runs the node agent until SIGTERM or SIGINT. Rules are left in
 // place on exit, so that traffic flows while rulegen restarts; the next
@@ -56,9 +30,9 @@ func daemon(o options, s settings, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rulegen: %v\n", err)
 		return exitUsage
 	}
-	client, err := newClient(o.master, o.kubeconfig)
+	client, server, err := newClient(o)
 	if err != nil {
-		log.Error("cannot reach the API server", "error", err.Error())
+		log.Error("cannot create the API client", "error", err.Error())
 		return exitUsage
 	}
 	kernel, err := sync.NewKernel(s.backend, s.iptMode)
@@ -87,20 +61,28 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	runner := sync.NewRunner(p.Sync, o.minSyncPeriod, o.syncPeriod, time.Second, nil)
 	p.SetRequest(runner.Run)
 
+	configz, err := configzBody(o)
+	if err != nil {
+		log.Error("effective configuration", "error", err.Error())
+		return exitSkipped
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go func() {
-		if err := sync.Serve(ctx, o.healthzAddr, o.metricsAddr, o.profiling, p, metrics); err != nil {
+		if err := sync.Serve(ctx, o.healthzAddr, o.metricsAddr, o.profiling, p, metrics, sync.Route{Path: "/configz", Handler: configzHandler(configz)}); err != nil {
 			log.Error("health and metrics server", "error", err.Error())
 			os.Exit(exitSkipped)
 		}
 	}()
 	log.Info("starting", "version", versionString(), "node", s.cfg.Node.Name, "backend", s.backend, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
-	pctx, pcancel := context.WithTimeout(ctx, 30*time.Second)
-	err = sync.CheckPermissions(pctx, client)
-	pcancel()
+	log.Info("connecting to the API server", "server", server)
+	err = waitForAPIServer(ctx, defaultFirstContact, server, func(ctx context.Context) error { return sync.CheckPermissions(ctx, client) }, log)
+	if err != nil && ctx.Err() != nil {
+		log.Info("stopped before the API server answered; rules stay in place")
+		return exitOK
+	}
 	if err != nil {
-		log.Error("cannot run: the service account lacks permissions (see deploy/rbac.yaml)", "error", err.Error())
+		log.Error(describeStartError(err), "server", server, "error", err.Error())
 		return exitSkipped
 	}
 	if err := sync.Watch(ctx, client, p); err != nil {

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	componentbaseconfigv1alpha1 "k8s.io/component-base/config/v1alpha1"
 	kpv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -340,6 +341,31 @@ func setKubeProxyDefaults(c *kpv1alpha1.KubeProxyConfiguration) {
 	if c.DetectLocalMode == "" {
 		c.DetectLocalMode = "ClusterCIDR"
 	}
+	if c.ClientConnection.ContentType == "" {
+		c.ClientConnection.ContentType = defaultKubeAPIContentType
+	}
+	if c.ClientConnection.QPS == 0 {
+		c.ClientConnection.QPS = defaultKubeAPIQPS
+	}
+	if c.ClientConnection.Burst == 0 {
+		c.ClientConnection.Burst = defaultKubeAPIBurst
+	}
+}
+
+// mapClientConnection honours the API client's settings as kube-proxy's
+// createClient does (the kubeconfig is mapped with the node's identity, in
+// mapKubeProxyConfig); the flags check the media types.
+func mapClientConnection(r *configResult, c componentbaseconfigv1alpha1.ClientConnectionConfiguration) {
+	r.set("clientConnection.qps", strconv.FormatFloat(float64(c.QPS), 'g', -1, 32), "kube-api-qps")
+	if c.Burst < 0 {
+		r.fail("clientConnection.burst", "%d: must be 0 or more", c.Burst)
+	} else {
+		r.set("clientConnection.burst", strconv.Itoa(int(c.Burst)), "kube-api-burst")
+	}
+	r.set("clientConnection.contentType", c.ContentType, "kube-api-content-type")
+	if c.AcceptContentTypes != "" {
+		r.set("clientConnection.acceptContentTypes", c.AcceptContentTypes, "kube-api-accept-content-types")
+	}
 }
 
 // mapPodInterface sets detectLocalMode BridgeInterface or
@@ -385,12 +411,7 @@ func mapKubeProxyConfig(r *configResult, c *kpv1alpha1.KubeProxyConfiguration) {
 		r.set("clientConnection.kubeconfig", c.ClientConnection.Kubeconfig, "kubeconfig")
 		r.settings[len(r.settings)-1].unless = []string{"filename"}
 	}
-	if c.ClientConnection.ContentType != "" || c.ClientConnection.AcceptContentTypes != "" {
-		r.warn("clientConnection.contentType", "not supported: rulegen's API client uses its own content type (JSON)")
-	}
-	if c.ClientConnection.QPS != 0 || c.ClientConnection.Burst != 0 {
-		r.warn("clientConnection.qps", "not supported: rulegen's API client allows 50 requests per second, bursts of 100")
-	}
+	mapClientConnection(r, c.ClientConnection)
 
 	// The backend, and the settings of its section.
 	var masqueradeAll bool

@@ -80,6 +80,7 @@ func TestKubeadmConfig(t *testing.T) {
 		{"nodePortAddresses", len(o.nodePortAddresses), 0},
 		{"logging.verbosity", o.verbosity, 0},
 		{"conntrack (null: kube-proxy's defaults)", o.conntrack, sync.DefaultConntrackSysctls},
+		{"clientConnection (zeros: kube-proxy's defaults)", o.client, clientConnection{qps: 5, burst: 10, contentType: "application/vnd.kubernetes.protobuf"}},
 	} {
 		if !equalAny(c.got, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
@@ -208,8 +209,10 @@ func TestConfigReports(t *testing.T) {
 		{name: "portRange", text: "portRange: 30000-32767\n", warn: "portRange: ignored"},
 		{name: "showHiddenMetricsForVersion", text: "showHiddenMetricsForVersion: \"1.36\"\n", warn: "showHiddenMetricsForVersion: not supported"},
 		{name: "configSyncPeriod", text: "configSyncPeriod: 1m\n", warn: "configSyncPeriod: not supported"},
-		{name: "client qps", text: "clientConnection:\n  qps: 20\n", warn: "clientConnection.qps: not supported"},
-		{name: "client content type", text: "clientConnection:\n  contentType: application/json\n", warn: "clientConnection.contentType: not supported"},
+		{name: "client settings are honoured, not reported", text: "clientConnection:\n  qps: 20\n  burst: 40\n  contentType: application/json\n  acceptContentTypes: application/json\n", noWarn: "clientConnection"},
+		{name: "client burst negative", text: "clientConnection:\n  burst: -1\n", err: "clientConnection.burst: -1: must be 0 or more"},
+		{name: "client content type unknown", text: "clientConnection:\n  contentType: application/xml\n", err: `clientConnection.contentType: invalid argument "application/xml"`},
+		{name: "client accept content types unknown", text: "clientConnection:\n  acceptContentTypes: application/json,text/html\n", err: `clientConnection.acceptContentTypes: invalid argument "application/json,text/html"`},
 		{name: "wrong apiVersion", text: "apiVersion: kubeproxy.config.k8s.io/v1beta1\nkind: KubeProxyConfiguration\n", err: "apiVersion: document 1 is kubeproxy.config.k8s.io/v1beta1 KubeProxyConfiguration"},
 		{name: "kind missing", text: "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nmode: iptables\n", err: "kind: missing in document 1"},
 		{name: "apiVersion missing", text: "kind: KubeProxyConfiguration\n", err: "apiVersion: missing in document 1"},
@@ -329,6 +332,19 @@ func TestConfigSettings(t *testing.T) {
 			check: func(o options) string {
 				return want(o.conntrack, sync.ConntrackSysctls{MaxPerCore: 65536, TCPEstablishedTimeout: 2 * time.Hour,
 					TCPBeLiberal: true, UDPTimeout: 30 * time.Second, UDPStreamTimeout: 2 * time.Minute})
+			}},
+		{name: "clientConnection maps onto the API client's flags", text: "clientConnection:\n  qps: 20.5\n  burst: 40\n  contentType: application/json\n  acceptContentTypes: application/json;q=0.9,application/vnd.kubernetes.protobuf\n",
+			check: func(o options) string {
+				return want(o.client, clientConnection{qps: 20.5, burst: 40, contentType: "application/json", acceptContentTypes: "application/json;q=0.9,application/vnd.kubernetes.protobuf"})
+			}},
+		{name: "clientConnection left out is kube-proxy's defaults", text: "mode: iptables\n",
+			check: func(o options) string {
+				return want(o.client, clientConnection{qps: 5, burst: 10, contentType: "application/vnd.kubernetes.protobuf"})
+			}},
+		{name: "the command line's client flags win", text: "clientConnection:\n  qps: 20\n  contentType: application/json\n",
+			args: []string{"--kube-api-qps=7", "--kube-api-content-type=application/vnd.kubernetes.protobuf"},
+			check: func(o options) string {
+				return want(o.client.qps, float32(7)) + want(o.client.contentType, "application/vnd.kubernetes.protobuf")
 			}},
 		{name: "conntrack left out is kube-proxy's defaults", text: "mode: iptables\n",
 			check: func(o options) string { return want(o.conntrack, sync.DefaultConntrackSysctls) }},

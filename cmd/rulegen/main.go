@@ -5,6 +5,8 @@
 //	main.go    flags, the config file, and the choice of mode
 //	oneshot.go --dry-run, --apply and --cleanup
 //	daemon.go  the node daemon
+//	client.go  the API client: where the API server is, its settings, and the first contact
+//	configz.go the daemon's /configz
 package main
 
 import (
@@ -45,6 +47,7 @@ type options struct {
 	files                  []string
 	kubeconfig             string
 	master                 string
+	client                 clientConnection
 	version                bool
 	nodeName               string
 	nodeIPs                []string
@@ -84,6 +87,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "read Services, EndpointSlices and Nodes from this file, directory or - (stdin); YAML or JSON, multi-document, kind List; repeatable")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default: the in-cluster service account)")
 	fs.StringVar(&o.master, "master", "", "the API server's URL, overriding the kubeconfig's (as kube-proxy's --master)")
+	addClientFlags(fs, &o.client)
 	fs.BoolVar(&o.version, "version", false, "print the version and the git commit, and exit")
 	fs.StringVar(&o.nodeName, "node-name", strings.ToLower(host), "this node's name: endpoints with this nodeName are local")
 	fs.StringSliceVar(&o.nodeIPs, "node-ip", nil, "this node's IP addresses (default: from the Node object's status); repeatable or comma-separated")

@@ -31,7 +31,7 @@ func loadState(o options, s settings, stdin io.Reader, stderr io.Writer) (st *ru
 		}
 		return st, errs, objs.WithSource, exitOK
 	}
-	client, err := newClient(o.master, o.kubeconfig)
+	client, _, err := newClient(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "rulegen: %v\n", err)
 		return nil, nil, where, exitUsage

@@ -173,10 +173,11 @@ const pprofWriteTimeout = 5 * time.Minute
 //     address, and /proxyMode with the backend ("nftables" or "iptables").
 //
 // With profiling, the metrics address also serves Go's /debug/pprof/ (CPU
-// and heap profiles of the running daemon). Other paths get 404. The
-// servers have rulegen's HTTP timeouts (see httpReadHeaderTimeout).
-func Serve(ctx context.Context, healthAddr, metricsAddr string, profiling bool, p *Proxier, m *Metrics) error {
-	servers := statusServers(healthAddr, metricsAddr, profiling, p, m)
+// and heap profiles of the running daemon), and it serves the extra routes
+// (the daemon's /configz). Other paths get 404. The servers have rulegen's
+// HTTP timeouts (see httpReadHeaderTimeout).
+func Serve(ctx context.Context, healthAddr, metricsAddr string, profiling bool, p *Proxier, m *Metrics, extra ...Route) error {
+	servers := statusServers(healthAddr, metricsAddr, profiling, p, m, extra...)
 	errc := make(chan error, len(servers))
 	for _, srv := range servers {
 		go func() { errc <- srv.ListenAndServe() }()
@@ -190,9 +191,15 @@ func Serve(ctx context.Context, healthAddr, metricsAddr string, profiling bool, 
 	}
 }
 
+// Route is a handler the metrics address serves besides its own.
+type Route struct {
+	Path    string
+	Handler http.Handler
+}
+
 // statusServers returns the (not yet started) servers of Serve, one per
 // address.
-func statusServers(healthAddr, metricsAddr string, profiling bool, p *Proxier, m *Metrics) []*http.Server {
+func statusServers(healthAddr, metricsAddr string, profiling bool, p *Proxier, m *Metrics, extra ...Route) []*http.Server {
 	healthz := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { serveHealth(w, p, m.healthz, true) })
 	livez := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { serveHealth(w, p, m.livez, false) })
 	muxes := map[string]*http.ServeMux{}
@@ -220,6 +227,9 @@ func statusServers(healthAddr, metricsAddr string, profiling bool, p *Proxier, m
 			w.Header().Set("X-Content-Type-Options", "nosniff")
 			fmt.Fprint(w, p.opts.Backend)
 		})
+		for _, r := range extra {
+			mux(metricsAddr).Handle(r.Path, r.Handler)
+		}
 		if profiling {
 			mx := mux(metricsAddr)
 			mx.HandleFunc("/debug/pprof/", pprof.Index)

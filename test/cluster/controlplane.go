@@ -1,7 +1,9 @@
 // Package cluster tests the rulegen daemon against a real kube-apiserver
 // and etcd (built from the Go module proxy by `make kube-bins`), both
-// running on the loopback of the node namespace of the e2e topology, with
-// real packets through the rules the daemon writes.
+// running on the loopback of the node namespace of the e2e topology (or,
+// for TestBootstrap, in a namespace of their own at a control-plane
+// endpoint address), with real packets through the rules the daemon
+// writes.
 package cluster
 
 import (
@@ -11,6 +13,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,15 +61,40 @@ type ControlPlane struct {
 	ns         *netnstest.NS
 	dir        string
 	apiserver  *exec.Cmd
+	address    string // kube-apiserver's bind and advertise address
+	reconciler string // kube-apiserver's --endpoint-reconciler-type
 	Kubeconfig string
 	Client     kubernetes.Interface
 }
 
 // StartControlPlane starts etcd and kube-apiserver on 127.0.0.1 of ns and
-// waits (at most 60 s) until the API server is ready.
+// waits (at most 60 s) until the API server is ready. The kubernetes
+// Service gets no endpoints (--endpoint-reconciler-type none): the
+// loopback is no address for one.
 func StartControlPlane(t testing.TB, ns *netnstest.NS) *ControlPlane {
 	t.Helper()
-	cp := &ControlPlane{t: t, ns: ns, dir: t.TempDir()}
+	return startControlPlane(t, ns, "127.0.0.1", "none")
+}
+
+// StartControlPlaneAt starts etcd on the loopback of ns and kube-apiserver
+// on address, its bind and advertise address (the control-plane
+// endpoint), and waits (at most 60 s) until the API server is ready. As in
+// a real cluster, the API server itself keeps the kubernetes Service and
+// its Endpoints and EndpointSlice pointing at address:6443 (endpoint
+// reconciler lease), and its self-signed serving certificate holds address
+// and the Service's ClusterIP.
+func StartControlPlaneAt(t testing.TB, ns *netnstest.NS, address string) *ControlPlane {
+	t.Helper()
+	return startControlPlane(t, ns, address, "lease")
+}
+
+// CAFile is the file that verifies the API server's serving certificate
+// (the certificate and the self-signed CA that issued it).
+func (cp *ControlPlane) CAFile() string { return filepath.Join(cp.dir, "certs", "apiserver.crt") }
+
+func startControlPlane(t testing.TB, ns *netnstest.NS, address, reconciler string) *ControlPlane {
+	t.Helper()
+	cp := &ControlPlane{t: t, ns: ns, dir: t.TempDir(), address: address, reconciler: reconciler}
 	bin := KubeBinDir()
 	ns.StartLogged(filepath.Join(cp.dir, "etcd.log"), filepath.Join(bin, "server"),
 		"--data-dir", filepath.Join(cp.dir, "etcd"),
@@ -106,8 +134,8 @@ func StartControlPlane(t testing.TB, ns *netnstest.NS) *ControlPlane {
 func (cp *ControlPlane) startAPIServer(keyFile, tokens string) {
 	cp.apiserver = cp.ns.StartLogged(filepath.Join(cp.dir, "apiserver.log"), filepath.Join(KubeBinDir(), "kube-apiserver"),
 		"--etcd-servers", "http://127.0.0.1:2379",
-		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", "6443",
-		"--endpoint-reconciler-type", "none",
+		"--bind-address", cp.address, "--advertise-address", cp.address, "--secure-port", "6443",
+		"--endpoint-reconciler-type", cp.reconciler,
 		"--cert-dir", filepath.Join(cp.dir, "certs"),
 		"--service-cluster-ip-range", "10.96.0.0/16",
 		"--service-node-port-range", "30000-32767",
@@ -154,7 +182,7 @@ func (cp *ControlPlane) writeKubeconfig(path, token string) {
 kind: Config
 clusters:
 - name: test
-  cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}
+  cluster: {server: "https://%s", insecure-skip-tls-verify: true}
 users:
 - name: user
   user: {token: %q}
@@ -162,7 +190,7 @@ contexts:
 - name: test
   context: {cluster: test, user: user}
 current-context: test
-`, token)
+`, net.JoinHostPort(cp.address, "6443"), token)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		cp.t.Fatal(err)
 	}

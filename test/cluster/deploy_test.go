@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	kpv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/rulegen/rulegen/test/e2e"
@@ -85,6 +88,52 @@ func TestDeployKustomize(t *testing.T) {
 		}
 		if cm.Data["config.yaml"] != string(file) {
 			t.Errorf("ConfigMap %s: data config.yaml is not deploy/config.yaml", name)
+		}
+	})
+
+	t.Run("api-server-at-the-control-plane-endpoint", func(t *testing.T) {
+		// The bootstrap TestBootstrap runs: config.yaml names the
+		// ConfigMap's kubeconfig.conf at the volume's mount point, and that
+		// kubeconfig holds a placeholder server for the control-plane
+		// endpoint (not the kubernetes Service's ClusterIP) and the
+		// ServiceAccount's files, which the pod mounts.
+		cm := cms[name]
+		file, err := os.ReadFile(filepath.Join(deploy, "kubeconfig.conf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cm.Data["kubeconfig.conf"] != string(file) {
+			t.Fatalf("ConfigMap %s: data kubeconfig.conf is not deploy/kubeconfig.conf", name)
+		}
+		var kp kpv1alpha1.KubeProxyConfiguration
+		first, _, _ := strings.Cut(cm.Data["config.yaml"], "\n---\n")
+		if err := yaml.Unmarshal([]byte(first), &kp); err != nil {
+			t.Fatal(err)
+		}
+		var mount string
+		for _, m := range ds.Spec.Template.Spec.Containers[0].VolumeMounts {
+			if m.Name == "config" {
+				mount = m.MountPath
+			}
+		}
+		if want := path.Join(mount, "kubeconfig.conf"); kp.ClientConnection.Kubeconfig != want {
+			t.Errorf("config.yaml: clientConnection.kubeconfig %q, want %q (the ConfigMap's key at its mount point)", kp.ClientConnection.Kubeconfig, want)
+		}
+		kc, err := clientcmd.Load(file)
+		if err != nil {
+			t.Fatalf("deploy/kubeconfig.conf: %v", err)
+		}
+		cluster := kc.Clusters[kc.Contexts[kc.CurrentContext].Cluster]
+		user := kc.AuthInfos[kc.Contexts[kc.CurrentContext].AuthInfo]
+		if cluster.Server != "https://control-plane.invalid:6443" {
+			t.Errorf("deploy/kubeconfig.conf: server %q, want the placeholder the README names", cluster.Server)
+		}
+		const sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
+		if cluster.CertificateAuthority != sa+"ca.crt" || user.TokenFile != sa+"token" {
+			t.Errorf("deploy/kubeconfig.conf: CA %q, token file %q, want the ServiceAccount's", cluster.CertificateAuthority, user.TokenFile)
+		}
+		if a := ds.Spec.Template.Spec.AutomountServiceAccountToken; a != nil && !*a {
+			t.Errorf("the DaemonSet does not mount the ServiceAccount's token")
 		}
 	})
 
