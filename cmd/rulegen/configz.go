@@ -64,6 +64,7 @@ func effectiveConfig(o options) (kpv1alpha1.KubeProxyConfiguration, rulegenConfi
 			TCPEstablishedTimeout: duration(c.TCPEstablishedTimeout), TCPCloseWaitTimeout: duration(c.TCPCloseWaitTimeout),
 			TCPBeLiberal: c.TCPBeLiberal, UDPTimeout: metav1.Duration{Duration: c.UDPTimeout}, UDPStreamTimeout: metav1.Duration{Duration: c.UDPStreamTimeout}},
 	}
+	kp.DetectLocal.BridgeInterface, kp.DetectLocal.InterfaceNamePrefix = o.podBridgeInterface, o.podInterfaceNamePrefix
 	kp.ClientConnection.Kubeconfig = o.kubeconfig
 	kp.ClientConnection.QPS, kp.ClientConnection.Burst = o.client.qps, o.client.burst
 	kp.ClientConnection.ContentType, kp.ClientConnection.AcceptContentTypes = o.client.contentType, o.client.acceptContentTypes

@@ -76,6 +76,12 @@ func TestConfigz(t *testing.T) {
 			check: func(kp kpv1alpha1.KubeProxyConfiguration, _ rulegenConfiguration) string {
 				return want(strings.Join(kp.NodePortAddresses, " "), "0.0.0.0/0 ::/0")
 			}},
+		{name: "detect-local by interface", args: []string{"--node-name=n1", "--backend=nftables", "--min-sync-period=1s",
+			"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth"},
+			check: func(kp kpv1alpha1.KubeProxyConfiguration, _ rulegenConfiguration) string {
+				return want(string(kp.DetectLocalMode), "InterfaceNamePrefix") + want(kp.DetectLocal.InterfaceNamePrefix, "veth") +
+					want(kp.DetectLocal.BridgeInterface, "")
+			}},
 		{name: "the all keyword too", args: []string{"--node-name=n1", "--nodeport-addresses=all", "--min-sync-period=2s"},
 			check: func(kp kpv1alpha1.KubeProxyConfiguration, _ rulegenConfiguration) string {
 				return want(strings.Join(kp.NodePortAddresses, " "), "0.0.0.0/0 ::/0")
