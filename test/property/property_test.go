@@ -490,7 +490,7 @@ type script struct {
 // the first maxReports failures in full and counts the rest.
 type checker struct {
 	t        *testing.T
-	ns       *netnstest.NS // nil: no kernel check (FuzzRender without root, outside CI)
+	ns       *netnstest.NS       // nil: no kernel check (FuzzRender without root, outside CI)
 	pending  map[string][]script // by tool: "nft", "iptables-restore", "ip6tables-restore"
 	checked  int
 	failures int
