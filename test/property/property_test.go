@@ -379,7 +379,7 @@ func (m *model) benign() *model {
 		return out
 	}
 	out := &model{ports: map[rules.ServiceKey][]*rules.ServicePort{}, masq: m.masq, cfg: m.cfg}
-	out.node = rules.Node{Name: m.node.Name, Zone: m.node.Zone, IPs: unzone(m.node.IPs)}
+	out.node = rules.Node{Name: m.node.Name, Zone: m.node.Zone, IPs: unzone(m.node.IPs), PodCIDRs: m.node.PodCIDRs}
 	for key, ports := range m.ports {
 		var np []*rules.ServicePort
 		for _, p := range ports {
