@@ -16,7 +16,8 @@ import (
 // panic, and every result must be well formed: at least one outcome, each
 // with a known verdict, a probability in (0, 1], the probabilities summing
 // to 1, a reason, and an endpoint exactly when the verdict is dnat — one of
-// the endpoints the plan uses for the packet's service. Packets are of the
+// the endpoints the plan uses for the packet's destination (so a packet to
+// no service destination is never DNATed). Packets are of the
 // ruleset's family; their addresses are the plan's own destinations, the
 // node's addresses, pods and strangers, their ports the plan's ports or
 // others.
@@ -30,12 +31,29 @@ func FuzzTrace(f *testing.F) {
 			rs := rn.Render(plan)
 			var addrs []netip.Addr
 			var ports []uint16
-			used := map[netip.AddrPort]bool{}
+			// used holds, per service destination, the endpoints its port uses.
+			used := map[dest]map[netip.AddrPort]bool{}
 			for _, s := range plan.Services {
 				addrs = append(append(append(addrs, s.ClusterIP), s.ExtIPs...), s.LBIPs...)
 				ports = append(ports, uint16(s.Port), uint16(s.NodePort))
-				for _, e := range s.UsedEndpoints() {
-					used[netip.AddrPortFrom(e.IP, uint16(e.Port))] = true
+				dsts := []netip.Addr{s.ClusterIP}
+				dsts = append(append(dsts, s.ExtIPs...), s.LBIPs...)
+				var keys []dest
+				for _, a := range dsts {
+					keys = append(keys, dest{netip.AddrPortFrom(a, uint16(s.Port)), s.Name.Protocol})
+				}
+				if s.HasNodePort {
+					for _, a := range plan.NodePortIPs {
+						keys = append(keys, dest{netip.AddrPortFrom(a, uint16(s.NodePort)), s.Name.Protocol})
+					}
+				}
+				for _, k := range keys {
+					if used[k] == nil {
+						used[k] = map[netip.AddrPort]bool{}
+					}
+					for _, e := range s.UsedEndpoints() {
+						used[k][netip.AddrPortFrom(e.IP, uint16(e.Port))] = true
+					}
 				}
 			}
 			for _, ip := range cfg.Node.IPs {
@@ -57,13 +75,22 @@ func FuzzTrace(f *testing.F) {
 					From:  []Origin{FromPod, FromNode, FromExternal}[pb.IntN(3)],
 				}
 				res := Trace(rs, cfg.Node.IPs, pkt)
-				checkResult(t, res, used)
+				checkResult(t, res, used[dest{pkt.Dst, pkt.Proto}])
 				_, _ = res.Text(), res.Summary()
 			}
 		}
 	})
 }
 
+// dest is a service destination: address, port and protocol.
+type dest struct {
+	addr  netip.AddrPort
+	proto rules.Protocol
+}
+
+// checkResult checks that a result is well formed, and that it sends the
+// packet only to an endpoint of used: the endpoints the plan uses for the
+// packet's destination (none when it is no service destination).
 func checkResult(t *testing.T, res *Result, used map[netip.AddrPort]bool) {
 	t.Helper()
 	if len(res.Outcomes) == 0 {
@@ -86,7 +113,7 @@ func checkResult(t *testing.T, res *Result, used map[netip.AddrPort]bool) {
 			t.Errorf("%s: verdict %s with endpoint %v", res.Packet, o.Verdict, o.Endpoint)
 		}
 		if o.Verdict == DNAT && !used[o.Endpoint] {
-			t.Errorf("%s: sent to %s, which no service port of the plan uses", res.Packet, o.Endpoint)
+			t.Errorf("%s: sent to %s, which the plan does not use for this destination:\n%s", res.Packet, o.Endpoint, res.Text())
 		}
 	}
 	if math.Abs(sum-1) > 1e-9 {
