@@ -64,10 +64,7 @@ test-unit: ## fast tests only (no kernel, no cluster)
 	$(GO) test -count=1 -short $(PKGS)
 
 fuzz: ## run each fuzz target for FUZZTIME=30s: manifest loader, converters, planner, trace, both renderers (FuzzRender loads its output with nft/iptables-restore as root)
-	@set -eo pipefail; for t in $(FUZZ_TARGETS); do \
-		echo "fuzz $${t#*:} (./$${t%%:*}, $(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ 2>&1 | grep -v -e '^fuzz: elapsed' || exit 1; \
-	done
+	@GO=$(GO) hack/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
 
 bench: ## Go benchmarks of the pure parts: render 1k/10k/50k services x 10 endpoints, one endpoint change at 1k/10k/50k (ns/op, B/op, allocs/op)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5x ./pkg/...
