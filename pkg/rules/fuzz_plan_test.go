@@ -28,11 +28,15 @@ func FuzzPlan(f *testing.F) {
 		o := rulestest.ObjectsFromBytes(b)
 		st, cfg, _ := o.Model()
 		planners := map[rules.Family]*rules.Planner{rules.IPv4: rules.NewPlanner(rules.IPv4), rules.IPv6: rules.NewPlanner(rules.IPv6)}
+		reversed := reversedState(o)
 		for fam, pl := range planners {
 			p := pl.Plan(st, cfg)
 			checkPlan(t, "first plan", p, cfg)
 			if again := rules.NewPlan(st, cfg, fam); !reflect.DeepEqual(p, again) {
 				t.Errorf("%s: planning the same state twice gives two plans:\n%s\n%s", fam, dumpPlan(p), dumpPlan(again))
+			}
+			if rev := rules.NewPlan(reversed, cfg, fam); !reflect.DeepEqual(p, rev) {
+				t.Errorf("%s: the same objects received in another order give another plan:\n%s\n%s", fam, dumpPlan(p), dumpPlan(rev))
 			}
 		}
 		// A second batch: new and updated objects, some deleted ones.
@@ -70,6 +74,44 @@ func FuzzPlan(f *testing.F) {
 			}
 		}
 	})
+}
+
+// reversedState is the state Model builds from o, built from the objects
+// that state keeps (the last valid version of each) in reverse order: the
+// order in which the informers deliver objects must not matter.
+func reversedState(o *rulestest.Objects) *rules.State {
+	type sliceKey struct {
+		svc  rules.ServiceKey
+		name string
+	}
+	var keys []rules.ServiceKey
+	ports := map[rules.ServiceKey][]*rules.ServicePort{}
+	for _, svc := range o.Services {
+		key := rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}
+		if _, seen := ports[key]; !seen {
+			keys = append(keys, key)
+		}
+		ports[key], _ = rules.ConvertService(svc)
+	}
+	var sliceKeys []sliceKey
+	sls := map[sliceKey]*rules.Slice{}
+	for _, es := range o.Slices {
+		if sl, _ := rules.ConvertSlice(es); sl != nil {
+			k := sliceKey{sl.Service, sl.Name}
+			if sls[k] == nil {
+				sliceKeys = append(sliceKeys, k)
+			}
+			sls[k] = sl
+		}
+	}
+	st := rules.NewState()
+	for i := len(sliceKeys) - 1; i >= 0; i-- {
+		st.SetSlice(sls[sliceKeys[i]])
+	}
+	for i := len(keys) - 1; i >= 0; i-- {
+		st.SetService(keys[i], ports[keys[i]])
+	}
+	return st
 }
 
 // dumpPlan prints what a plan decided, for failure messages.
