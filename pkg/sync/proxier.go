@@ -68,13 +68,13 @@ type Proxier struct {
 	clock     Clock
 	log       *slog.Logger
 	request   func() // asks the runner for a sync
+	verbose   bool   // log the whole ruleset after each sync
 	// requestReconcile asks the conntrack reconcile's runner for a run.
 	requestReconcile func()
 	// syncMu keeps Sync and ReconcileConntrack apart: the reconcile reads
 	// the plans of the last sync, and must not judge entries made by the
 	// rules of a sync still being applied.
-	syncMu  gosync.Mutex
-	verbose bool // log the whole ruleset after each sync
+	syncMu gosync.Mutex
 
 	mu    gosync.Mutex
 	state *rules.State
