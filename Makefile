@@ -9,7 +9,7 @@ KUBE_BINS    := $(KUBE_BIN)/kube-apiserver $(KUBE_BIN)/server $(KUBE_BIN)/kube-p
 export RULEGEN_KUBE_BIN := $(KUBE_BIN)
 
 .DEFAULT_GOAL := help
-.PHONY: help build image test test-unit deps kube-bins bench bench-apply bench-scale lint fmt clean
+.PHONY: help build image test test-unit fuzz deps kube-bins bench bench-apply bench-scale lint fmt clean
 
 # make bench-scale: services, endpoints per service, changes of each kind,
 # and which proxies (empty: rulegen nft+ipt, kube-proxy nft, nft with
@@ -18,6 +18,12 @@ N       ?= 5000
 E       ?= 10
 CHANGES ?= 10
 PROXIES ?=
+
+# make fuzz: how long each fuzz target runs, and the targets (package:name).
+# Seeds are in each package's testdata/fuzz/<name>; a failing input the
+# fuzzer finds is written there too (keep it as a regression seed).
+FUZZTIME     ?= 30s
+FUZZ_TARGETS := pkg/manifest:FuzzLoad pkg/rules:FuzzConvert pkg/rules:FuzzPlan pkg/rules/trace:FuzzTrace test/property:FuzzRender
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,15 +51,20 @@ $(KUBE_BINS) &:
 	cd hack/kube && $(GO) build -o $(KUBE_BIN)/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3
 	@touch $(KUBE_BINS)
 
-test: deps kube-bins ## run every test: unit, golden, kernel, cluster and a small side-by-side scale run (as root) — what CI runs
+test: deps kube-bins ## run every test: unit, golden, fuzz seeds and 3 s of each fuzz target, kernel, cluster and a small side-by-side scale run (as root) — what CI runs
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 ./cmd/... ./pkg/... ./test/golden/... ./test/property/... ./test/packetflow/...
+	@# the fuzz seeds ran above (plain go test runs them); fuzz each target briefly too
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 	@# the kernel and cluster suites log every scenario by name; test/scale
 	@# runs the side-by-side harness small (200 services), to keep it working
 	set -o pipefail; $(GO) test -count=1 -timeout 25m -v ./test/e2e/... ./test/cluster/... ./test/scale/... 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT' -e 'spec.externalIPs is deprecated'
 
 test-unit: ## fast tests only (no kernel, no cluster)
 	$(GO) test -count=1 -short $(PKGS)
+
+fuzz: ## run each fuzz target for FUZZTIME=30s: manifest loader, converters, planner, trace, both renderers (FuzzRender loads its output with nft/iptables-restore as root)
+	@GO=$(GO) hack/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
 
 bench: ## Go benchmarks of the pure parts: render 1k/10k/50k services x 10 endpoints, one endpoint change at 1k/10k/50k (ns/op, B/op, allocs/op)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5x ./pkg/...

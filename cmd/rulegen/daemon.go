@@ -60,6 +60,10 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	p.SetVerbose(o.verbosity >= verbosityRuleset)
 	runner := sync.NewRunner(p.Sync, o.minSyncPeriod, o.syncPeriod, time.Second, nil)
 	p.SetRequest(runner.Run)
+	// The UDP conntrack reconcile: every syncPeriod, after a full sync and
+	// after a failed cleanup, retried with backoff while it fails.
+	reconciler := sync.NewRunner(p.ReconcileConntrack, time.Second, o.syncPeriod, time.Second, nil)
+	p.SetReconcileRequest(reconciler.Run)
 
 	configz, err := configzBody(o)
 	if err != nil {
@@ -94,6 +98,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	for _, w := range sync.NodeWarnings(s.backend, s.cfg, p.Families()) {
 		log.Warn(w)
 	}
+	go reconciler.Loop(ctx.Done())
 	runner.Loop(ctx.Done())
 	log.Info("stopping; rules stay in place")
 	return exitOK

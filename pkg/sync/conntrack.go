@@ -23,11 +23,18 @@ type ConntrackSpec struct {
 	ReplySrc netip.Addr
 }
 
-// Conntrack deletes conntrack entries.
+// Conntrack deletes conntrack entries: by spec, for the cleanup after a
+// change, and one by one, for the reconcile (see Proxier.ReconcileConntrack).
 type Conntrack interface {
 	// DeleteUDP deletes the UDP entries matching any spec and returns how
 	// many it deleted.
 	DeleteUDP(specs []ConntrackSpec) (uint, error)
+	// ListUDP returns the UDP entries of family f. With an error it may
+	// still return entries: a partial list.
+	ListUDP(f rules.Family) ([]ConntrackEntry, error)
+	// DeleteEntries deletes the UDP entries of family f equal to one of
+	// entries and returns how many it deleted.
+	DeleteEntries(f rules.Family, entries []ConntrackEntry) (uint, error)
 }
 
 // NetlinkConntrack deletes entries through netlink in the caller's network

@@ -35,7 +35,8 @@ import (
 //	kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family} (iptables backend) failed iptables-restore
 //	kubeproxy_sync_proxy_rules_iptables_total{table,ip_family}     (iptables backend) rules in rulegen's chains after the last sync
 //	kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family} stale UDP conntrack entries deleted
-//	kubeproxy_conntrack_reconciler_sync_duration_seconds{ip_family} time to delete them
+//	kubeproxy_conntrack_reconciler_sync_duration_seconds{ip_family} time to delete them (after a change, or in the periodic reconcile)
+//	rulegen_conntrack_reconciler_failures_total{ip_family}          conntrack cleanups or reconciles that failed (each is retried)
 //	kubeproxy_proxy_healthz_total{code}, kubeproxy_proxy_livez_total{code} answers of /healthz and /livez
 //	rulegen_sync_objects_total{kind="chains|rules|elements"}        objects sent to the kernel (a partial sync sends only what changed)
 //
@@ -59,6 +60,7 @@ type Metrics struct {
 	iptRules                       *prometheus.GaugeVec
 	conntrack                      *prometheus.CounterVec
 	conntrackSync                  *prometheus.HistogramVec
+	conntrackFailures              *prometheus.CounterVec
 	healthz, livez                 *prometheus.CounterVec
 	written                        *prometheus.CounterVec
 
@@ -117,6 +119,8 @@ func NewMetrics() *Metrics {
 		conntrack: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubeproxy_conntrack_reconciler_deleted_entries_total",
 			Help: "Cumulative conntrack flows deleted by conntrack reconciler"}, fam),
 		conntrackSync: hist("kubeproxy_conntrack_reconciler_sync_duration_seconds", "ReconcileConntrackFlowsLatency latency in seconds", syncBuckets),
+		conntrackFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rulegen_conntrack_reconciler_failures_total",
+			Help: "Conntrack cleanups and reconciles of stale UDP entries that failed (each is retried)."}, fam),
 		healthz: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubeproxy_proxy_healthz_total",
 			Help: "Cumulative proxy healthz HTTP status"}, []string{"code"}),
 		livez: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kubeproxy_proxy_livez_total",
@@ -125,7 +129,7 @@ func NewMetrics() *Metrics {
 			Help: "Chains, rules and set elements sent to the kernel, summed over syncs (a partial sync sends only what changed)."}, []string{"kind"}),
 	}
 	m.Registry.MustRegister(m.syncs, m.fullSyncs, m.partialSyncs, m.lastSync, m.lastQueued, m.programming,
-		m.endpointChanges, m.svcChanges, m.endpointPending, m.svcPending, m.noLocal, m.conntrack, m.conntrackSync, m.healthz, m.livez, m.written,
+		m.endpointChanges, m.svcChanges, m.endpointPending, m.svcPending, m.noLocal, m.conntrack, m.conntrackSync, m.conntrackFailures, m.healthz, m.livez, m.written,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		restClient.latency, restClient.results)
 	registerRESTClientMetrics()

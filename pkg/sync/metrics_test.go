@@ -47,7 +47,7 @@ var kubeProxyBackendMetrics = map[Backend][]string{
 }
 
 // rulegenOnlyMetrics have no kube-proxy twin, hence the rulegen_ prefix.
-var rulegenOnlyMetrics = []string{"rulegen_sync_objects_total"}
+var rulegenOnlyMetrics = []string{"rulegen_sync_objects_total", "rulegen_conntrack_reconciler_failures_total"}
 
 // metricNames are the names registered in m.
 func metricNames(m *Metrics) []string {

@@ -72,6 +72,12 @@ type Proxier struct {
 	log       *slog.Logger
 	request   func() // asks the runner for a sync
 	verbose   bool   // log the whole ruleset after each sync
+	// requestReconcile asks the conntrack reconcile's runner for a run.
+	requestReconcile func()
+	// syncMu keeps Sync and ReconcileConntrack apart: the reconcile reads
+	// the plans of the last sync, and must not judge entries made by the
+	// rules of a sync still being applied.
+	syncMu gosync.Mutex
 
 	mu    gosync.Mutex
 	state *rules.State
@@ -129,7 +135,7 @@ func NewProxier(opts Options, kernel Kernel, ct Conntrack, m *Metrics, hc *Healt
 	}
 	m.forBackend(opts.Backend)
 	p := &Proxier{opts: opts, renderer: NewRenderer(opts.Backend), kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
-		request: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs}, started: clock.Now(),
+		request: func() {}, requestReconcile: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs}, started: clock.Now(),
 		pendingServices: map[rules.ServiceKey]bool{}, sliceOwner: map[types.NamespacedName]rules.ServiceKey{}, triggers: map[types.NamespacedName]trigger{},
 		reported: map[string]string{}, serviceCIDRs: map[string][]netip.Prefix{}, conflicts: map[string]bool{}, applied: map[rules.Family]*Desired{},
 		lastUpdated: map[rules.Family]time.Time{}, queued: map[rules.Family]time.Time{}}
@@ -393,6 +399,8 @@ func (p *Proxier) families() []rules.Family {
 // no longer holds what rulegen wrote (checked at every sync, so within
 // SyncPeriod); otherwise the update is incremental.
 func (p *Proxier) Sync() error {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
 	start := p.clock.Now()
 	p.mu.Lock()
 	cfg := &rules.Config{Node: p.node, ClusterCIDRs: p.opts.ClusterCIDRs, NodePortAddresses: p.opts.NodePortAddresses, NodePortPrimary: p.opts.NodePortPrimary, DetectLocalNodeCIDR: p.opts.DetectLocalNodeCIDR, PodInterface: p.opts.PodInterface,
@@ -456,6 +464,11 @@ func (p *Proxier) Sync() error {
 	p.updateHealthChecks(desired)
 	for _, d := range desired {
 		p.applied[d.Plan.Family] = d
+	}
+	if full {
+		// After a start or a failure, entries may be stale that no
+		// change will point at: reconcile the whole table.
+		p.requestReconcile()
 	}
 	if err := p.removeDropped(desired); err != nil {
 		return err
@@ -634,7 +647,8 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 		n, err := p.conntrack.DeleteUDP(fs)
 		p.metrics.conntrackSync.WithLabelValues(ipFamily(f)).Observe(p.clock.Now().Sub(start).Seconds())
 		if err != nil {
-			p.log.Warn("deleting stale UDP conntrack entries", "family", f, "error", err.Error())
+			p.conntrackFailed(f, start, fmt.Errorf("delete stale UDP conntrack entries after a change: %w", err))
+			p.requestReconcile()
 		}
 		p.metrics.conntrack.WithLabelValues(ipFamily(f)).Add(float64(n))
 	}

@@ -49,13 +49,20 @@ func (k *fakeKernel) Remove(f rules.Family) error {
 	return k.removeErr
 }
 
-// fakeConntrack records the specs it is asked to delete.
-type fakeConntrack struct{ specs []ConntrackSpec }
+// fakeConntrack records the specs it is asked to delete; for the
+// reconcile it holds a table of UDP entries (conntrack_reconcile_test.go).
+type fakeConntrack struct {
+	specs []ConntrackSpec
+	fakeConntrackTable
+}
 
 var _ Conntrack = &fakeConntrack{}
 
 func (c *fakeConntrack) DeleteUDP(specs []ConntrackSpec) (uint, error) {
 	c.specs = append(c.specs, specs...)
+	if c.deleteUDPErr != nil {
+		return 0, c.deleteUDPErr
+	}
 	return uint(len(specs)), nil
 }
 

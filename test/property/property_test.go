@@ -195,6 +195,10 @@ type model struct {
 	// iface is the detect-local pod interface (rules.Config.PodInterface):
 	// set now and then in a direct model, with a valid or a hostile name.
 	iface rules.PodInterface
+	// cfg, when set, is the node-side configuration (its Node and
+	// MasqueradeAll are taken from node and masq, its PodInterface from
+	// iface when that is set); else a fixed one.
+	cfg *rules.Config
 }
 
 // directModel builds a model without the converters.
@@ -390,7 +394,7 @@ func (m *model) benign() *model {
 		}
 		return out
 	}
-	out := &model{ports: map[rules.ServiceKey][]*rules.ServicePort{}, masq: m.masq}
+	out := &model{ports: map[rules.ServiceKey][]*rules.ServicePort{}, masq: m.masq, cfg: m.cfg}
 	// A pod interface name the renderers may write becomes a benign one;
 	// any other becomes one they may not write either ("bad name"), so
 	// that both models leave it out the same way.
@@ -401,7 +405,7 @@ func (m *model) benign() *model {
 	default:
 		out.iface = rules.PodInterface{Name: "bad name", Prefix: m.iface.Prefix}
 	}
-	out.node = rules.Node{Name: m.node.Name, Zone: m.node.Zone, IPs: unzone(m.node.IPs)}
+	out.node = rules.Node{Name: m.node.Name, Zone: m.node.Zone, IPs: unzone(m.node.IPs), PodCIDRs: m.node.PodCIDRs}
 	for key, ports := range m.ports {
 		var np []*rules.ServicePort
 		for _, p := range ports {
@@ -439,6 +443,14 @@ func (m *model) render(fam rules.Family) (nft, ipt string) {
 	}
 	cfg := &rules.Config{Node: m.node, MasqueradeAll: m.masq, PodInterface: m.iface,
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:244::/32")}}
+	if m.cfg != nil {
+		c := *m.cfg
+		c.Node, c.MasqueradeAll = m.node, m.masq
+		if m.iface.Name != "" {
+			c.PodInterface = m.iface
+		}
+		cfg = &c
+	}
 	p := rules.NewPlan(st, cfg, fam)
 	return nftables.Render(p).Script(), iptables.Render(p).Restore(nil)
 }
@@ -511,7 +523,7 @@ type script struct {
 // the first maxReports failures in full and counts the rest.
 type checker struct {
 	t        *testing.T
-	ns       *netnstest.NS
+	ns       *netnstest.NS       // nil: no kernel check (FuzzRender without root, outside CI)
 	pending  map[string][]script // by tool: "nft", "iptables-restore", "ip6tables-restore"
 	checked  int
 	failures int
@@ -527,6 +539,9 @@ func (c *checker) errorf(format string, args ...any) {
 }
 
 func (c *checker) add(tool string, s script) {
+	if c.ns == nil {
+		return
+	}
 	c.pending[tool] = append(c.pending[tool], s)
 	if len(c.pending[tool]) >= batchSize {
 		c.flush(tool)
