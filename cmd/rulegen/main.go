@@ -132,7 +132,8 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 			"  rulegen trace --src IP --dst IP:PORT[/PROTO] [--from pod|node|external] (-f PATH | --kubeconfig FILE)\n"+
 			"                                                   say what happens to a packet, offline\n"+
 			"  rulegen explain NAMESPACE/NAME (-f PATH | --kubeconfig FILE)\n"+
-			"                                                   explain one service's ports, endpoints and rules\n\n"+
+			"                                                   explain one service's ports, endpoints and rules\n"+
+			"  rulegen completion bash|zsh                      print a shell completion script\n\n"+
 			"Rules go to stdout, logs and problems to stderr. Exit status: 0 ok; 1 some input\n"+
 			"was invalid and skipped, or the kernel refused the rules (--apply writes nothing\n"+
 			"when any input is invalid, unless --apply-valid); 2 usage error.\n\nFlags:\n")
@@ -153,6 +154,19 @@ type settings struct {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var o options
 	var sub string // "trace" or "explain"
+	if len(args) > 0 && args[0] == "completion" {
+		if len(args) != 2 {
+			fmt.Fprintln(stderr, "rulegen: completion: give one shell, bash or zsh (see rulegen --help)")
+			return exitUsage
+		}
+		script, err := completionScript(args[1])
+		if err != nil {
+			fmt.Fprintf(stderr, "rulegen: %v (see rulegen --help)\n", err)
+			return exitUsage
+		}
+		fmt.Fprint(stdout, script)
+		return exitOK
+	}
 	if len(args) > 0 && (args[0] == "trace" || args[0] == "explain") {
 		sub, args = args[0], args[1:]
 	}
