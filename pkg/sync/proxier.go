@@ -656,6 +656,14 @@ func serviceDests(s *rules.ServicePlan) []dest {
 	return out
 }
 
+// updateHealthChecks serves the healthCheckNodePorts of the plans. A
+// port's local endpoints are counted as kube-proxy counts them
+// (EndpointsMap.LocalReadyEndpoints): the distinct IPs of this node's
+// ready endpoints over all the service's ports. A terminating endpoint
+// still takes traffic when no ready one is left, but is not counted, so
+// that load balancers move away from a node whose pods are going. The
+// count is per family, as each of kube-proxy's per-family proxiers counts;
+// a dual-stack service's port, one server here, reports the larger one.
 func (p *Proxier) updateHealthChecks(desired []*Desired) {
 	if p.health == nil {
 		return
@@ -664,14 +672,28 @@ func (p *Proxier) updateHealthChecks(desired []*Desired) {
 	var addrs []netip.Addr // where nodePorts are served
 	for _, d := range desired {
 		addrs = append(addrs, d.Plan.NodePortIPs...)
+		local := map[int32]map[netip.Addr]bool{} // per health check port, this family's local ready endpoint IPs
 		for _, s := range d.Plan.Services {
-			if s.HealthCheckNodePort == 0 {
+			port := s.HealthCheckNodePort
+			if port == 0 {
 				continue
 			}
-			hc := want[s.HealthCheckNodePort]
+			hc := want[port]
 			hc.Service = s.Name.ServiceKey
-			hc.LocalEndpoints = max(hc.LocalEndpoints, len(s.LocalEndpoints))
-			want[s.HealthCheckNodePort] = hc
+			want[port] = hc
+			if local[port] == nil {
+				local[port] = map[netip.Addr]bool{}
+			}
+			for _, e := range s.All {
+				if e.Ready && e.NodeName == d.Plan.NodeName {
+					local[port][e.IP] = true
+				}
+			}
+		}
+		for port, ips := range local {
+			hc := want[port]
+			hc.LocalEndpoints = max(hc.LocalEndpoints, len(ips))
+			want[port] = hc
 		}
 	}
 	if err := p.health.Update(addrs, want); err != nil {
