@@ -283,3 +283,62 @@ func TestHealthFollowsTheFamilies(t *testing.T) {
 		}
 	}
 }
+
+// TestAChangeQueuesOnlyItsFamilies: as each of kube-proxy's per-family
+// proxiers queues only the changes it sees, a change makes only its own
+// families stale while syncs fail, and a change that changes nothing makes
+// none stale.
+func TestAChangeQueuesOnlyItsFamilies(t *testing.T) {
+	dual := func(n *v1.Node) {
+		n.Status.Addresses = append(n.Status.Addresses, v1.NodeAddress{Type: v1.NodeInternalIP, Address: "fd00::1"})
+	}
+	lb := testService("lb", "10.96.0.2", v1.ProtocolTCP, 0)
+	for _, tc := range []struct {
+		name   string
+		change func(p *Proxier)
+		stale  []string // the families unhealthy after the timeout
+	}{
+		{"IPv4 EndpointSlice", func(p *Proxier) { p.OnSlice(testSlice("lb-1", "lb", v1.ProtocolTCP, "10.1.0.1"), false) }, []string{"IPv4"}},
+		{"IPv6 EndpointSlice", func(p *Proxier) { p.OnSlice(testSlice("lb-2", "lb", v1.ProtocolTCP, "fd00:1::1"), false) }, []string{"IPv6"}},
+		{"IPv4 EndpointSlice deleted", func(p *Proxier) { p.OnSlice(testSlice("lb-0", "lb", v1.ProtocolTCP, "10.1.0.9"), true) }, []string{"IPv4"}},
+		{"IPv4 Service", func(p *Proxier) { p.OnService(testService("a", "10.96.0.1", v1.ProtocolTCP, 0), false) }, []string{"IPv4"}},
+		{"dual-stack Service", func(p *Proxier) {
+			s := testService("a", "10.96.0.1", v1.ProtocolTCP, 0)
+			s.Spec.ClusterIPs = []string{"10.96.0.1", "fd00:96::1"}
+			p.OnService(s, false)
+		}, []string{"IPv4", "IPv6"}},
+		{"Service updated, nothing changed", func(p *Proxier) {
+			s := lb.DeepCopy()
+			s.Labels = map[string]string{"a": "b"}
+			p.OnService(s, false)
+		}, nil},
+		{"IPv4 Service deleted", func(p *Proxier) { p.OnService(lb, true) }, []string{"IPv4"}},
+		{"Node address changed", func(p *Proxier) {
+			p.OnNode(testNode(dual, func(n *v1.Node) { n.Status.Addresses[0].Address = "10.0.0.2" }), false)
+		}, []string{"IPv4", "IPv6"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, k, _ := newTestProxier(Options{HealthTimeout: time.Minute})
+			p.OnNode(testNode(dual), false)
+			p.OnService(lb, false)
+			p.OnSlice(testSlice("lb-0", "lb", v1.ProtocolTCP, "10.1.0.9"), false)
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			k.fail = true
+			tc.change(p)
+			p.Sync()
+			p.clock.(*fakeClock).Step(time.Minute)
+			var stale []string
+			for f, st := range p.Health().Status {
+				if !st.Healthy {
+					stale = append(stale, f)
+				}
+			}
+			slices.Sort(stale)
+			if !slices.Equal(stale, tc.stale) {
+				t.Errorf("unhealthy families %v, want %v", stale, tc.stale)
+			}
+		})
+	}
+}

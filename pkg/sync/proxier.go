@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
 	gosync "sync"
 	"time"
@@ -144,13 +145,15 @@ func (p *Proxier) SetVerbose(v bool) { p.verbose = v }
 // SetRequest sets the function that asks for a sync (the runner's Run).
 func (p *Proxier) SetRequest(f func()) { p.request = f }
 
-// changed records that a change waits for a sync (p.mu held): as
-// kube-proxy's Proxier.Sync, it queues an update of every family for the
-// health checks and sets the last-queued timestamp. Changes before the
-// first sync are queued when it starts (kube-proxy queues nothing until it
-// is initialized, and marks every family updated when its sync loop starts).
-func (p *Proxier) changed(now time.Time) {
-	fams := p.families()
+// changed records that a change of families fams waits for a sync (p.mu
+// held): as kube-proxy's Proxier.Sync, called by the proxier of each family
+// the change concerns, it queues an update of those families for the
+// health checks and sets their last-queued timestamp. A family rulegen
+// does not program is ignored. Changes before the first sync are queued
+// when it starts (kube-proxy queues nothing until it is initialized, and
+// marks every family updated when its sync loop starts).
+func (p *Proxier) changed(now time.Time, fams ...rules.Family) {
+	fams = slices.DeleteFunc(slices.Clone(fams), func(f rules.Family) bool { return !slices.Contains(p.families(), f) })
 	p.healthMu.Lock()
 	started := p.loopStarted
 	if started {
@@ -166,6 +169,38 @@ func (p *Proxier) changed(now time.Time) {
 			p.metrics.lastQueued.WithLabelValues(ipFamily(f)).Set(unixSeconds(now))
 		}
 	}
+}
+
+// serviceFamilies are the families a change of a service from old to
+// cur ports concerns, as kube-proxy's per-family change trackers see it:
+// none when nothing changed (an update of a label, say); otherwise the
+// families of the ClusterIPs before and after (an IPv4-only service is no
+// change for the IPv6 proxier).
+func serviceFamilies(old, cur []*rules.ServicePort) []rules.Family {
+	if reflect.DeepEqual(old, cur) {
+		return nil
+	}
+	var fams []rules.Family
+	for _, sp := range slices.Concat(old, cur) {
+		for _, ip := range sp.ClusterIPs {
+			if f := rules.FamilyOf(ip); !slices.Contains(fams, f) {
+				fams = append(fams, f)
+			}
+		}
+	}
+	return fams
+}
+
+// sliceFamily is the family of an EndpointSlice's addresses (none for
+// FQDN slices, which kube-proxy ignores).
+func sliceFamily(es *discovery.EndpointSlice) []rules.Family {
+	switch es.AddressType {
+	case discovery.AddressTypeIPv4:
+		return []rules.Family{rules.IPv4}
+	case discovery.AddressTypeIPv6:
+		return []rules.Family{rules.IPv6}
+	}
+	return nil
 }
 
 // report logs a problem with an object once (until it changes or is
@@ -189,18 +224,21 @@ func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
 	key := rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	old := p.state.ServicePorts(key)
+	var cur []*rules.ServicePort
 	if deleted {
 		p.state.DeleteService(key)
 		p.report("Service "+key.String(), nil)
 	} else {
-		ports, err := rules.ConvertService(svc)
+		var err error
+		cur, err = rules.ConvertService(svc)
 		p.report("Service "+key.String(), err)
-		p.state.SetService(key, ports) // an invalid service is skipped: no ports
+		p.state.SetService(key, cur) // an invalid service is skipped: no ports
 	}
 	p.metrics.svcChanges.Inc()
 	p.pendingServices[key] = true
 	p.metrics.svcPending.Set(float64(len(p.pendingServices)))
-	p.changed(p.clock.Now())
+	p.changed(p.clock.Now(), serviceFamilies(old, cur)...)
 	p.request()
 }
 
@@ -243,7 +281,7 @@ func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
 	}
 	p.metrics.endpointChanges.Inc()
 	p.metrics.endpointPending.Inc()
-	p.changed(p.clock.Now())
+	p.changed(p.clock.Now(), sliceFamily(es)...)
 	p.request()
 }
 
@@ -293,7 +331,7 @@ func (p *Proxier) OnNode(n *v1.Node, deleted bool) {
 		return
 	}
 	p.node = node
-	p.changed(p.clock.Now())
+	p.changed(p.clock.Now(), p.families()...)
 	p.request()
 }
 
@@ -332,7 +370,7 @@ func (p *Proxier) OnServiceCIDR(o *networkingv1.ServiceCIDR, deleted bool) {
 		}
 		p.serviceCIDRs[o.Name] = cidrs
 	}
-	p.changed(p.clock.Now())
+	p.changed(p.clock.Now(), p.families()...)
 	p.request()
 }
 
