@@ -342,3 +342,36 @@ func TestAChangeQueuesOnlyItsFamilies(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthTimeoutDefaultsToTwiceTheSyncPeriod: kube-proxy fails /healthz
+// when a change has waited twice its syncPeriod; so does rulegen unless
+// told otherwise.
+func TestHealthTimeoutDefaultsToTwiceTheSyncPeriod(t *testing.T) {
+	for _, tc := range []struct {
+		name                      string
+		syncPeriod, healthTimeout time.Duration
+		healthyAt, staleAt        time.Duration // time since the change
+	}{
+		{"unset: twice the sync period", 3 * time.Second, 0, 5 * time.Second, 6 * time.Second},
+		{"unset, kube-proxy's default sync period", 30 * time.Second, 0, 59 * time.Second, 60 * time.Second},
+		{"set: as set", 3 * time.Second, 20 * time.Second, 19 * time.Second, 20 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, k, _ := newTestProxier(Options{SyncPeriod: tc.syncPeriod, HealthTimeout: tc.healthTimeout})
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			k.fail = true
+			p.OnService(testService("a", "10.96.0.1", v1.ProtocolTCP, 0), false)
+			p.Sync()
+			p.clock.(*fakeClock).Step(tc.healthyAt)
+			if !p.Health().Healthy {
+				t.Errorf("unhealthy %s after the change", tc.healthyAt)
+			}
+			p.clock.(*fakeClock).Step(tc.staleAt - tc.healthyAt)
+			if p.Health().Healthy {
+				t.Errorf("healthy %s after the change", tc.staleAt)
+			}
+		})
+	}
+}

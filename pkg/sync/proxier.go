@@ -49,8 +49,8 @@ type Options struct {
 	// SyncPeriod is the interval of periodic syncs (which check that the
 	// kernel still holds rulegen's rules); FullSyncPeriod the interval of
 	// full rewrites; HealthTimeout how long a change may wait for a
-	// successful sync before /healthz and /livez fail (kube-proxy uses
-	// twice its syncPeriod).
+	// successful sync before /healthz and /livez fail (0: twice
+	// SyncPeriod, kube-proxy's only rule).
 	SyncPeriod     time.Duration
 	FullSyncPeriod time.Duration
 	HealthTimeout  time.Duration
@@ -126,6 +126,9 @@ func NewProxier(opts Options, kernel Kernel, ct Conntrack, m *Metrics, hc *Healt
 		log = slog.Default()
 	}
 	m.forBackend(opts.Backend)
+	if opts.HealthTimeout <= 0 {
+		opts.HealthTimeout = 2 * opts.SyncPeriod
+	}
 	p := &Proxier{opts: opts, renderer: NewRenderer(opts.Backend), kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
 		request: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs}, started: clock.Now(),
 		pendingServices: map[rules.ServiceKey]bool{}, sliceOwner: map[types.NamespacedName]rules.ServiceKey{}, triggers: map[types.NamespacedName]trigger{},
