@@ -40,8 +40,9 @@ const (
 	rgMetricsAddr = "127.0.0.1:10267"
 	kpNodePortIP  = "192.168.2.1"
 	rgNodePortIP  = e2e.NodeIP
-	// syncPeriod of both: kube-proxy's health timeout is twice its
-	// syncPeriod (cmd/kube-proxy/app/server.go), rulegen's --health-timeout.
+	// syncPeriod of both: the health timeout is twice the syncPeriod
+	// (kube-proxy: cmd/kube-proxy/app/server.go; rulegen: the default of
+	// --health-timeout).
 	sbsSyncPeriod = 3 * time.Second
 )
 
@@ -167,19 +168,21 @@ func startSideBySide(t *testing.T) *sideBySide {
 		client: &http.Client{Transport: tr, Timeout: 2 * time.Second}}
 }
 
-// start starts both proxies and waits until both answer /healthz.
+// start starts both proxies with the same command line (kube-proxy's
+// flags, as a DaemonSet would pass them), but for the addresses that must
+// differ (see kpHealthAddr). Neither is told a health timeout: both take
+// twice the sync period.
 func (s *sideBySide) start() {
-	t := s.t
-	t.Helper()
-	s.tp.Node.StartLogged(s.kpLog, filepath.Join(KubeBinDir(), "kube-proxy"),
-		"--kubeconfig", s.cp.Kubeconfig, "--hostname-override", "node-a", "--proxy-mode", "nftables",
-		"--cluster-cidr", e2e.ClusterCIDR, "--conntrack-max-per-core", "0",
-		"--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
-		"--iptables-sync-period", sbsSyncPeriod.String(), "--nodeport-addresses", kpNodePortIP+"/32",
-		"--healthz-bind-address", kpHealthAddr, "--metrics-bind-address", kpMetricsAddr, "--v", "2")
-	s.startDaemon("--healthz-bind-address", rgHealthAddr, "--metrics-bind-address", rgMetricsAddr,
-		"--nodeport-addresses", rgNodePortIP+"/32", "--sync-period", sbsSyncPeriod.String(),
-		"--health-timeout", (2 * sbsSyncPeriod).String())
+	s.t.Helper()
+	args := func(health, metrics, nodePortIP string) []string {
+		return []string{"--kubeconfig", s.cp.Kubeconfig, "--hostname-override", "node-a", "--proxy-mode", "nftables",
+			"--cluster-cidr", e2e.ClusterCIDR, "--conntrack-max-per-core", "0",
+			"--conntrack-tcp-timeout-established", "0", "--conntrack-tcp-timeout-close-wait", "0",
+			"--iptables-sync-period", sbsSyncPeriod.String(), "--nodeport-addresses", nodePortIP + "/32",
+			"--healthz-bind-address", health, "--metrics-bind-address", metrics, "--v", "2"}
+	}
+	s.tp.Node.StartLogged(s.kpLog, filepath.Join(KubeBinDir(), "kube-proxy"), args(kpHealthAddr, kpMetricsAddr, kpNodePortIP)...)
+	s.daemon = s.tp.Node.StartLogged(s.logFile, bins.rulegen, args(rgHealthAddr, rgMetricsAddr, rgNodePortIP)...)
 }
 
 // url is where kube-proxy (kp) or rulegen answers path: the health check
@@ -540,6 +543,18 @@ func (s *sideBySide) breakSyncs(t *testing.T) {
 	// stay as they are).
 	s.setSliceEndpoints("lb", "http", 8080, endpoint(e2e.PodA, "node-a", true, true, false), endpoint(e2e.PodR, "node-b", true, true, false),
 		endpoint("10.244.2.8", "node-b", true, true, false))
+	// The change is not late yet: for a third of the health timeout (twice
+	// the sync period), both still answer 200.
+	changed := time.Now()
+	for time.Since(changed) < 2*sbsSyncPeriod/3 {
+		for _, kp := range []bool{true, false} {
+			if a := s.ask(http.MethodGet, s.url(kp, "/livez")); a.code != http.StatusOK {
+				t.Fatalf("%s: /livez %s after the change: %s; want 200 until the change has waited %s", proxyName(kp),
+					time.Since(changed).Round(time.Millisecond), a, 2*sbsSyncPeriod)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // repairSyncs ends the session that owns the tables: they vanish, and both
