@@ -391,12 +391,18 @@ func (e *env) compareMetricNames(t *testing.T, kpMetrics, rgMetrics string, extr
 			t.Errorf("%s: exposed by kube-proxy %v, by rulegen %v; want both", n, kp[n], rg[n])
 		}
 	}
-	var onlyKP []string
+	var onlyKP, both []string
 	for n := range kp {
-		if strings.HasPrefix(n, "kubeproxy_") && !rg[n] {
-			onlyKP = append(onlyKP, n)
+		if strings.HasPrefix(n, "kubeproxy_") {
+			if rg[n] {
+				both = append(both, n)
+			} else {
+				onlyKP = append(onlyKP, n)
+			}
 		}
 	}
 	slices.Sort(onlyKP)
+	slices.Sort(both)
+	t.Logf("kubeproxy_ metrics both expose now (%d): %v", len(both), both)
 	t.Logf("kubeproxy_ metrics only kube-proxy exposes now: %v", onlyKP)
 }

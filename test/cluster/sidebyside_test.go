@@ -526,7 +526,9 @@ func (s *sideBySide) breakSyncs(t *testing.T) {
 	s.owner = &ownerSession{cmd: cmd, stdin: stdin}
 	var line []string
 	for _, tb := range proxyTables {
-		line = append(line, "delete table "+tb, "add table "+tb+" { flags owner; }")
+		// add-delete-add: "delete" alone would fail the line for a
+		// table that is not there.
+		line = append(line, "add table "+tb, "delete table "+tb, "add table "+tb+" { flags owner; }")
 	}
 	// One line is one transaction: no sync slips in between.
 	fmt.Fprintln(stdin, strings.Join(line, "; "))
