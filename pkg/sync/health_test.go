@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -313,6 +314,10 @@ func TestAChangeQueuesOnlyItsFamilies(t *testing.T) {
 			p.OnService(s, false)
 		}, nil},
 		{"IPv4 Service deleted", func(p *Proxier) { p.OnService(lb, true) }, []string{"IPv4"}},
+		{"ServiceCIDR added (kube-proxy applies it without queueing)", func(p *Proxier) {
+			p.OnServiceCIDR(&networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "extra"},
+				Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.100.0.0/16"}}}, false)
+		}, nil},
 		{"Node address changed", func(p *Proxier) {
 			p.OnNode(testNode(dual, func(n *v1.Node) { n.Status.Addresses[0].Address = "10.0.0.2" }), false)
 		}, []string{"IPv4", "IPv6"}},

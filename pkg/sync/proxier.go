@@ -373,7 +373,9 @@ func (p *Proxier) OnServiceCIDR(o *networkingv1.ServiceCIDR, deleted bool) {
 		}
 		p.serviceCIDRs[o.Name] = cidrs
 	}
-	p.changed(p.clock.Now(), p.families()...)
+	// A sync is asked for, but, as kube-proxy (OnServiceCIDRsChanged does
+	// not call Sync), the change is not queued for the health checks: a
+	// new range alone does not make /healthz fail while syncs fail.
 	p.request()
 }
 
