@@ -113,7 +113,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", 0, "daemon: least time between two syncs; changes arriving meanwhile are applied together (0: apply every change at once)")
 	fs.DurationVar(&o.syncPeriod, "sync-period", 30*time.Second, "daemon: interval of periodic syncs, which also check that the kernel still holds rulegen's rules and repair them")
 	fs.DurationVar(&o.fullSyncPeriod, "full-sync-period", time.Hour, "daemon: interval of full rewrites of the ruleset (other syncs send only what changed)")
-	fs.DurationVar(&o.healthTimeout, "health-timeout", 60*time.Second, "daemon: /healthz and /livez fail when a change has waited this long for a successful sync (kube-proxy: twice its sync period)")
+	fs.DurationVar(&o.healthTimeout, "health-timeout", 0, "daemon: /healthz and /livez fail when a change has waited this long for a successful sync (0: twice --sync-period, as kube-proxy)")
 	fs.StringVar(&o.healthzAddr, "healthz-bind-address", "0.0.0.0:10256", "daemon: address of /healthz and /livez (empty: off)")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "127.0.0.1:10249", "daemon: address of /metrics (empty: off)")
 	fs.BoolVar(&o.profiling, "profiling", false, "daemon: also serve Go's /debug/pprof/ (CPU and heap profiles) on the metrics address")

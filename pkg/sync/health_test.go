@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -281,5 +282,101 @@ func TestHealthFollowsTheFamilies(t *testing.T) {
 		if !slices.Equal(got, step.want) {
 			t.Errorf("%s: status of %v, want %v", step.name, got, step.want)
 		}
+	}
+}
+
+// TestAChangeQueuesOnlyItsFamilies: as each of kube-proxy's per-family
+// proxiers queues only the changes it sees, a change makes only its own
+// families stale while syncs fail, and a change that changes nothing makes
+// none stale.
+func TestAChangeQueuesOnlyItsFamilies(t *testing.T) {
+	dual := func(n *v1.Node) {
+		n.Status.Addresses = append(n.Status.Addresses, v1.NodeAddress{Type: v1.NodeInternalIP, Address: "fd00::1"})
+	}
+	lb := testService("lb", "10.96.0.2", v1.ProtocolTCP, 0)
+	for _, tc := range []struct {
+		name   string
+		change func(p *Proxier)
+		stale  []string // the families unhealthy after the timeout
+	}{
+		{"IPv4 EndpointSlice", func(p *Proxier) { p.OnSlice(testSlice("lb-1", "lb", v1.ProtocolTCP, "10.1.0.1"), false) }, []string{"IPv4"}},
+		{"IPv6 EndpointSlice", func(p *Proxier) { p.OnSlice(testSlice("lb-2", "lb", v1.ProtocolTCP, "fd00:1::1"), false) }, []string{"IPv6"}},
+		{"IPv4 EndpointSlice deleted", func(p *Proxier) { p.OnSlice(testSlice("lb-0", "lb", v1.ProtocolTCP, "10.1.0.9"), true) }, []string{"IPv4"}},
+		{"IPv4 Service", func(p *Proxier) { p.OnService(testService("a", "10.96.0.1", v1.ProtocolTCP, 0), false) }, []string{"IPv4"}},
+		{"dual-stack Service", func(p *Proxier) {
+			s := testService("a", "10.96.0.1", v1.ProtocolTCP, 0)
+			s.Spec.ClusterIPs = []string{"10.96.0.1", "fd00:96::1"}
+			p.OnService(s, false)
+		}, []string{"IPv4", "IPv6"}},
+		{"Service updated, nothing changed", func(p *Proxier) {
+			s := lb.DeepCopy()
+			s.Labels = map[string]string{"a": "b"}
+			p.OnService(s, false)
+		}, nil},
+		{"IPv4 Service deleted", func(p *Proxier) { p.OnService(lb, true) }, []string{"IPv4"}},
+		{"ServiceCIDR added (kube-proxy applies it without queueing)", func(p *Proxier) {
+			p.OnServiceCIDR(&networkingv1.ServiceCIDR{ObjectMeta: metav1.ObjectMeta{Name: "extra"},
+				Spec: networkingv1.ServiceCIDRSpec{CIDRs: []string{"10.100.0.0/16"}}}, false)
+		}, nil},
+		{"Node address changed", func(p *Proxier) {
+			p.OnNode(testNode(dual, func(n *v1.Node) { n.Status.Addresses[0].Address = "10.0.0.2" }), false)
+		}, []string{"IPv4", "IPv6"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, k, _ := newTestProxier(Options{HealthTimeout: time.Minute})
+			p.OnNode(testNode(dual), false)
+			p.OnService(lb, false)
+			p.OnSlice(testSlice("lb-0", "lb", v1.ProtocolTCP, "10.1.0.9"), false)
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			k.fail = true
+			tc.change(p)
+			p.Sync()
+			p.clock.(*fakeClock).Step(time.Minute)
+			var stale []string
+			for f, st := range p.Health().Status {
+				if !st.Healthy {
+					stale = append(stale, f)
+				}
+			}
+			slices.Sort(stale)
+			if !slices.Equal(stale, tc.stale) {
+				t.Errorf("unhealthy families %v, want %v", stale, tc.stale)
+			}
+		})
+	}
+}
+
+// TestHealthTimeoutDefaultsToTwiceTheSyncPeriod: kube-proxy fails /healthz
+// when a change has waited twice its syncPeriod; so does rulegen unless
+// told otherwise.
+func TestHealthTimeoutDefaultsToTwiceTheSyncPeriod(t *testing.T) {
+	for _, tc := range []struct {
+		name                      string
+		syncPeriod, healthTimeout time.Duration
+		healthyAt, staleAt        time.Duration // time since the change
+	}{
+		{"unset: twice the sync period", 3 * time.Second, 0, 5 * time.Second, 6 * time.Second},
+		{"unset, kube-proxy's default sync period", 30 * time.Second, 0, 59 * time.Second, 60 * time.Second},
+		{"set: as set", 3 * time.Second, 20 * time.Second, 19 * time.Second, 20 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, k, _ := newTestProxier(Options{SyncPeriod: tc.syncPeriod, HealthTimeout: tc.healthTimeout})
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			k.fail = true
+			p.OnService(testService("a", "10.96.0.1", v1.ProtocolTCP, 0), false)
+			p.Sync()
+			p.clock.(*fakeClock).Step(tc.healthyAt)
+			if !p.Health().Healthy {
+				t.Errorf("unhealthy %s after the change", tc.healthyAt)
+			}
+			p.clock.(*fakeClock).Step(tc.staleAt - tc.healthyAt)
+			if p.Health().Healthy {
+				t.Errorf("healthy %s after the change", tc.staleAt)
+			}
+		})
 	}
 }

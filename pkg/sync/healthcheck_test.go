@@ -11,6 +11,8 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	discovery "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/rulegen/rulegen/pkg/rules"
 	"github.com/rulegen/rulegen/test/netnstest"
@@ -222,5 +224,62 @@ func TestListenFreebind(t *testing.T) {
 		}); err != nil {
 			t.Errorf("listen on %s: %v", a, err)
 		}
+	}
+}
+
+// TestHealthCheckCountsLocalReadyEndpointIPs: a health check node port
+// reports what kube-proxy's EndpointsMap.LocalReadyEndpoints counts: the
+// distinct IPs of this node's ready endpoints over all the service's ports.
+func TestHealthCheckCountsLocalReadyEndpointIPs(t *testing.T) {
+	type e struct {
+		ip, node, port           string
+		ready, serving, terminat bool
+	}
+	ready := func(ip, node, port string) e { return e{ip, node, port, true, true, false} }
+	for _, tc := range []struct {
+		name string
+		eps  []e
+		want int
+	}{
+		{"no endpoint", nil, 0},
+		{"one local, one remote", []e{ready("10.1.0.1", "node-a", "http"), ready("10.1.0.9", "node-b", "http")}, 1},
+		{"only remote", []e{ready("10.1.0.9", "node-b", "http")}, 0},
+		{"local not ready", []e{{"10.1.0.1", "node-a", "http", false, false, false}, ready("10.1.0.9", "node-b", "http")}, 0},
+		// The terminating endpoint takes traffic (no ready one is left)
+		// but the load balancer should move away from the node.
+		{"local only terminating", []e{{"10.1.0.1", "node-a", "http", false, true, true}, ready("10.1.0.9", "node-b", "http")}, 0},
+		{"ready and terminating", []e{ready("10.1.0.1", "node-a", "http"), {"10.1.0.2", "node-a", "http", false, true, true}}, 1},
+		{"one pod per port", []e{ready("10.1.0.1", "node-a", "http"), ready("10.1.0.2", "node-a", "alt")}, 2},
+		{"one pod on both ports", []e{ready("10.1.0.1", "node-a", "http"), ready("10.1.0.1", "node-a", "alt")}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hc := NewHealthChecks()
+			hc.Listen = (&recordingListen{}).listen
+			defer hc.Close()
+			p, _, _ := newTestProxier(Options{NodeIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}})
+			p.health = hc
+			lb := testService("lb", "10.96.0.2", v1.ProtocolTCP, 30000)
+			lb.Spec.Type, lb.Spec.ExternalTrafficPolicy, lb.Spec.HealthCheckNodePort = v1.ServiceTypeLoadBalancer, v1.ServiceExternalTrafficPolicyLocal, 30100
+			lb.Spec.Ports[0].Name = "http"
+			lb.Spec.Ports = append(lb.Spec.Ports, v1.ServicePort{Name: "alt", Port: 90, Protocol: v1.ProtocolTCP, TargetPort: intstr.FromInt32(9090), NodePort: 30001})
+			p.OnService(lb, false)
+			for _, port := range []string{"http", "alt"} {
+				es := testSlice("lb-"+port, "lb", v1.ProtocolTCP)
+				es.Ports[0].Name = &port
+				for _, x := range tc.eps {
+					if x.port == port {
+						es.Endpoints = append(es.Endpoints, discovery.Endpoint{Addresses: []string{x.ip}, NodeName: &x.node,
+							Conditions: discovery.EndpointConditions{Ready: &x.ready, Serving: &x.serving, Terminating: &x.terminat}})
+					}
+				}
+				p.OnSlice(es, false)
+			}
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if got := hc.servers[30100].state.LocalEndpoints; got != tc.want {
+				t.Errorf("localEndpoints %d, want %d", got, tc.want)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
 	gosync "sync"
 	"time"
@@ -51,8 +52,8 @@ type Options struct {
 	// SyncPeriod is the interval of periodic syncs (which check that the
 	// kernel still holds rulegen's rules); FullSyncPeriod the interval of
 	// full rewrites; HealthTimeout how long a change may wait for a
-	// successful sync before /healthz and /livez fail (kube-proxy uses
-	// twice its syncPeriod).
+	// successful sync before /healthz and /livez fail (0: twice
+	// SyncPeriod, kube-proxy's only rule).
 	SyncPeriod     time.Duration
 	FullSyncPeriod time.Duration
 	HealthTimeout  time.Duration
@@ -134,6 +135,9 @@ func NewProxier(opts Options, kernel Kernel, ct Conntrack, m *Metrics, hc *Healt
 		log = slog.Default()
 	}
 	m.forBackend(opts.Backend)
+	if opts.HealthTimeout <= 0 {
+		opts.HealthTimeout = 2 * opts.SyncPeriod
+	}
 	p := &Proxier{opts: opts, renderer: NewRenderer(opts.Backend), kernel: kernel, conntrack: ct, metrics: m, health: hc, clock: clock, log: log,
 		request: func() {}, requestReconcile: func() {}, state: rules.NewState(), node: rules.Node{Name: opts.NodeName, IPs: opts.NodeIPs}, started: clock.Now(),
 		pendingServices: map[rules.ServiceKey]bool{}, sliceOwner: map[types.NamespacedName]rules.ServiceKey{}, triggers: map[types.NamespacedName]trigger{},
@@ -153,13 +157,15 @@ func (p *Proxier) SetVerbose(v bool) { p.verbose = v }
 // SetRequest sets the function that asks for a sync (the runner's Run).
 func (p *Proxier) SetRequest(f func()) { p.request = f }
 
-// changed records that a change waits for a sync (p.mu held): as
-// kube-proxy's Proxier.Sync, it queues an update of every family for the
-// health checks and sets the last-queued timestamp. Changes before the
-// first sync are queued when it starts (kube-proxy queues nothing until it
-// is initialized, and marks every family updated when its sync loop starts).
-func (p *Proxier) changed(now time.Time) {
-	fams := p.families()
+// changed records that a change of families fams waits for a sync (p.mu
+// held): as kube-proxy's Proxier.Sync, called by the proxier of each family
+// the change concerns, it queues an update of those families for the
+// health checks and sets their last-queued timestamp. A family rulegen
+// does not program is ignored. Changes before the first sync are queued
+// when it starts (kube-proxy queues nothing until it is initialized, and
+// marks every family updated when its sync loop starts).
+func (p *Proxier) changed(now time.Time, fams ...rules.Family) {
+	fams = slices.DeleteFunc(slices.Clone(fams), func(f rules.Family) bool { return !slices.Contains(p.families(), f) })
 	p.healthMu.Lock()
 	started := p.loopStarted
 	if started {
@@ -175,6 +181,38 @@ func (p *Proxier) changed(now time.Time) {
 			p.metrics.lastQueued.WithLabelValues(ipFamily(f)).Set(unixSeconds(now))
 		}
 	}
+}
+
+// serviceFamilies are the families a change of a service from old to
+// cur ports concerns, as kube-proxy's per-family change trackers see it:
+// none when nothing changed (an update of a label, say); otherwise the
+// families of the ClusterIPs before and after (an IPv4-only service is no
+// change for the IPv6 proxier).
+func serviceFamilies(old, cur []*rules.ServicePort) []rules.Family {
+	if reflect.DeepEqual(old, cur) {
+		return nil
+	}
+	var fams []rules.Family
+	for _, sp := range slices.Concat(old, cur) {
+		for _, ip := range sp.ClusterIPs {
+			if f := rules.FamilyOf(ip); !slices.Contains(fams, f) {
+				fams = append(fams, f)
+			}
+		}
+	}
+	return fams
+}
+
+// sliceFamily is the family of an EndpointSlice's addresses (none for
+// FQDN slices, which kube-proxy ignores).
+func sliceFamily(es *discovery.EndpointSlice) []rules.Family {
+	switch es.AddressType {
+	case discovery.AddressTypeIPv4:
+		return []rules.Family{rules.IPv4}
+	case discovery.AddressTypeIPv6:
+		return []rules.Family{rules.IPv6}
+	}
+	return nil
 }
 
 // report logs a problem with an object once (until it changes or is
@@ -198,18 +236,21 @@ func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
 	key := rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	old := p.state.ServicePorts(key)
+	var cur []*rules.ServicePort
 	if deleted {
 		p.state.DeleteService(key)
 		p.report("Service "+key.String(), nil)
 	} else {
-		ports, err := rules.ConvertService(svc)
+		var err error
+		cur, err = rules.ConvertService(svc)
 		p.report("Service "+key.String(), err)
-		p.state.SetService(key, ports) // an invalid service is skipped: no ports
+		p.state.SetService(key, cur) // an invalid service is skipped: no ports
 	}
 	p.metrics.svcChanges.Inc()
 	p.pendingServices[key] = true
 	p.metrics.svcPending.Set(float64(len(p.pendingServices)))
-	p.changed(p.clock.Now())
+	p.changed(p.clock.Now(), serviceFamilies(old, cur)...)
 	p.request()
 }
 
@@ -252,7 +293,7 @@ func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
 	}
 	p.metrics.endpointChanges.Inc()
 	p.metrics.endpointPending.Inc()
-	p.changed(p.clock.Now())
+	p.changed(p.clock.Now(), sliceFamily(es)...)
 	p.request()
 }
 
@@ -302,7 +343,7 @@ func (p *Proxier) OnNode(n *v1.Node, deleted bool) {
 		return
 	}
 	p.node = node
-	p.changed(p.clock.Now())
+	p.changed(p.clock.Now(), p.families()...)
 	p.request()
 }
 
@@ -341,7 +382,9 @@ func (p *Proxier) OnServiceCIDR(o *networkingv1.ServiceCIDR, deleted bool) {
 		}
 		p.serviceCIDRs[o.Name] = cidrs
 	}
-	p.changed(p.clock.Now())
+	// A sync is asked for, but, as kube-proxy (OnServiceCIDRsChanged does
+	// not call Sync), the change is not queued for the health checks: a
+	// new range alone does not make /healthz fail while syncs fail.
 	p.request()
 }
 
@@ -673,6 +716,14 @@ func serviceDests(s *rules.ServicePlan) []dest {
 	return out
 }
 
+// updateHealthChecks serves the healthCheckNodePorts of the plans. A
+// port's local endpoints are counted as kube-proxy counts them
+// (EndpointsMap.LocalReadyEndpoints): the distinct IPs of this node's
+// ready endpoints over all the service's ports. A terminating endpoint
+// still takes traffic when no ready one is left, but is not counted, so
+// that load balancers move away from a node whose pods are going. The
+// count is per family, as each of kube-proxy's per-family proxiers counts;
+// a dual-stack service's port, one server here, reports the larger one.
 func (p *Proxier) updateHealthChecks(desired []*Desired) {
 	if p.health == nil {
 		return
@@ -681,14 +732,28 @@ func (p *Proxier) updateHealthChecks(desired []*Desired) {
 	var addrs []netip.Addr // where nodePorts are served
 	for _, d := range desired {
 		addrs = append(addrs, d.Plan.NodePortIPs...)
+		local := map[int32]map[netip.Addr]bool{} // per health check port, this family's local ready endpoint IPs
 		for _, s := range d.Plan.Services {
-			if s.HealthCheckNodePort == 0 {
+			port := s.HealthCheckNodePort
+			if port == 0 {
 				continue
 			}
-			hc := want[s.HealthCheckNodePort]
+			hc := want[port]
 			hc.Service = s.Name.ServiceKey
-			hc.LocalEndpoints = max(hc.LocalEndpoints, len(s.LocalEndpoints))
-			want[s.HealthCheckNodePort] = hc
+			want[port] = hc
+			if local[port] == nil {
+				local[port] = map[netip.Addr]bool{}
+			}
+			for _, e := range s.All {
+				if e.Ready && e.NodeName == d.Plan.NodeName {
+					local[port][e.IP] = true
+				}
+			}
+		}
+		for port, ips := range local {
+			hc := want[port]
+			hc.LocalEndpoints = max(hc.LocalEndpoints, len(ips))
+			want[port] = hc
 		}
 	}
 	if err := p.health.Update(addrs, want); err != nil {

@@ -409,6 +409,15 @@ func (e *env) compareWithKubeProxy(t *testing.T, kpHealth, kpMetrics, rgHealth, 
 			t.Errorf("%s: kube-proxy %s %v, rulegen %s %v", path, kpCode, kpKeys, rgCode, rgKeys)
 		}
 	}
+	e.compareMetricNames(t, kpMetrics, rgMetrics)
+}
+
+// compareMetricNames checks that the metrics of the features both proxies
+// have exist under the same names in both (by their # TYPE lines): those
+// every healthy node has, and extra ones the test made both expose. It
+// logs the kubeproxy_ metrics only kube-proxy exposes.
+func (e *env) compareMetricNames(t *testing.T, kpMetrics, rgMetrics string, extra ...string) {
+	t.Helper()
 	names := func(addr string) map[string]bool {
 		out := map[string]bool{}
 		for _, l := range strings.Split(e.get(e.tp.Node, "http://"+addr+"/metrics"), "\n") {
@@ -421,22 +430,28 @@ func (e *env) compareWithKubeProxy(t *testing.T, kpHealth, kpMetrics, rgHealth, 
 	kp, rg := names(kpMetrics), names(rgMetrics)
 	// Shared features whose series exist in both after a sync and a probe
 	// (a vector with no sample yet is not exposed, by either).
-	for _, n := range []string{"kubeproxy_sync_proxy_rules_duration_seconds", "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+	for _, n := range append([]string{"kubeproxy_sync_proxy_rules_duration_seconds", "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
 		"kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "kubeproxy_sync_proxy_rules_endpoint_changes_total",
 		"kubeproxy_sync_proxy_rules_endpoint_changes_pending", "kubeproxy_sync_proxy_rules_service_changes_total",
 		"kubeproxy_sync_proxy_rules_service_changes_pending", "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
 		"kubeproxy_proxy_healthz_total", "kubeproxy_proxy_livez_total", "rest_client_requests_total",
-		"rest_client_request_duration_seconds", "go_goroutines", "process_cpu_seconds_total"} {
+		"rest_client_request_duration_seconds", "go_goroutines", "process_cpu_seconds_total"}, extra...) {
 		if !kp[n] || !rg[n] {
 			t.Errorf("%s: exposed by kube-proxy %v, by rulegen %v; want both", n, kp[n], rg[n])
 		}
 	}
-	var onlyKP []string
+	var onlyKP, both []string
 	for n := range kp {
-		if strings.HasPrefix(n, "kubeproxy_") && !rg[n] {
-			onlyKP = append(onlyKP, n)
+		if strings.HasPrefix(n, "kubeproxy_") {
+			if rg[n] {
+				both = append(both, n)
+			} else {
+				onlyKP = append(onlyKP, n)
+			}
 		}
 	}
 	slices.Sort(onlyKP)
+	slices.Sort(both)
+	t.Logf("kubeproxy_ metrics both expose now (%d): %v", len(both), both)
 	t.Logf("kubeproxy_ metrics only kube-proxy exposes now: %v", onlyKP)
 }
