@@ -83,6 +83,14 @@ func NewTopology(t testing.TB, server string) *Topology {
 		Client1: netnstest.New(t, "client1"),
 		Client2: netnstest.New(t, "client2"),
 	}
+	// No duplicate address detection anywhere, link-local addresses
+	// included (set before any link exists, so every device inherits it):
+	// a tentative address delays a namespace's first IPv6 packets by a
+	// second or two, and the first IPv6 check of a fresh topology timed out.
+	for _, ns := range []*netnstest.NS{tp.Node, tp.PodA, tp.PodB, tp.Remote, tp.Client1, tp.Client2} {
+		ns.Sysctl("net.ipv6.conf.all.accept_dad", "0")
+		ns.Sysctl("net.ipv6.conf.default.accept_dad", "0")
+	}
 	n := tp.Node
 	for _, kv := range [][2]string{
 		{"net.ipv4.ip_forward", "1"},
