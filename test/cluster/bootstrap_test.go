@@ -270,17 +270,5 @@ func readyz(ns *netnstest.NS, addr, caFile string) (string, error) {
 
 // deployFile returns a file of deploy/ with the edits made.
 func deployFile(t testing.TB, name string, edits []edit) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("../../deploy", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(b)
-	for _, ed := range edits {
-		if n := strings.Count(s, ed.old); n != 1 {
-			t.Fatalf("deploy/%s: %q occurs %d times, want once (to substitute %s)", name, ed.old, n, ed.why)
-		}
-		s = strings.Replace(s, ed.old, ed.new, 1)
-	}
-	return s
+	return editedFile(t, filepath.Join("../../deploy", name), edits)
 }

@@ -183,17 +183,22 @@ func (e *env) setSlice(svc string, eps ...ep) {
 		es.Endpoints = append(es.Endpoints, discovery.Endpoint{Addresses: []string{p.ip}, NodeName: ptr(p.node),
 			Conditions: discovery.EndpointConditions{Ready: ptr(p.ready)}})
 	}
-	c := e.cp.Client.DiscoveryV1().EndpointSlices(ns)
-	old, err := c.Get(e.ctx(), es.Name, metav1.GetOptions{})
-	if err == nil {
-		es.ResourceVersion = old.ResourceVersion
-		_, err = c.Update(e.ctx(), es, metav1.UpdateOptions{})
-	} else {
-		_, err = c.Create(e.ctx(), es, metav1.CreateOptions{})
-	}
-	if err != nil {
+	if err := putSlice(e.ctx(), e.cp, es); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// putSlice creates the EndpointSlice, or replaces the one of its name.
+func putSlice(ctx context.Context, cp *ControlPlane, es *discovery.EndpointSlice) error {
+	c := cp.Client.DiscoveryV1().EndpointSlices(es.Namespace)
+	old, err := c.Get(ctx, es.Name, metav1.GetOptions{})
+	if err == nil {
+		es.ResourceVersion = old.ResourceVersion
+		_, err = c.Update(ctx, es, metav1.UpdateOptions{})
+	} else {
+		_, err = c.Create(ctx, es, metav1.CreateOptions{})
+	}
+	return err
 }
 
 func ptr[T any](v T) *T { return &v }

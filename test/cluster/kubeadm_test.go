@@ -199,18 +199,24 @@ func (e *env) kubeadmKubeProxyAccount() string {
 
 // kubeadmFile returns a file of kubeadm's ConfigMap with the edits made.
 func kubeadmFile(t *testing.T, name string, edits []edit) string {
+	return editedFile(t, filepath.Join(kubeadmData, name), edits)
+}
+
+// editedFile returns the file at path with each edit made; every edit's old
+// text must occur exactly once, so that a changed file fails loudly.
+func editedFile(t testing.TB, path string, edits []edit) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(kubeadmData, name))
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := string(b)
 	for _, ed := range edits {
 		if n := strings.Count(s, ed.old); n != 1 {
-			t.Fatalf("%s: %q occurs %d times, want once (to substitute %s)", name, ed.old, n, ed.why)
+			t.Fatalf("%s: %q occurs %d times, want once (to substitute %s)", path, ed.old, n, ed.why)
 		}
 		s = strings.Replace(s, ed.old, ed.new, 1)
-		t.Logf("%s: %q -> %q (%s)", name, ed.old, ed.new, ed.why)
+		t.Logf("%s: %q -> %q (%s)", path, ed.old, ed.new, ed.why)
 	}
 	return s
 }

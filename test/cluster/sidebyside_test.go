@@ -471,15 +471,7 @@ func (s *sideBySide) setSliceEndpoints(svc, port string, target int32, eps ...di
 	if port != "http" {
 		es.Name = svc + "-" + port
 	}
-	c := s.cp.Client.DiscoveryV1().EndpointSlices(ns)
-	old, err := c.Get(s.ctx(), es.Name, metav1.GetOptions{})
-	if err == nil {
-		es.ResourceVersion = old.ResourceVersion
-		_, err = c.Update(s.ctx(), es, metav1.UpdateOptions{})
-	} else {
-		_, err = c.Create(s.ctx(), es, metav1.CreateOptions{})
-	}
-	if err != nil {
+	if err := putSlice(s.ctx(), s.cp, es); err != nil {
 		s.t.Fatal(err)
 	}
 }
