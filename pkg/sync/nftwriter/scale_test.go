@@ -68,7 +68,7 @@ func TestIncrementalAtScale(t *testing.T) {
 		Endpoints: []rules.Endpoint{{IP: netip.MustParseAddr("10.244.1.6"), Ready: true, Serving: true, NodeName: "node-0"}}})
 	apply("its endpoint replaced", false)
 
-	// A service of 5,000 endpoints: its DNAT map is far larger than one
+	// A service of 5,000 endpoints: its elements are far more than one
 	// netlink attribute can hold, and the kernel must still get all of it.
 	big := &rules.Slice{Name: "probe2-1", Service: key2, Family: rules.IPv4, Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}
 	for i := range 5000 {
@@ -76,8 +76,8 @@ func TestIncrementalAtScale(t *testing.T) {
 	}
 	st.SetSlice(big)
 	apply("5,000 endpoints in one service", false)
-	out := ns.MustRun(nil, "nft", "list", "chain", "ip", "rulegen", rn.ClusterChain(rules.ServicePortName{ServiceKey: key2, Port: "http", Protocol: rules.TCP}))
-	if !strings.Contains(out, "numgen random mod 5000 map {") || !strings.Contains(out, "4999 : 10.250.19.135 . 8080") || strings.Count(out, " . 8080") != 5000 {
-		t.Errorf("the kernel's DNAT map of the 5,000-endpoint service is not complete:\n%.2000s", out)
+	out := ns.MustRun(nil, "nft", "list", "map", "ip", "rulegen", rn.EndpointMap(rn.PrefixEndpoints, 5000))
+	if !strings.Contains(out, "10.111.0.2 . tcp . 80 . 4999 : 10.250.19.135 . 8080") || strings.Count(out, " . 8080") != 5000 {
+		t.Errorf("the kernel's map of the 5,000-endpoint service is not complete:\n%.2000s", out)
 	}
 }

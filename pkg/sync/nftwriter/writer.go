@@ -12,6 +12,7 @@ package nftwriter
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"syscall"
 
@@ -156,7 +157,7 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 		delete(w.applied, r.Family)
 		return Stats{}, fmt.Errorf("opening netlink: %w", err)
 	}
-	b := &batch{conn: c, fam: r.Family, table: &gnft.Table{Name: rn.TableName, Family: family(r.Family)}, sets: map[string]*gnft.Set{}}
+	b := &batch{conn: c, snd: snd, fam: r.Family, table: &gnft.Table{Name: rn.TableName, Family: family(r.Family)}, sets: map[string]*gnft.Set{}}
 	if full {
 		b.full(r)
 	} else {
@@ -254,6 +255,7 @@ type batch struct {
 	// conn hands every flush to a sender, which keeps the bytes and sends
 	// them all in one batch at the end (see send.go).
 	conn    *gnft.Conn
+	snd     *sender
 	pending int // rules (and 64-element lists) since the last flush
 	fam     rules.Family
 	table   *gnft.Table
@@ -285,6 +287,12 @@ func (b *batch) chainObj(c *rn.Chain) *gnft.Chain {
 // (addElements) once every chain exists.
 func (b *batch) addSet(s *rn.Set) {
 	gs := newSet(b.table, b.fam, s)
+	if u := typeofUserData(b.fam, s.Key); u != nil {
+		if b.snd.udata == nil {
+			b.snd.udata = map[string][]byte{}
+		}
+		b.snd.udata[s.Name] = u
+	}
 	b.fail(b.conn.AddSet(gs, nil))
 	b.sets[s.Name] = gs
 }
@@ -315,7 +323,7 @@ func (b *batch) flushSome() {
 }
 
 func (b *batch) addRules(c *rn.Chain, ch *gnft.Chain) {
-	comp := &compiler{conn: b.conn, table: b.table, fam: b.fam, sets: b.sets}
+	comp := &compiler{table: b.table, fam: b.fam, sets: b.sets}
 	for _, r := range c.Rules {
 		b.conn.AddRule(comp.rule(ch, r))
 	}
@@ -469,15 +477,24 @@ func elementDiff(f rules.Family, oldSet, nextSet *rn.Set) (del, add []gnft.SetEl
 	type val struct {
 		i int
 		v rn.Verdict
+		t netip.AddrPort
+	}
+	// A range's key is its start and its end.
+	key := func(s *rn.Set, e *rn.Element) string {
+		k := elementKey(f, s.Key, e)
+		if s.Key == rn.KeyAddrProtoPortSource {
+			k = append(k, keyEnd(e, slices.Clone(k))...)
+		}
+		return string(k)
 	}
 	before := make(map[string]val, len(old.Elements))
 	for i := range old.Elements {
-		before[string(elementKey(f, old.Key, &old.Elements[i]))] = val{i, old.Elements[i].Verdict}
+		before[key(old, &old.Elements[i])] = val{i, old.Elements[i].Verdict, old.Elements[i].Target}
 	}
 	for i := range next.Elements {
-		k := string(elementKey(f, next.Key, &next.Elements[i]))
+		k := key(next, &next.Elements[i])
 		o, ok := before[k]
-		if ok && o.v == next.Elements[i].Verdict {
+		if ok && o.v == next.Elements[i].Verdict && o.t == next.Elements[i].Target {
 			delete(before, k)
 			continue
 		}
