@@ -157,9 +157,11 @@ func NewRenderer() *Renderer { return &Renderer{} }
 // first fragment that needs it) and, for session affinity only, chains and
 // sets of its own.
 type fragment struct {
-	elements []setElements
-	affinity []*Set
-	chains   []*Chain
+	// rewritten: rules.PrintableService changed the service.
+	rewritten bool
+	elements  []setElements
+	affinity  []*Set
+	chains    []*Chain
 }
 
 // setElements are elements of one shared set or map.
@@ -167,6 +169,7 @@ type setElements struct {
 	set      string
 	key      KeyType
 	isMap    bool
+	kind     string // a map of endpoints' prefix (Prefix…)
 	elements []Element
 }
 
@@ -215,31 +218,77 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	var affinity []*Set
 	var svcChains []*Chain
 
-	for _, s := range p.Services {
+	frags := make([]*fragment, len(p.Services))
+	size := map[string]int{}
+	rewritten := false
+	for i, s := range p.Services {
 		f := rd.cache[s]
 		if f == nil {
 			if c := rules.PrintableService(s, p.Family); c != nil {
 				f = renderService(p, c)
+				f.rewritten = c != s
 			} else {
 				f = &fragment{}
 			}
 		}
 		next[s] = f
+		frags[i] = f
+		rewritten = rewritten || f.rewritten
+		for _, e := range f.elements {
+			size[e.set] += len(e.elements)
+		}
+	}
+	rd.cache = next
+	// A map of endpoints holds a destination's slots for the first service
+	// (by name) that has it. The planner gives each destination to one
+	// service; two can only share one when their addresses differed by a
+	// zone alone, which PrintableService drops (rewriting the service):
+	// only then is every destination checked.
+	type dest struct {
+		kind  string
+		addr  netip.Addr
+		proto rules.Protocol
+		port  uint16
+	}
+	claimed := map[dest]bool{}
+	for _, f := range frags {
 		for _, e := range f.elements {
 			set := sets[e.set]
 			if set == nil {
 				set = &Set{Name: e.set, Key: e.key, IsMap: e.isMap}
 				sets[e.set] = set
 			}
-			set.Elements = append(set.Elements, e.elements...)
+			if set.Elements == nil {
+				set.Elements = make([]Element, 0, size[e.set])
+			}
+			if !e.key.Slotted() || !rewritten {
+				set.Elements = append(set.Elements, e.elements...)
+				continue
+			}
+			// A destination's slots are consecutive.
+			for i := 0; i < len(e.elements); {
+				j := i + 1
+				at := e.elements[i]
+				for j < len(e.elements) && e.elements[j].Addr == at.Addr && e.elements[j].Port == at.Port {
+					j++
+				}
+				d := dest{e.kind, at.Addr, at.Proto, at.Port}
+				if !claimed[d] {
+					claimed[d] = true
+					set.Elements = append(set.Elements, e.elements[i:j]...)
+				}
+				i = j
+			}
 		}
 		affinity = append(affinity, f.affinity...)
 		svcChains = append(svcChains, f.chains...)
 	}
-	rd.cache = next
 	rd.chains = len(svcChains)
 
 	for _, s := range sets {
+		if s.Key.Slotted() {
+			continue // in service order, each destination's slots in order
+		}
 		// Sorted by key, then value: when two elements share a key (two
 		// services whose addresses differed only by a zone), the one kept
 		// does not depend on the input order.
@@ -247,7 +296,7 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 			if c := compareElements(a, b); c != 0 {
 				return c
 			}
-			return cmp.Or(cmp.Compare(a.Verdict.Kind, b.Verdict.Kind), cmp.Compare(a.Verdict.Chain, b.Verdict.Chain), a.Target.Compare(b.Target))
+			return cmp.Or(cmp.Compare(a.Verdict.Kind, b.Verdict.Kind), cmp.Compare(a.Verdict.Chain, b.Verdict.Chain))
 		})
 		s.Elements = slices.CompactFunc(s.Elements, func(a, b Element) bool { return compareElements(a, b) == 0 })
 	}
@@ -440,6 +489,7 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 			at.Slot, at.Target = uint32(i), netip.AddrPortFrom(e.IP, uint16(e.Port))
 			add(name, key, at)
 		}
+		byName[name].kind = prefix
 	}
 	verdictSets := func(v rules.Verdict) (ipSet, npSet string) {
 		switch v {
