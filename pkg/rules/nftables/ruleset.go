@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -520,12 +521,22 @@ func (r *Ruleset) writeTable(b *strings.Builder) {
 			fmt.Fprintf(b, "\t\tflags dynamic,timeout\n\t\ttimeout %ds\n", s.Timeout)
 		}
 		if len(s.Elements) > 0 {
+			els := s.Elements
+			if s.Key.Slotted() {
+				// A map of endpoints is kept in service order (cheap to
+				// build again and again); the text lists it by key, so
+				// that it does not depend on the services' names.
+				els = slices.Clone(els)
+				slices.SortFunc(els, func(a, b Element) int {
+					return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Slot, b.Slot))
+				})
+			}
 			b.WriteString("\t\telements = { ")
-			for i := range s.Elements {
+			for i := range els {
 				if i > 0 {
 					b.WriteString(",\n\t\t\t     ")
 				}
-				s.Elements[i].write(b, s.Key, s.IsMap)
+				els[i].write(b, s.Key, s.IsMap)
 			}
 			b.WriteString(" }\n")
 		}
