@@ -81,3 +81,59 @@ func TestIncrementalAtScale(t *testing.T) {
 		t.Errorf("the kernel's map of the 5,000-endpoint service is not complete:\n%.2000s", out)
 	}
 }
+
+// TestNewEndpointCountPatchesDispatch: when a service's endpoint count
+// becomes one no other service has, the writer adds the new map and one
+// rule to the dispatch chain, without writing the chain's other rules
+// again (each would bind its map anew, and the kernel checks every
+// element of a map it binds); the kernel's chain is then the rendered one,
+// in order.
+func TestNewEndpointCountPatchesDispatch(t *testing.T) {
+	netnstest.Require(t, "nft")
+	ns := netnstest.New(t, "patch")
+	w := New(ns.Fd())
+	st, cfg := rulestest.Scale(40, 10)
+	if _, err := w.Apply(rn.Render(rules.NewPlan(st, cfg, rules.IPv4))); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		change    func()
+		wantRules int
+	}{
+		{name: "10 to 9 endpoints: a rule for the new map", change: func() { rulestest.DropEndpoint(st, 3) }, wantRules: 1},
+		{name: "another service 10 to 11: one more", change: func() { rulestest.AddEndpoint(st, 9) }, wantRules: 1},
+		{name: "back to 10: the 9-endpoint rule goes, none added", change: func() { rulestest.AddEndpoint(st, 3) }, wantRules: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.change()
+			r := rn.Render(rules.NewPlan(st, cfg, rules.IPv4))
+			s, err := w.Apply(r)
+			if err != nil || s.Full {
+				t.Fatalf("apply: %+v %v", s, err)
+			}
+			if s.Rules != tt.wantRules {
+				t.Errorf("%d rules sent, want %d", s.Rules, tt.wantRules)
+			}
+			var want []string
+			for _, c := range r.Chains {
+				if c.Name == rn.ChainDispatch {
+					for _, rule := range c.Rules {
+						want = append(want, rule.String(rules.IPv4))
+					}
+				}
+			}
+			out := ns.MustRun(nil, "nft", "list", "chain", "ip", "rulegen", rn.ChainDispatch)
+			var got []string
+			for _, l := range strings.Split(out, "\n") {
+				if l = strings.TrimSpace(l); strings.HasPrefix(l, "dnat") || strings.HasPrefix(l, "ip daddr") {
+					got = append(got, l)
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("kernel's dispatch chain:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
+	}
+}
