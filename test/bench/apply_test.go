@@ -75,6 +75,53 @@ func BenchmarkApplyNFTables(b *testing.B) {
 				i++
 			}
 		})
+		// The changes of issue 14, each timed one way only: the writer
+		// goes back to the base ruleset outside the timer.
+		for _, ch := range changes(n) {
+			b.Run(fmt.Sprintf("%s/services=%d", ch.name, n), func(b *testing.B) {
+				to := rn.Render(ch.plan)
+				if _, err := w.Apply(a); err != nil {
+					b.Fatal(err)
+				}
+				for b.Loop() {
+					st, err := w.Apply(to)
+					if err != nil || st.Full {
+						b.Fatalf("incremental apply: %+v %v", st, err)
+					}
+					b.StopTimer()
+					if _, err := w.Apply(a); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+				}
+			})
+		}
+	}
+}
+
+// change is one kind of change from the base state of n services.
+type change struct {
+	name string
+	plan *rules.Plan
+}
+
+// changes returns the base state of n services x 10 endpoints changed in
+// each way issue 14 measures: one endpoint replaced by a new pod, one
+// service added, one deleted, one scaled from 10 to 11 endpoints.
+func changes(n int) []change {
+	plan := func(edit func(st *rules.State)) *rules.Plan {
+		st, cfg := rulestest.Scale(n, 10)
+		edit(st)
+		return rules.NewPlan(st, cfg, rules.IPv4)
+	}
+	added, cfg := rulestest.Scale(n+1, 10)
+	return []change{
+		{"endpoint-replaced", plan(func(st *rules.State) { rulestest.ReplaceEndpoint(st, n/2) })},
+		{"service-added", rules.NewPlan(added, cfg, rules.IPv4)},
+		{"service-deleted", plan(func(st *rules.State) {
+			st.DeleteService(rules.ServiceKey{Namespace: fmt.Sprintf("ns%d", (n/2)%50), Name: fmt.Sprintf("svc-%d", n/2)})
+		})},
+		{"scaled-10-to-11", plan(func(st *rules.State) { rulestest.AddEndpoint(st, n/2) })},
 	}
 }
 

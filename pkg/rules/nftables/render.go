@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/rulegen/rulegen/pkg/rules"
 )
@@ -21,34 +23,76 @@ const (
 
 // Shared regular chains.
 const (
-	// ChainServices dispatches new connections to service chains.
+	// ChainServices dispatches new connections: source checks and
+	// masquerade marks first, then the per-service chains of services
+	// with session affinity, then ChainDispatch.
 	ChainServices = "services"
+	// ChainDispatch sends a new connection to an endpoint by looking its
+	// destination up in the maps of endpoints: one rule per map.
+	ChainDispatch = "dispatch"
+	// ChainShortCircuit does the same for connections from pods and from
+	// the node itself to external destinations of services under
+	// externalTrafficPolicy Local, which go to the cluster-wide endpoints.
+	ChainShortCircuit = "short-circuit"
 	// ChainServiceFilter rejects or drops new connections that are still
 	// addressed to a service after NAT (no usable endpoint, source not allowed,
 	// unknown port on a ClusterIP).
 	ChainServiceFilter = "service-filter"
-	// ChainReject rejects (a verdict map cannot hold "reject").
-	ChainReject = "reject-chain"
 	// ChainMarkMasq marks a packet for masquerading.
 	ChainMarkMasq = "mark-for-masquerade"
 	// ChainMasquerading masquerades marked packets on the way out.
 	ChainMasquerading = "masquerading"
 )
 
-// Sets and maps.
+// Sets and maps. Destinations are keyed "daddr . l4proto . dport" (ClusterIPs,
+// external IPs, load-balancer IPs: the …-ips sets) or "l4proto . dport"
+// (nodePorts, on any address of nodeport-ips: the …-nodeports sets).
 const (
-	SetClusterIPs      = "cluster-ips"
-	SetNodePortIPs     = "nodeport-ips"
+	SetClusterIPs  = "cluster-ips"
+	SetNodePortIPs = "nodeport-ips"
+	// MapServiceIPs and MapServiceNodePort send the destinations of
+	// services with session affinity to their chains (verdict maps: the
+	// only per-service verdicts in the table).
 	MapServiceIPs      = "service-ips"
 	MapServiceNodePort = "service-nodeports"
-	MapFilterIPs       = "filter-service-ips"
-	MapFilterNodePorts = "filter-service-nodeports"
+	// SetFirewallIPs are the load-balancer destinations restricted by
+	// loadBalancerSourceRanges; SetFirewallAllow pairs each with the
+	// source ranges allowed to reach it.
+	SetFirewallIPs   = "firewall-ips"
+	SetFirewallAllow = "firewall-allow"
+	// SetMasqIPs and SetMasqNodePorts are the external destinations under
+	// externalTrafficPolicy Cluster: connections to them are masqueraded.
+	SetMasqIPs       = "external-masq-ips"
+	SetMasqNodePorts = "external-masq-nodeports"
+	// SetShortCircuitIPs and SetShortCircuitNodePorts are the external
+	// destinations under externalTrafficPolicy Local that pods and the
+	// node send to the cluster-wide endpoints.
+	SetShortCircuitIPs       = "short-circuit-ips"
+	SetShortCircuitNodePorts = "short-circuit-nodeports"
+	// The filter's verdicts for destinations still addressed after NAT.
+	SetRejectIPs       = "reject-ips"
+	SetRejectNodePorts = "reject-nodeports"
+	SetDropIPs         = "drop-ips"
+	SetDropNodePorts   = "drop-nodeports"
 	// SetHairpin pairs every endpoint on this node (or on an unknown node)
 	// with itself: a connection from a pod DNATed back to that same pod is
 	// masqueraded, or the pod would answer itself directly and the reply
 	// would not match the connection it opened.
 	SetHairpin = "hairpin-endpoints"
 )
+
+// Maps of endpoints: one map of each kind per endpoint count K in use,
+// named PREFIX-K, keyed by destination and slot 0..K-1 (see EndpointMap).
+const (
+	PrefixEndpoints             = "endpoints-"
+	PrefixNodePortEndpoints     = "nodeport-endpoints-"
+	PrefixShortCircuitEndpoints = "short-circuit-endpoints-"
+	PrefixShortCircuitNodePorts = "short-circuit-nodeport-endpoints-"
+)
+
+// EndpointMap names the map of endpoints of a kind for services with k
+// endpoints: prefix is one of the prefix… constants.
+func EndpointMap(prefix string, k int) string { return prefix + strconv.Itoa(k) }
 
 // Hook priorities (the numbers nft spells dstnat, srcnat and filter).
 const (
@@ -57,22 +101,11 @@ const (
 	PriorityFilter = 0
 )
 
-// MaxCascade is the most endpoints a service chain picks from with a
-// cascade of numgen rules; more use one anonymous DNAT map. The cascade
-// costs the first packet of a connection up to n comparisons, the map one
-// lookup; but every map is a set in the kernel, and this kernel finds a
-// table's sets by walking a list, so a map per service would make a
-// 5,000-service table quadratic to write (measured: 4,000 services x 10
-// endpoints took 6.1 s with maps, 0.9 s as cascades). Services with many
-// endpoints are few: they get maps.
-const MaxCascade = 32
-
 // Per-service object name prefixes; see rules.PortKey for the scheme.
 const (
 	prefixService  = "service-"
 	prefixLocal    = "local-"
 	prefixExternal = "external-"
-	prefixFirewall = "firewall-"
 	prefixEndpoint = "endpoint-"
 	prefixAffinity = "affinity-"
 )
@@ -86,7 +119,7 @@ func endpointName(prefix string, n rules.ServicePortName, e rules.Endpoint) stri
 	return rules.ReadableEndpoint(prefix, n, e)
 }
 
-// ClusterChain, LocalChain, ExternalChain, FirewallChain and EndpointChain
+// ClusterChain, LocalChain, ExternalChain and EndpointChain
 // name the per-service chains (exported for trace and tests). Whatever the
 // names in n hold, the result is a valid nft identifier of at most
 // rules.MaxNFTName bytes (see rules.Readable), so neither the text script
@@ -94,7 +127,6 @@ func endpointName(prefix string, n rules.ServicePortName, e rules.Endpoint) stri
 func ClusterChain(n rules.ServicePortName) string  { return serviceChain(prefixService, n) }
 func LocalChain(n rules.ServicePortName) string    { return serviceChain(prefixLocal, n) }
 func ExternalChain(n rules.ServicePortName) string { return serviceChain(prefixExternal, n) }
-func FirewallChain(n rules.ServicePortName) string { return serviceChain(prefixFirewall, n) }
 func EndpointChain(n rules.ServicePortName, e rules.Endpoint) string {
 	return endpointName(prefixEndpoint, n, e)
 }
@@ -103,8 +135,6 @@ func EndpointChain(n rules.ServicePortName, e rules.Endpoint) string {
 func AffinitySet(n rules.ServicePortName, e rules.Endpoint) string {
 	return endpointName(prefixAffinity, n, e)
 }
-
-func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
 // Render turns a plan into rulegen's table for the plan's family. It is a
 // pure function: the same plan always gives the same ruleset.
@@ -122,11 +152,49 @@ type Renderer struct {
 // NewRenderer returns a renderer with an empty cache.
 func NewRenderer() *Renderer { return &Renderer{} }
 
-// fragment is what one service port contributes to the table.
+// fragment is what one service port contributes to the table: elements of
+// shared sets and maps (by name; a map of endpoints is created for the
+// first fragment that needs it) and, for session affinity only, chains and
+// sets of its own.
 type fragment struct {
-	clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin *Set
-	affinity                                                               []*Set
-	chains                                                                 []*Chain
+	// rewritten: rules.PrintableService changed the service.
+	rewritten bool
+	elements  []setElements
+	affinity  []*Set
+	chains    []*Chain
+}
+
+// setElements are elements of one shared set or map.
+type setElements struct {
+	set      string
+	key      KeyType
+	isMap    bool
+	kind     string // a map of endpoints' prefix (Prefix…)
+	elements []Element
+}
+
+// shared describes every shared set but the maps of endpoints, in the
+// order the table lists them.
+var shared = []struct {
+	name  string
+	key   KeyType
+	isMap bool
+}{
+	{SetClusterIPs, KeyAddr, false},
+	{SetNodePortIPs, KeyAddr, false},
+	{SetFirewallIPs, KeyAddrProtoPort, false},
+	{SetFirewallAllow, KeyAddrProtoPortSource, false},
+	{SetMasqIPs, KeyAddrProtoPort, false},
+	{SetMasqNodePorts, KeyProtoPort, false},
+	{SetShortCircuitIPs, KeyAddrProtoPort, false},
+	{SetShortCircuitNodePorts, KeyProtoPort, false},
+	{SetRejectIPs, KeyAddrProtoPort, false},
+	{SetRejectNodePorts, KeyProtoPort, false},
+	{SetDropIPs, KeyAddrProtoPort, false},
+	{SetDropNodePorts, KeyProtoPort, false},
+	{MapServiceIPs, KeyAddrProtoPort, true},
+	{MapServiceNodePort, KeyProtoPort, true},
+	{SetHairpin, KeyAddrPair, false},
 }
 
 // Render renders a plan. Whatever the plan holds, the ruleset is one nft
@@ -140,43 +208,88 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	p = rules.PrintablePlan(p)
 	next := make(map[*rules.ServicePlan]*fragment, len(p.Services))
 	r := &Ruleset{Family: p.Family}
-	clusterIPs := &Set{Name: SetClusterIPs, Key: KeyAddr}
-	nodePortIPs := &Set{Name: SetNodePortIPs, Key: KeyAddr}
-	serviceIPs := &Set{Name: MapServiceIPs, Key: KeyAddrProtoPort, IsMap: true}
-	nodePorts := &Set{Name: MapServiceNodePort, Key: KeyProtoPort, IsMap: true}
-	filterIPs := &Set{Name: MapFilterIPs, Key: KeyAddrProtoPort, IsMap: true}
-	filterNodePorts := &Set{Name: MapFilterNodePorts, Key: KeyProtoPort, IsMap: true}
-	hairpin := &Set{Name: SetHairpin, Key: KeyAddrPair}
+	sets := make(map[string]*Set, len(shared)+8)
+	for _, d := range shared {
+		sets[d.name] = &Set{Name: d.name, Key: d.key, IsMap: d.isMap}
+	}
 	for _, ip := range p.NodePortIPs {
-		nodePortIPs.Elements = append(nodePortIPs.Elements, Element{Addr: ip})
+		sets[SetNodePortIPs].Elements = append(sets[SetNodePortIPs].Elements, Element{Addr: ip})
 	}
 	var affinity []*Set
 	var svcChains []*Chain
 
-	for _, s := range p.Services {
+	frags := make([]*fragment, len(p.Services))
+	size := map[string]int{}
+	rewritten := false
+	for i, s := range p.Services {
 		f := rd.cache[s]
 		if f == nil {
 			if c := rules.PrintableService(s, p.Family); c != nil {
 				f = renderService(p, c)
+				f.rewritten = c != s
 			} else {
-				f = &fragment{clusterIPs: &Set{}, serviceIPs: &Set{}, nodePorts: &Set{}, filterIPs: &Set{}, filterNodePorts: &Set{}, hairpin: &Set{}}
+				f = &fragment{}
 			}
 		}
 		next[s] = f
-		clusterIPs.Elements = append(clusterIPs.Elements, f.clusterIPs.Elements...)
-		serviceIPs.Elements = append(serviceIPs.Elements, f.serviceIPs.Elements...)
-		nodePorts.Elements = append(nodePorts.Elements, f.nodePorts.Elements...)
-		filterIPs.Elements = append(filterIPs.Elements, f.filterIPs.Elements...)
-		filterNodePorts.Elements = append(filterNodePorts.Elements, f.filterNodePorts.Elements...)
-		hairpin.Elements = append(hairpin.Elements, f.hairpin.Elements...)
+		frags[i] = f
+		rewritten = rewritten || f.rewritten
+		for _, e := range f.elements {
+			size[e.set] += len(e.elements)
+		}
+	}
+	rd.cache = next
+	// A map of endpoints holds a destination's slots for the first service
+	// (by name) that has it. The planner gives each destination to one
+	// service; two can only share one when their addresses differed by a
+	// zone alone, which PrintableService drops (rewriting the service):
+	// only then is every destination checked.
+	type dest struct {
+		kind  string
+		addr  netip.Addr
+		proto rules.Protocol
+		port  uint16
+	}
+	claimed := map[dest]bool{}
+	for _, f := range frags {
+		for _, e := range f.elements {
+			set := sets[e.set]
+			if set == nil {
+				set = &Set{Name: e.set, Key: e.key, IsMap: e.isMap}
+				sets[e.set] = set
+			}
+			if set.Elements == nil {
+				set.Elements = make([]Element, 0, size[e.set])
+			}
+			if !e.key.Slotted() || !rewritten {
+				set.Elements = append(set.Elements, e.elements...)
+				continue
+			}
+			// A destination's slots are consecutive.
+			for i := 0; i < len(e.elements); {
+				j := i + 1
+				at := e.elements[i]
+				for j < len(e.elements) && e.elements[j].Addr == at.Addr && e.elements[j].Port == at.Port {
+					j++
+				}
+				d := dest{e.kind, at.Addr, at.Proto, at.Port}
+				if !claimed[d] {
+					claimed[d] = true
+					set.Elements = append(set.Elements, e.elements[i:j]...)
+				}
+				i = j
+			}
+		}
 		affinity = append(affinity, f.affinity...)
 		svcChains = append(svcChains, f.chains...)
 	}
-	rd.cache = next
 	rd.chains = len(svcChains)
 
-	for _, s := range []*Set{clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin} {
-		// Sorted by key, then verdict: when two elements share a key (two
+	for _, s := range sets {
+		if s.Key.Slotted() {
+			continue // in service order, each destination's slots in order
+		}
+		// Sorted by key, then value: when two elements share a key (two
 		// services whose addresses differed only by a zone), the one kept
 		// does not depend on the input order.
 		slices.SortFunc(s.Elements, func(a, b Element) int {
@@ -187,7 +300,42 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 		})
 		s.Elements = slices.CompactFunc(s.Elements, func(a, b Element) bool { return compareElements(a, b) == 0 })
 	}
-	r.Sets = append(r.Sets, clusterIPs, nodePortIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin)
+	for _, d := range shared {
+		r.Sets = append(r.Sets, sets[d.name])
+	}
+	// The maps of endpoints, by kind, then endpoint count; and the rules
+	// that look them up, in the same order.
+	var dispatch, shortCircuit []Rule
+	for _, kind := range []struct {
+		prefix   string
+		key      KeyType
+		nodePort bool
+		rules    *[]Rule
+	}{
+		{PrefixEndpoints, KeyAddrProtoPortSlot, false, &dispatch},
+		{PrefixNodePortEndpoints, KeyProtoPortSlot, true, &dispatch},
+		{PrefixShortCircuitEndpoints, KeyAddrProtoPortSlot, false, &shortCircuit},
+		{PrefixShortCircuitNodePorts, KeyProtoPortSlot, true, &shortCircuit},
+	} {
+		var ks []int
+		for name := range sets {
+			if rest, ok := strings.CutPrefix(name, kind.prefix); ok {
+				if k, err := strconv.Atoi(rest); err == nil {
+					ks = append(ks, k)
+				}
+			}
+		}
+		slices.Sort(ks)
+		for _, k := range ks {
+			m := sets[EndpointMap(kind.prefix, k)]
+			r.Sets = append(r.Sets, m)
+			var rule Rule
+			if kind.nodePort {
+				rule = Rule{AddrInSet{Set: SetNodePortIPs}}
+			}
+			*kind.rules = append(*kind.rules, append(rule, DNATLookup{Key: kind.key, Mod: k, Map: m.Name}))
+		}
+	}
 	slices.SortFunc(affinity, func(a, b *Set) int { return cmp.Compare(a.Name, b.Name) })
 	r.Sets = append(r.Sets, affinity...)
 
@@ -197,6 +345,32 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	// agree on what a marked packet means during a migration.
 	mark := p.Mark()
 	unallocated := dropUnallocated(p)
+	ips := func(set string) Stmt { return KeyInSet{Key: KeyAddrProtoPort, Set: set} }
+	nodePorts := func(set string) []Stmt {
+		return []Stmt{AddrInSet{Set: SetNodePortIPs}, KeyInSet{Key: KeyProtoPort, Set: set}}
+	}
+	toMasq := Verdict{Kind: Jump, Chain: ChainMarkMasq}
+	services := []Rule{
+		// A source outside a load-balancer IP's loadBalancerSourceRanges
+		// is not sent anywhere: the filter drops it.
+		{ips(SetFirewallIPs), KeyInSet{Key: KeyAddrProtoPortSource, Set: SetFirewallAllow, Negate: true}, Verdict{Kind: Return}},
+	}
+	services = append(services, masqueradeClusterIPs(p)...)
+	services = append(services,
+		Rule{ips(SetMasqIPs), toMasq},
+		append(Rule(nodePorts(SetMasqNodePorts)), toMasq),
+		Rule{FibLocal{Src: true}, ips(SetShortCircuitIPs), toMasq},
+		append(append(Rule{FibLocal{Src: true}}, nodePorts(SetShortCircuitNodePorts)...), toMasq),
+	)
+	if p.ClusterCIDR.IsValid() {
+		services = append(services, Rule{AddrMatch{Src: true, Prefix: p.ClusterCIDR}, Verdict{Kind: Jump, Chain: ChainShortCircuit}})
+	}
+	services = append(services,
+		Rule{FibLocal{Src: true}, Verdict{Kind: Jump, Chain: ChainShortCircuit}},
+		Rule{VmapLookup{Key: KeyAddrProtoPort, Map: MapServiceIPs}},
+		Rule{AddrInSet{Set: SetNodePortIPs}, VmapLookup{Key: KeyProtoPort, Map: MapServiceNodePort}},
+		Rule{Verdict{Kind: Goto, Chain: ChainDispatch}},
+	)
 	r.Chains = []*Chain{
 		{Name: ChainNatPrerouting, Hook: &Hook{"nat", "prerouting", PriorityDstNAT}, Rules: []Rule{{Verdict{Kind: Jump, Chain: ChainServices}}}},
 		{Name: ChainNatOutput, Hook: &Hook{"nat", "output", PriorityDstNAT}, Rules: []Rule{{Verdict{Kind: Jump, Chain: ChainServices}}}},
@@ -204,16 +378,17 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 		{Name: ChainFilterInput, Hook: &Hook{"filter", "input", PriorityFilter}, Rules: []Rule{newConn(ChainServiceFilter)}},
 		{Name: ChainFilterForward, Hook: &Hook{"filter", "forward", PriorityFilter}, Rules: append([]Rule{newConn(ChainServiceFilter)}, unallocated...)},
 		{Name: ChainFilterOutput, Hook: &Hook{"filter", "output", PriorityFilter}, Rules: append([]Rule{newConn(ChainServiceFilter)}, unallocated...)},
-		{Name: ChainServices, Rules: append(masqueradeClusterIPs(p),
-			Rule{VmapLookup{Key: KeyAddrProtoPort, Map: MapServiceIPs}},
-			Rule{AddrInSet{Set: SetNodePortIPs}, VmapLookup{Key: KeyProtoPort, Map: MapServiceNodePort}},
-		)},
+		{Name: ChainServices, Rules: services},
+		{Name: ChainShortCircuit, Rules: shortCircuit},
+		{Name: ChainDispatch, Rules: dispatch},
 		{Name: ChainServiceFilter, Rules: []Rule{
-			{VmapLookup{Key: KeyAddrProtoPort, Map: MapFilterIPs}},
-			{AddrInSet{Set: SetNodePortIPs}, VmapLookup{Key: KeyProtoPort, Map: MapFilterNodePorts}},
+			{ips(SetFirewallIPs), KeyInSet{Key: KeyAddrProtoPortSource, Set: SetFirewallAllow, Negate: true}, Verdict{Kind: Drop}},
+			{ips(SetRejectIPs), Reject{}},
+			{ips(SetDropIPs), Verdict{Kind: Drop}},
+			append(Rule(nodePorts(SetRejectNodePorts)), Reject{}),
+			append(Rule(nodePorts(SetDropNodePorts)), Verdict{Kind: Drop}),
 			{AddrInSet{Set: SetClusterIPs}, Reject{}},
 		}},
-		{Name: ChainReject, Rules: []Rule{{Reject{}}}},
 		{Name: ChainMarkMasq, Rules: []Rule{{MarkOr{Mark: mark}}}},
 		{Name: ChainMasquerading, Rules: []Rule{
 			{CtDNAT{}, AddrPairInSet{Set: SetHairpin}, Verdict{Kind: Jump, Chain: ChainMarkMasq}},
@@ -222,8 +397,9 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 			{Masquerade{}},
 		}},
 	}
-	// Per-service chains stay grouped by service, in service order: stable,
-	// and a reader finds all of a service's chains together.
+	// Per-service chains (session affinity only) stay grouped by service,
+	// in service order: stable, and a reader finds all of a service's
+	// chains together.
 	r.Chains = append(r.Chains, svcChains...)
 	return r
 }
@@ -289,137 +465,203 @@ func compareElements(a, b Element) int {
 	if c := cmp.Compare(a.Proto, b.Proto); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.Port, b.Port)
+	if c := cmp.Compare(a.Port, b.Port); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Slot, b.Slot); c != 0 {
+		return c
+	}
+	if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits())
 }
 
-// renderService renders one service port's chains and elements.
+// renderService renders one service port's elements (and, with session
+// affinity, its chains).
 func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
-	clusterIPs, serviceIPs, nodePorts, filterIPs, filterNodePorts, hairpin := &Set{}, &Set{}, &Set{}, &Set{}, &Set{}, &Set{}
-	var affinity []*Set
-	var svcChains []*Chain
-	masq := Rule{Verdict{Kind: Jump, Chain: ChainMarkMasq}}
+	f := &fragment{}
+	byName := map[string]*setElements{}
+	add := func(set string, key KeyType, e Element) {
+		se := byName[set]
+		if se == nil {
+			se = &setElements{set: set, key: key, isMap: key.Slotted()}
+			byName[set] = se
+		}
+		se.elements = append(se.elements, e)
+	}
+	proto := s.Name.Protocol
+	dst := func(ip netip.Addr, port int32) Element { return Element{Addr: ip, Proto: proto, Port: uint16(port)} }
+	nodePort := func() Element { return Element{Proto: proto, Port: uint16(s.NodePort)} }
+	// endpoints adds the slots of a destination to the map of its kind for
+	// len(eps) endpoints.
+	endpoints := func(prefix string, key KeyType, at Element, eps []rules.Endpoint) {
+		if len(eps) == 0 {
+			return
+		}
+		name := EndpointMap(prefix, len(eps))
+		for i, e := range eps {
+			at.Slot, at.Target = uint32(i), netip.AddrPortFrom(e.IP, uint16(e.Port))
+			add(name, key, at)
+		}
+		byName[name].kind = prefix
+	}
+	verdictSets := func(v rules.Verdict) (ipSet, npSet string) {
+		switch v {
+		case rules.Reject:
+			return SetRejectIPs, SetRejectNodePorts
+		case rules.Drop:
+			return SetDropIPs, SetDropNodePorts
+		}
+		return "", ""
+	}
+	filterIP := func(ip netip.Addr, v rules.Verdict) {
+		if set, _ := verdictSets(v); set != "" {
+			add(set, KeyAddrProtoPort, dst(ip, s.Port))
+		}
+	}
+
+	// What the filter does with a connection that was not sent to an
+	// endpoint, for every service alike.
+	if s.ClusterIP.IsValid() {
+		add(SetClusterIPs, KeyAddr, Element{Addr: s.ClusterIP})
+		filterIP(s.ClusterIP, s.InternalVerdict())
+	}
+	for _, ip := range s.ExtIPs {
+		filterIP(ip, s.ExternalVerdict())
+	}
+	for _, ip := range s.LBIPs {
+		filterIP(ip, s.LBVerdict())
+	}
+	if s.HasNodePort {
+		if _, set := verdictSets(s.ExternalVerdict()); set != "" {
+			add(set, KeyProtoPort, nodePort())
+		}
+	}
+	// loadBalancerSourceRanges: checked before NAT (a source outside them
+	// is not sent anywhere) and again in the filter (which drops it).
+	if s.Firewalled {
+		for _, ip := range s.LBIPs {
+			add(SetFirewallIPs, KeyAddrProtoPort, dst(ip, s.Port))
+			for _, rg := range s.Ranges {
+				e := dst(ip, s.Port)
+				e.Prefix = rg.Masked()
+				add(SetFirewallAllow, KeyAddrProtoPortSource, e)
+			}
+		}
+	}
+	for _, e := range s.UsedEndpoints() {
+		if p.MayHairpin(e) {
+			add(SetHairpin, KeyAddrPair, Element{Addr: e.IP})
+		}
+	}
+
+	if s.AffinitySeconds > 0 {
+		affinityChains(p, s, f, add)
+	} else {
+		// Sending to an endpoint: elements only.
+		if s.ClusterIP.IsValid() {
+			endpoints(PrefixEndpoints, KeyAddrProtoPortSlot, dst(s.ClusterIP, s.Port), s.InternalEndpoints())
+		}
+		if s.NeedsExternalChain() {
+			var externals []Element
+			for _, ip := range s.ExtIPs {
+				externals = append(externals, dst(ip, s.Port))
+			}
+			for _, ip := range s.LBIPs {
+				externals = append(externals, dst(ip, s.Port))
+			}
+			for _, at := range externals {
+				endpoints(PrefixEndpoints, KeyAddrProtoPortSlot, at, s.ExternalEndpoints())
+				switch {
+				case !s.ExternalPolicyLocal:
+					add(SetMasqIPs, KeyAddrProtoPort, at)
+				case s.ShortCircuit():
+					add(SetShortCircuitIPs, KeyAddrProtoPort, at)
+					endpoints(PrefixShortCircuitEndpoints, KeyAddrProtoPortSlot, at, s.ClusterEndpoints)
+				}
+			}
+			if s.HasNodePort {
+				endpoints(PrefixNodePortEndpoints, KeyProtoPortSlot, nodePort(), s.ExternalEndpoints())
+				switch {
+				case !s.ExternalPolicyLocal:
+					add(SetMasqNodePorts, KeyProtoPort, nodePort())
+				case s.ShortCircuit():
+					add(SetShortCircuitNodePorts, KeyProtoPort, nodePort())
+					endpoints(PrefixShortCircuitNodePorts, KeyProtoPortSlot, nodePort(), s.ClusterEndpoints)
+				}
+			}
+		}
+	}
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		f.elements = append(f.elements, *byName[n])
+	}
+	return f
+}
+
+// affinityChains renders a service with session affinity as chains, the
+// one exception to the data-driven layout: each endpoint has a chain that
+// records the client in the endpoint's affinity set (a dynamic set per
+// endpoint), which no map lookup can do. The service's destinations are
+// elements of the verdict maps service-ips and service-nodeports, so
+// adding, changing or deleting such a service makes the kernel validate
+// the table (see README.md).
+func affinityChains(p *rules.Plan, s *rules.ServicePlan, f *fragment, add func(string, KeyType, Element)) {
 	name := s.Name
 	proto := name.Protocol
+	masq := Rule{Verdict{Kind: Jump, Chain: ChainMarkMasq}}
 	internal := ClusterChain(name)
 	if s.InternalPolicyLocal {
 		internal = LocalChain(name)
 	}
-	add := func(m *Set, ip netip.Addr, port int32, v Verdict) {
-		m.Elements = append(m.Elements, Element{Addr: ip, Proto: proto, Port: uint16(port), Verdict: v})
+	vmap := func(set string, key KeyType, ip netip.Addr, port int32, chain string) {
+		add(set, key, Element{Addr: ip, Proto: proto, Port: uint16(port), Verdict: Verdict{Kind: Goto, Chain: chain}})
 	}
-	addFilter := func(m *Set, ip netip.Addr, port int32, v rules.Verdict) {
-		switch v {
-		case rules.Reject:
-			add(m, ip, port, Verdict{Kind: Goto, Chain: ChainReject})
-		case rules.Drop:
-			add(m, ip, port, Verdict{Kind: Drop})
-		}
+	if s.ClusterIP.IsValid() && len(s.InternalEndpoints()) > 0 {
+		vmap(MapServiceIPs, KeyAddrProtoPort, s.ClusterIP, s.Port, internal)
 	}
-
-	// Destinations.
-	if s.ClusterIP.IsValid() {
-		clusterIPs.Elements = append(clusterIPs.Elements, Element{Addr: s.ClusterIP})
-		if len(s.InternalEndpoints()) > 0 {
-			add(serviceIPs, s.ClusterIP, s.Port, Verdict{Kind: Goto, Chain: internal})
-		}
-		addFilter(filterIPs, s.ClusterIP, s.Port, s.InternalVerdict())
-	}
-	ext := Verdict{Kind: Goto, Chain: ExternalChain(name)}
 	if s.NeedsExternalChain() {
+		ext := ExternalChain(name)
 		for _, ip := range s.ExtIPs {
-			add(serviceIPs, ip, s.Port, ext)
-		}
-		lb := ext
-		if s.Firewalled {
-			lb = Verdict{Kind: Goto, Chain: FirewallChain(name)}
+			vmap(MapServiceIPs, KeyAddrProtoPort, ip, s.Port, ext)
 		}
 		for _, ip := range s.LBIPs {
-			add(serviceIPs, ip, s.Port, lb)
+			vmap(MapServiceIPs, KeyAddrProtoPort, ip, s.Port, ext)
 		}
 		if s.HasNodePort {
-			add(nodePorts, netip.Addr{}, s.NodePort, ext)
+			vmap(MapServiceNodePort, KeyProtoPort, netip.Addr{}, s.NodePort, ext)
 		}
 	}
-	for _, ip := range s.ExtIPs {
-		addFilter(filterIPs, ip, s.Port, s.ExternalVerdict())
-	}
-	if s.FirewallRejects() {
-		// No endpoints: the filter sends the LB IPs to the firewall
-		// chain, which rejects the allowed sources and drops the others.
-		fw := &Chain{Name: FirewallChain(name)}
-		for _, rg := range s.Ranges {
-			fw.Rules = append(fw.Rules, Rule{AddrMatch{Src: true, Prefix: rg}, Verdict{Kind: Goto, Chain: ChainReject}})
-		}
-		fw.Rules = append(fw.Rules, Rule{Verdict{Kind: Drop}})
-		svcChains = append(svcChains, fw)
-		for _, ip := range s.LBIPs {
-			add(filterIPs, ip, s.Port, Verdict{Kind: Goto, Chain: fw.Name})
-		}
-	} else {
-		for _, ip := range s.LBIPs {
-			addFilter(filterIPs, ip, s.Port, s.LBVerdict())
-		}
-	}
-	if s.HasNodePort {
-		addFilter(filterNodePorts, netip.Addr{}, s.NodePort, s.ExternalVerdict())
-	}
-
-	// Chains.
-	used := s.UsedEndpoints()
-	for _, e := range used {
-		if p.MayHairpin(e) {
-			hairpin.Elements = append(hairpin.Elements, Element{Addr: e.IP})
-		}
-	}
-	// Without session affinity a service chain sends each new connection
-	// straight to an endpoint: up to MaxCascade endpoints by a cascade of
-	// "numgen random mod k == 0 … dnat to POD" rules (k = n, n-1, …, 2, then
-	// the last endpoint), beyond that by one "dnat ip to numgen random mod n
-	// map { … }" rule. No chain per endpoint: few kernel objects, and no
-	// jumps for the kernel to validate below the service chain. With
-	// affinity, each endpoint keeps a chain that records the client in the
-	// endpoint's affinity set, chosen by the same cascade with gotos.
 	dnat := func(e rules.Endpoint) Rule {
 		return Rule{L4Proto{Proto: proto}, DNAT{Addr: e.IP, Port: uint16(e.Port)}}
 	}
+	// Clients already pinned go to their endpoint; a new one is sent to
+	// each endpoint with probability 1/n by a cascade of "numgen random
+	// mod k == 0" rules (k = n, n-1, …, 2, then the last endpoint).
 	dispatch := func(chain string, eps []rules.Endpoint) *Chain {
 		c := &Chain{Name: chain}
-		if s.AffinitySeconds > 0 {
-			for _, e := range eps {
-				c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: EndpointChain(name, e)}})
-			}
+		for _, e := range eps {
+			c.Rules = append(c.Rules, Rule{AddrInSet{Src: true, Set: AffinitySet(name, e)}, Verdict{Kind: Goto, Chain: EndpointChain(name, e)}})
 		}
-		switch {
-		case s.AffinitySeconds > 0:
-			for i, e := range eps {
-				var pick Rule
-				if left := len(eps) - i; left > 1 {
-					pick = Rule{NumgenZero{Mod: left}}
-				}
-				c.Rules = append(c.Rules, append(pick, Verdict{Kind: Goto, Chain: EndpointChain(name, e)}))
+		for i, e := range eps {
+			var pick Rule
+			if left := len(eps) - i; left > 1 {
+				pick = Rule{NumgenZero{Mod: left}}
 			}
-		case len(eps) <= MaxCascade:
-			for i, e := range eps {
-				var pick Rule
-				if left := len(eps) - i; left > 1 {
-					pick = Rule{NumgenZero{Mod: left}}
-				}
-				c.Rules = append(c.Rules, append(pick, dnat(e)...))
-			}
-		default:
-			targets := make([]netip.AddrPort, len(eps))
-			for i, e := range eps {
-				targets[i] = netip.AddrPortFrom(e.IP, uint16(e.Port))
-			}
-			c.Rules = append(c.Rules, Rule{L4Proto{Proto: proto}, DNATMap{Targets: targets}})
+			c.Rules = append(c.Rules, append(pick, Verdict{Kind: Goto, Chain: EndpointChain(name, e)}))
 		}
 		return c
 	}
 	if s.NeedsClusterChain() {
-		svcChains = append(svcChains, dispatch(ClusterChain(name), s.ClusterEndpoints))
+		f.chains = append(f.chains, dispatch(ClusterChain(name), s.ClusterEndpoints))
 	}
 	if s.NeedsLocalChain() {
-		svcChains = append(svcChains, dispatch(LocalChain(name), s.LocalEndpoints))
+		f.chains = append(f.chains, dispatch(LocalChain(name), s.LocalEndpoints))
 	}
 	if s.NeedsExternalChain() {
 		c := &Chain{Name: ExternalChain(name)}
@@ -439,23 +681,11 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 				c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: LocalChain(name)}})
 			}
 		}
-		svcChains = append(svcChains, c)
-		if s.Firewalled {
-			fw := &Chain{Name: FirewallChain(name)}
-			for _, rg := range s.Ranges {
-				fw.Rules = append(fw.Rules, Rule{AddrMatch{Src: true, Prefix: rg}, Verdict{Kind: Goto, Chain: ExternalChain(name)}})
-			}
-			svcChains = append(svcChains, fw)
-		}
+		f.chains = append(f.chains, c)
 	}
-	// With session affinity, a chain per endpoint used by any policy.
-	if s.AffinitySeconds > 0 {
-		for _, e := range used {
-			set := AffinitySet(name, e)
-			affinity = append(affinity, &Set{Name: set, Key: KeyAddr, Timeout: s.AffinitySeconds})
-			svcChains = append(svcChains, &Chain{Name: EndpointChain(name, e), Rules: []Rule{{UpdateSet{Set: set}}, dnat(e)}})
-		}
+	for _, e := range s.UsedEndpoints() {
+		set := AffinitySet(name, e)
+		f.affinity = append(f.affinity, &Set{Name: set, Key: KeyAddr, Timeout: s.AffinitySeconds})
+		f.chains = append(f.chains, &Chain{Name: EndpointChain(name, e), Rules: []Rule{{UpdateSet{Set: set}}, dnat(e)}})
 	}
-	return &fragment{clusterIPs: clusterIPs, serviceIPs: serviceIPs, nodePorts: nodePorts, filterIPs: filterIPs,
-		filterNodePorts: filterNodePorts, hairpin: hairpin, affinity: affinity, chains: svcChains}
 }

@@ -69,7 +69,8 @@ func TestRenderHostileInput(t *testing.T) {
 
 // TestRenderZoneDuplicates renders two services whose cluster IPs differ
 // only by a zone: once the zones are dropped they claim the same map key,
-// which the map must hold once, whichever order the plan lists them in.
+// which the map of endpoints must hold once, whichever order the plan
+// lists them in.
 func TestRenderZoneDuplicates(t *testing.T) {
 	p := &rules.Plan{Family: rules.IPv6}
 	for _, n := range []string{"a", "b"} {
@@ -78,9 +79,10 @@ func TestRenderZoneDuplicates(t *testing.T) {
 		p.Services = append(p.Services, &rules.ServicePlan{ServicePort: sp, ClusterIP: netip.MustParseAddr("fd00:96::1%" + n),
 			All: []rules.Endpoint{ep}, ClusterEndpoints: []rules.Endpoint{ep}, HasEndpoints: true})
 	}
-	serviceIPs := func(r *Ruleset) []Element {
+	endpoints := EndpointMap(PrefixEndpoints, 1)
+	elements := func(r *Ruleset) []Element {
 		for _, s := range r.Sets {
-			if s.Name == MapServiceIPs {
+			if s.Name == endpoints {
 				return s.Elements
 			}
 		}
@@ -89,10 +91,10 @@ func TestRenderZoneDuplicates(t *testing.T) {
 	r := Render(p)
 	first := r.Script()
 	p.Services[0], p.Services[1] = p.Services[1], p.Services[0]
-	if a, b := serviceIPs(r), serviceIPs(Render(p)); len(a) != 1 || len(b) != 1 || a[0] != b[0] {
-		t.Errorf("map %s depends on service order: %v, then %v", MapServiceIPs, a, b)
+	if a, b := elements(r), elements(Render(p)); len(a) != 1 || len(b) != 1 || a[0] != b[0] {
+		t.Errorf("map %s depends on service order: %v, then %v", endpoints, a, b)
 	}
-	if n := strings.Count(first, "fd00:96::1 . tcp . 80 : goto"); n != 1 {
-		t.Errorf("the map holds fd00:96::1 . tcp . 80 %d times, want once:\n%s", n, first)
+	if n := strings.Count(first, "fd00:96::1 . tcp . 80 . 0 : "); n != 1 {
+		t.Errorf("the map holds fd00:96::1 . tcp . 80 . 0 %d times, want once:\n%s", n, first)
 	}
 }

@@ -1,6 +1,7 @@
 package nftables
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -55,9 +56,27 @@ const (
 	// KeyAddrPair is "saddr . daddr"; rulegen's only set of this type holds
 	// each local endpoint paired with itself (hairpin connections).
 	KeyAddrPair
+	// KeyAddrProtoPortSlot is "daddr . l4proto . dport . slot": the key of
+	// a map of endpoints, whose value is an endpoint's "addr . port" (a
+	// data map: Element.Target).
+	KeyAddrProtoPortSlot
+	// KeyProtoPortSlot is "l4proto . dport . slot" (nodePorts' endpoints).
+	KeyProtoPortSlot
+	// KeyAddrProtoPortSource is "daddr . l4proto . dport . saddr" with the
+	// source a range (an interval set: Element.Prefix): the sources
+	// loadBalancerSourceRanges allow to each load-balancer destination.
+	KeyAddrProtoPortSource
 )
 
-// Set is a named set, or a verdict map when IsMap.
+// Slotted reports whether a key ends with a slot: a map of endpoints.
+func (k KeyType) Slotted() bool { return k == KeyAddrProtoPortSlot || k == KeyProtoPortSlot }
+
+// Interval reports whether sets of this key hold ranges.
+func (k KeyType) Interval() bool { return k == KeyPrefix || k == KeyAddrProtoPortSource }
+
+// Set is a named set, or a map when IsMap: a verdict map, or for a slotted
+// key (KeyAddrProtoPortSlot, KeyProtoPortSlot) a data map from slot to
+// endpoint.
 type Set struct {
 	Name  string
 	Key   KeyType
@@ -76,6 +95,11 @@ type Element struct {
 	Proto   rules.Protocol
 	Port    uint16
 	Verdict Verdict
+	// Slot and Target are a slotted map's: the slot numgen picks (0 to
+	// K-1 for a map of services with K endpoints) and the endpoint it
+	// stands for.
+	Slot   uint32
+	Target netip.AddrPort
 }
 
 // VerdictKind is the kind of a verdict.
@@ -206,11 +230,26 @@ type DNAT struct {
 	Port uint16
 }
 
-// DNATMap rewrites the destination to one of Targets, picked at random
-// with equal probability, in one lookup: "dnat ip to numgen random mod N map
-// { 0 : ADDR . PORT, … }" (an anonymous map of the rule). It is not a
-// comparable value: compare with Equal.
-type DNATMap struct{ Targets []netip.AddrPort }
+// KeyInSet matches the key Key of the packet (a concatenation of its
+// destination, protocol, port and for KeyAddrProtoPortSource its source)
+// against a named set: "ip daddr . meta l4proto . th dport @SET", or "!=
+// @SET" when Negate.
+type KeyInSet struct {
+	Key    KeyType // KeyAddrProtoPort, KeyProtoPort or KeyAddrProtoPortSource
+	Set    string
+	Negate bool
+}
+
+// DNATLookup rewrites the destination to the endpoint a map of endpoints
+// holds for the packet's destination and a slot picked at random among
+// Mod: "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod
+// K map @MAP". When the map has no such key (the destination is not one of
+// a service with K endpoints) the rule does nothing and the next is tried.
+type DNATLookup struct {
+	Key KeyType // KeyAddrProtoPortSlot or KeyProtoPortSlot
+	Mod int
+	Map string
+}
 
 // UpdateSet adds the packet's source address to a dynamic set, refreshing its
 // timeout (session affinity).
@@ -301,6 +340,34 @@ func (s VmapLookup) write(b *strings.Builder, f rules.Family) {
 	b.WriteString("meta l4proto . th dport vmap @" + s.Map)
 }
 
+// keyExpr writes the packet fields that make a key of type k (without a
+// slot).
+func keyExpr(b *strings.Builder, k KeyType, f rules.Family) {
+	w := familyWord(f)
+	switch k {
+	case KeyAddrProtoPort, KeyAddrProtoPortSlot:
+		b.WriteString(w + " daddr . meta l4proto . th dport")
+	case KeyProtoPort, KeyProtoPortSlot:
+		b.WriteString("meta l4proto . th dport")
+	case KeyAddrProtoPortSource:
+		b.WriteString(w + " daddr . meta l4proto . th dport . " + w + " saddr")
+	}
+}
+
+func (s KeyInSet) write(b *strings.Builder, f rules.Family) {
+	keyExpr(b, s.Key, f)
+	if s.Negate {
+		b.WriteString(" !=")
+	}
+	b.WriteString(" @" + s.Set)
+}
+
+func (s DNATLookup) write(b *strings.Builder, f rules.Family) {
+	b.WriteString("dnat " + familyWord(f) + " to ")
+	keyExpr(b, s.Key, f)
+	b.WriteString(" . numgen random mod " + strconv.Itoa(s.Mod) + " map @" + s.Map)
+}
+
 func (s NumgenZero) write(b *strings.Builder, _ rules.Family) {
 	b.WriteString("numgen random mod ")
 	b.WriteString(strconv.Itoa(s.Mod))
@@ -323,38 +390,9 @@ func (s DNAT) write(b *strings.Builder, _ rules.Family) {
 	b.Write(netip.AddrPortFrom(s.Addr, s.Port).AppendTo(buf[:0]))
 }
 
-func (s DNATMap) write(b *strings.Builder, f rules.Family) {
-	b.WriteString("dnat ")
-	b.WriteString(familyWord(f))
-	b.WriteString(" to numgen random mod ")
-	b.WriteString(strconv.Itoa(len(s.Targets)))
-	b.WriteString(" map { ")
-	var buf [64]byte
-	for i, t := range s.Targets {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.Write(strconv.AppendInt(buf[:0], int64(i), 10))
-		b.WriteString(" : ")
-		b.Write(t.Addr().AppendTo(buf[:0]))
-		b.WriteString(" . ")
-		b.Write(strconv.AppendUint(buf[:0], uint64(t.Port()), 10))
-	}
-	b.WriteString(" }")
-}
-
-// SameStmt reports whether two statements are the same (DNATMap holds a
-// slice, so statements cannot all be compared with ==).
-func SameStmt(a, b Stmt) bool {
-	if x, ok := a.(DNATMap); ok {
-		y, ok := b.(DNATMap)
-		return ok && slices.Equal(x.Targets, y.Targets)
-	}
-	if _, ok := b.(DNATMap); ok {
-		return false
-	}
-	return a == b
-}
+// SameStmt reports whether two statements are the same (every statement
+// type is a comparable value).
+func SameStmt(a, b Stmt) bool { return a == b }
 
 // SameRule reports whether two rules are the same, statement by statement.
 func SameRule(a, b Rule) bool { return slices.EqualFunc(a, b, SameStmt) }
@@ -396,6 +434,16 @@ func (s *Set) typeString(f rules.Family) string {
 		t = "inet_proto . inet_service"
 	case KeyAddrPair:
 		t = addr + " . " + addr
+	case KeyAddrProtoPortSource:
+		t = addr + " . inet_proto . inet_service . " + addr
+	case KeyAddrProtoPortSlot, KeyProtoPortSlot:
+		// numgen yields a plain integer, which no "type" can name: the
+		// map is declared by the expressions that make its key and value.
+		var b strings.Builder
+		b.WriteString("typeof ")
+		keyExpr(&b, s.Key, f)
+		b.WriteString(" . numgen random mod 1 : " + familyWord(f) + " daddr . th dport")
+		return b.String()
 	}
 	if s.IsMap {
 		t += " : verdict"
@@ -416,6 +464,30 @@ func (e *Element) write(b *strings.Builder, key KeyType, isMap bool) {
 		b.Write(a)
 		b.WriteString(" . ")
 		b.Write(a)
+	case KeyAddrProtoPortSlot, KeyProtoPortSlot, KeyAddrProtoPortSource:
+		var buf [64]byte
+		if key != KeyProtoPortSlot {
+			b.Write(e.Addr.AppendTo(buf[:0]))
+			b.WriteString(" . ")
+		}
+		b.WriteString(string(e.Proto))
+		b.WriteString(" . ")
+		b.Write(strconv.AppendUint(buf[:0], uint64(e.Port), 10))
+		b.WriteString(" . ")
+		if key == KeyAddrProtoPortSource {
+			if e.Prefix.IsSingleIP() {
+				b.Write(e.Prefix.Addr().AppendTo(buf[:0]))
+			} else {
+				b.Write(e.Prefix.AppendTo(buf[:0]))
+			}
+			return
+		}
+		b.Write(strconv.AppendUint(buf[:0], uint64(e.Slot), 10))
+		b.WriteString(" : ")
+		b.Write(e.Target.Addr().AppendTo(buf[:0]))
+		b.WriteString(" . ")
+		b.Write(strconv.AppendUint(buf[:0], uint64(e.Target.Port()), 10))
+		return
 	case KeyAddrProtoPort:
 		var buf [64]byte
 		b.Write(e.Addr.AppendTo(buf[:0]))
@@ -463,20 +535,34 @@ func (r *Ruleset) writeTable(b *strings.Builder) {
 		if s.IsMap {
 			kind = "map"
 		}
-		fmt.Fprintf(b, "\t%s %s {\n\t\ttype %s\n", kind, s.Name, s.typeString(r.Family))
+		decl := "type " + s.typeString(r.Family)
+		if s.Key.Slotted() {
+			decl = s.typeString(r.Family) // "typeof …"
+		}
+		fmt.Fprintf(b, "\t%s %s {\n\t\t%s\n", kind, s.Name, decl)
 		switch {
-		case s.Key == KeyPrefix:
+		case s.Key.Interval():
 			b.WriteString("\t\tflags interval\n")
 		case s.Timeout > 0:
 			fmt.Fprintf(b, "\t\tflags dynamic,timeout\n\t\ttimeout %ds\n", s.Timeout)
 		}
 		if len(s.Elements) > 0 {
+			els := s.Elements
+			if s.Key.Slotted() {
+				// A map of endpoints is kept in service order (cheap to
+				// build again and again); the text lists it by key, so
+				// that it does not depend on the services' names.
+				els = slices.Clone(els)
+				slices.SortFunc(els, func(a, b Element) int {
+					return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Slot, b.Slot))
+				})
+			}
 			b.WriteString("\t\telements = { ")
-			for i := range s.Elements {
+			for i := range els {
 				if i > 0 {
 					b.WriteString(",\n\t\t\t     ")
 				}
-				s.Elements[i].write(b, s.Key, s.IsMap)
+				els[i].write(b, s.Key, s.IsMap)
 			}
 			b.WriteString(" }\n")
 		}
@@ -502,4 +588,12 @@ func (r *Ruleset) writeTable(b *strings.Builder) {
 func DeleteScript(f rules.Family) string {
 	w := familyWord(f)
 	return fmt.Sprintf("add table %s %s\ndelete table %s %s\n", w, TableName, w, TableName)
+}
+
+// ElementString returns element e of s as nft writes it in the set's
+// elements (key, and for a map " : " and the value).
+func (s *Set) ElementString(e *Element) string {
+	var b strings.Builder
+	e.write(&b, s.Key, s.IsMap)
+	return b.String()
 }

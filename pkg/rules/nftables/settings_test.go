@@ -26,7 +26,7 @@ func TestRenderSettings(t *testing.T) {
 			want: []string{"meta mark set meta mark | 0x00004000", "meta mark & 0x00004000 == 0x00000000 return", "meta mark set meta mark ^ 0x00004000"}},
 		{name: "masquerade bit 0", plan: v4, set: func(s *rules.Settings) { s.MasqueradeMark = 1 },
 			want: []string{"meta mark set meta mark | 0x00000001", "meta mark & 0x00000001 == 0x00000000 return", "meta mark set meta mark ^ 0x00000001"}, notWant: []string{"0x00004000"}},
-		{name: "no service CIDR: no drop", plan: v4, set: func(*rules.Settings) {}, notWant: []string{"drop"}},
+		{name: "no service CIDR: no drop", plan: v4, set: func(*rules.Settings) {}, notWant: []string{"ct state new ip daddr"}},
 		{name: "service CIDR: drop in forward and output", plan: v4,
 			set: func(s *rules.Settings) { s.ServiceCIDRs = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")} },
 			want: []string{
@@ -36,7 +36,7 @@ func TestRenderSettings(t *testing.T) {
 			}},
 		{name: "service CIDR of the other family is left out", plan: v4,
 			set:     func(s *rules.Settings) { s.ServiceCIDRs = []netip.Prefix{netip.MustParsePrefix("fd00:96::/112")} },
-			notWant: []string{"fd00:96::", "drop"}},
+			notWant: []string{"fd00:96::", "ct state new ip daddr"}},
 		{name: "localhost nodePorts: none in nftables, as in kube-proxy", plan: v4,
 			set:     func(s *rules.Settings) { s.LocalhostNodePorts = []netip.Prefix{rules.IPv4Loopback} },
 			notWant: []string{"127.0.0."}},

@@ -60,3 +60,36 @@ func DropEndpoint(st *rules.State, i int) {
 	}
 	st.SetSlice(sl)
 }
+
+// ReplaceEndpoint replaces the last endpoint of service i of a Scale state
+// with a new pod address (as when a pod is replaced), distinct from every
+// address Scale made.
+func ReplaceEndpoint(st *rules.State, i int) {
+	setEndpoints(st, i, func(eps []rules.Endpoint) []rules.Endpoint {
+		eps[len(eps)-1].IP = addr(10<<24 | 127<<16 + uint32(i) + 1)
+		return eps
+	})
+}
+
+// AddEndpoint adds one endpoint to service i of a Scale state (a
+// deployment scaled up by one), at an address Scale never uses.
+func AddEndpoint(st *rules.State, i int) {
+	setEndpoints(st, i, func(eps []rules.Endpoint) []rules.Endpoint {
+		e := eps[0]
+		e.IP = addr(10<<24 | 126<<16 + uint32(i) + 1)
+		return append(eps, e)
+	})
+}
+
+func setEndpoints(st *rules.State, i int, edit func([]rules.Endpoint) []rules.Endpoint) {
+	key := rules.ServiceKey{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("svc-%d", i)}
+	p := st.ServicePorts(key)[0]
+	eps := edit(st.Endpoints(p, rules.IPv4))
+	sl := &rules.Slice{Name: key.Name + "-1", Service: key, Family: rules.IPv4,
+		Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}
+	for _, e := range eps {
+		e.Port = 0
+		sl.Endpoints = append(sl.Endpoints, e)
+	}
+	st.SetSlice(sl)
+}

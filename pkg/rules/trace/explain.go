@@ -3,6 +3,7 @@ package trace
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -172,13 +173,23 @@ func rulesFor(e Explanation, s *rules.ServicePlan) []string {
 	if r := e.NFT; r != nil {
 		key := rules.PortKey(s.Name)
 		mine := func(chain string) bool { return strings.Contains(chain, "-"+key) }
+		dests := append([]netip.Addr{s.ClusterIP}, s.ExtIPs...)
+		dests = append(dests, s.LBIPs...)
 		for _, set := range r.Sets {
 			for _, el := range set.Elements {
-				if set.IsMap && mine(el.Verdict.Chain) || s.ClusterIP.IsValid() && set.Key == rn.KeyAddrProtoPort && el.Addr == s.ClusterIP && el.Port == uint16(s.Port) {
-					var sb strings.Builder
-					sb.WriteString("map " + set.Name + ": ")
-					sb.WriteString(elementText(&el, set.Key) + " : " + el.Verdict.String())
-					out = append(out, sb.String())
+				ours := set.IsMap && el.Verdict.Chain != "" && mine(el.Verdict.Chain)
+				switch set.Key {
+				case rn.KeyAddrProtoPort, rn.KeyAddrProtoPortSlot, rn.KeyAddrProtoPortSource:
+					ours = ours || el.Proto == s.Name.Protocol && el.Port == uint16(s.Port) && slices.Contains(dests, el.Addr)
+				case rn.KeyProtoPort, rn.KeyProtoPortSlot:
+					ours = ours || s.HasNodePort && el.Proto == s.Name.Protocol && el.Port == uint16(s.NodePort)
+				}
+				if ours {
+					kind := "set "
+					if set.IsMap {
+						kind = "map "
+					}
+					out = append(out, kind+set.Name+": "+set.ElementString(&el))
 				}
 			}
 		}
@@ -210,14 +221,4 @@ func rulesFor(e Explanation, s *rules.ServicePlan) []string {
 		}
 	}
 	return out
-}
-
-func elementText(e *rn.Element, k rn.KeyType) string {
-	switch k {
-	case rn.KeyAddrProtoPort:
-		return fmt.Sprintf("%s . %s . %d", e.Addr, e.Proto, e.Port)
-	case rn.KeyProtoPort:
-		return fmt.Sprintf("%s . %d", e.Proto, e.Port)
-	}
-	return e.Addr.String()
 }

@@ -392,7 +392,45 @@ func (t *tracer) rule(p *path, c *rn.Chain, r rn.Rule) []branch {
 				}
 				q = q.clone()
 				q.step("  %s: %s -> %s", c.Name, desc, found.Verdict)
-				return append(branchesOf(missed), t.verdictBranch(q, found.Verdict)...)
+				return append(branchesOf(missed), t.verdictBranch(q, found.Verdict, r)...)
+			case rn.KeyInSet:
+				if t.keyInSet(s, q) != s.Negate {
+					next = append(next, q)
+				} else {
+					missed = append(missed, q)
+				}
+			case rn.DNATLookup:
+				// The map holds the destination's endpoints under slots
+				// 0..Mod-1 when it is a service of Mod endpoints; numgen
+				// picks each slot with probability 1/Mod.
+				set := t.sets[s.Map]
+				var slots []rn.Element
+				if set != nil {
+					for _, e := range set.Elements {
+						if t.keyMatches(s.Key, &e, q) {
+							slots = append(slots, e)
+						}
+					}
+				}
+				if len(slots) == 0 {
+					missed = append(missed, q)
+					continue
+				}
+				out := branchesOf(missed)
+				for i := range s.Mod {
+					idx := slices.IndexFunc(slots, func(e rn.Element) bool { return e.Slot == uint32(i) })
+					b := q.clone()
+					b.prob *= 1 / float64(s.Mod)
+					if idx < 0 { // a hole: the rule does nothing, the next is tried
+						out = append(out, branch{p: b})
+						continue
+					}
+					b.dst = slots[idx].Target
+					b.dnat = true
+					b.step("  %s: %s (slot %d: %s)", c.Name, desc, i, b.dst)
+					out = append(out, branch{p: b, stop: true})
+				}
+				return out // dnat accepts: the hook ends
 			case rn.MarkOr:
 				q.mark |= s.Mark
 				next = append(next, q)
@@ -410,24 +448,13 @@ func (t *tracer) rule(p *path, c *rn.Chain, r rn.Rule) []branch {
 				q.dnat = true
 				q.step("  %s: %s", c.Name, desc)
 				return append(branchesOf(missed), branch{p: q, stop: true}) // dnat accepts: the hook ends
-			case rn.DNATMap:
-				out := branchesOf(missed)
-				for _, to := range s.Targets {
-					b := q.clone()
-					b.prob *= 1 / float64(len(s.Targets))
-					b.dst = to
-					b.dnat = true
-					b.step("  %s: %s (picked %s)", c.Name, ruleSummary(desc), to)
-					out = append(out, branch{p: b, stop: true})
-				}
-				return out // dnat accepts: the hook ends
 			case rn.UpdateSet:
 				q.affinity = true
 				next = append(next, q)
 			case rn.Reject:
 				q = q.clone()
 				q.step("  %s: %s", c.Name, desc)
-				q.verdict, q.why = Reject, t.rejectWhy(c)
+				q.verdict, q.why = Reject, t.rejectWhy(r)
 				return append(branchesOf(missed), branch{p: q, stop: true})
 			case rn.Verdict:
 				q = q.clone()
@@ -435,13 +462,13 @@ func (t *tracer) rule(p *path, c *rn.Chain, r rn.Rule) []branch {
 				if s.Chain == rn.ChainMarkMasq && q.masqWhy == "" {
 					q.masqWhy = masqReason(c, r)
 				}
-				if s.Kind == rn.Drop && c.Hook != nil {
+				if s.Kind == rn.Drop && c.Hook != nil && !inSet(r, rn.SetFirewallAllow) {
 					// The only drop in a base chain: an address of a
 					// service CIDR that no service holds.
 					q.verdict, q.why = Drop, unallocatedReason(r, q.dst.Addr())
 					return append(branchesOf(missed), branch{p: q, stop: true})
 				}
-				return append(branchesOf(missed), t.verdictBranch(q, s)...)
+				return append(branchesOf(missed), t.verdictBranch(q, s, r)...)
 			}
 		}
 		cur = next
@@ -464,33 +491,49 @@ func branchesOf(ps []*path) []branch {
 	return out
 }
 
-func (t *tracer) verdictBranch(q *path, v rn.Verdict) []branch {
-	switch v.Kind {
-	case rn.Drop:
-		q.verdict, q.why = Drop, t.dropWhy(q)
+func (t *tracer) verdictBranch(q *path, v rn.Verdict, r rn.Rule) []branch {
+	if v.Kind == rn.Drop {
+		q.verdict, q.why = Drop, t.dropWhy(q, r)
 		return []branch{{p: q, stop: true}}
-	case rn.Goto, rn.Jump:
-		if v.Chain == rn.ChainReject {
-			q.step("  %s: reject", rn.ChainReject)
-			q.verdict, q.why = Reject, "the service has no endpoints: rejected"
-			return []branch{{p: q, stop: true}}
-		}
 	}
 	return []branch{{p: q, next: &v}}
 }
 
-func (t *tracer) rejectWhy(c *rn.Chain) string {
-	if c.Name == rn.ChainServiceFilter {
-		return "unknown port on a ClusterIP: rejected"
+// keyMatches reports whether element e of a set of key k holds the
+// packet's destination (and, for a source key, its source).
+func (t *tracer) keyMatches(k rn.KeyType, e *rn.Element, p *path) bool {
+	if e.Proto != t.pkt.Proto || e.Port != p.dst.Port() {
+		return false
 	}
-	return "the service has no endpoints: rejected"
+	switch k {
+	case rn.KeyProtoPort, rn.KeyProtoPortSlot:
+		return true
+	case rn.KeyAddrProtoPortSource:
+		return e.Addr == p.dst.Addr() && e.Prefix.Contains(t.pkt.Src)
+	}
+	return e.Addr == p.dst.Addr()
 }
 
-func (t *tracer) dropWhy(p *path) string {
-	for _, s := range p.steps {
-		if strings.Contains(s, "firewall-") {
-			return "source not in loadBalancerSourceRanges: dropped"
-		}
+func (t *tracer) keyInSet(s rn.KeyInSet, p *path) bool {
+	set := t.sets[s.Set]
+	return set != nil && slices.ContainsFunc(set.Elements, func(e rn.Element) bool { return t.keyMatches(s.Key, &e, p) })
+}
+
+// inSet reports whether rule r looks the packet up in the named set.
+func inSet(r rn.Rule, set string) bool {
+	return slices.ContainsFunc(r, func(s rn.Stmt) bool { k, ok := s.(rn.KeyInSet); return ok && k.Set == set })
+}
+
+func (t *tracer) rejectWhy(r rn.Rule) string {
+	if inSet(r, rn.SetRejectIPs) || inSet(r, rn.SetRejectNodePorts) {
+		return "the service has no endpoints: rejected"
+	}
+	return "unknown port on a ClusterIP: rejected"
+}
+
+func (t *tracer) dropWhy(p *path, r rn.Rule) string {
+	if inSet(r, rn.SetFirewallAllow) {
+		return "source not in loadBalancerSourceRanges: dropped"
 	}
 	if p.affinity {
 		return "dropped"
@@ -520,6 +563,12 @@ func masqReason(c *rn.Chain, r rn.Rule) string {
 		if _, ok := s.(rn.AddrPairInSet); ok {
 			return "hairpin: the pod reaches itself through its service"
 		}
+	}
+	if inSet(r, rn.SetMasqIPs) || inSet(r, rn.SetMasqNodePorts) {
+		return "external traffic under externalTrafficPolicy Cluster"
+	}
+	if inSet(r, rn.SetShortCircuitIPs) || inSet(r, rn.SetShortCircuitNodePorts) {
+		return "from the node itself"
 	}
 	switch {
 	case strings.HasPrefix(c.Name, "external-"):

@@ -3,6 +3,7 @@ package nftwriter
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"time"
 
 	gnft "github.com/google/nftables"
@@ -106,6 +107,12 @@ func setKey(f rules.Family, k rn.KeyType) (gnft.SetDatatype, bool) {
 		return gnft.MustConcatSetType(gnft.TypeInetProto, gnft.TypeInetService), true
 	case rn.KeyAddrPair:
 		return gnft.MustConcatSetType(addrType(f), addrType(f)), true
+	case rn.KeyAddrProtoPortSlot:
+		return gnft.MustConcatSetType(addrType(f), gnft.TypeInetProto, gnft.TypeInetService, gnft.TypeInteger), true
+	case rn.KeyProtoPortSlot:
+		return gnft.MustConcatSetType(gnft.TypeInetProto, gnft.TypeInetService, gnft.TypeInteger), true
+	case rn.KeyAddrProtoPortSource:
+		return gnft.MustConcatSetType(addrType(f), gnft.TypeInetProto, gnft.TypeInetService, addrType(f)), true
 	}
 	return addrType(f), false
 }
@@ -113,8 +120,12 @@ func setKey(f rules.Family, k rn.KeyType) (gnft.SetDatatype, bool) {
 // newSet returns the google/nftables description of a named set or map.
 func newSet(t *gnft.Table, f rules.Family, s *rn.Set) *gnft.Set {
 	key, concat := setKey(f, s.Key)
-	gs := &gnft.Set{Table: t, Name: s.Name, KeyType: key, Concatenation: concat, Interval: s.Key == rn.KeyPrefix}
-	if s.IsMap {
+	gs := &gnft.Set{Table: t, Name: s.Name, KeyType: key, Concatenation: concat, Interval: s.Key.Interval()}
+	switch {
+	case s.Key.Slotted():
+		gs.IsMap = true
+		gs.DataType = gnft.MustConcatSetType(addrType(f), gnft.TypeInetService)
+	case s.IsMap:
 		gs.IsMap = true
 		gs.DataType = gnft.TypeVerdict
 	}
@@ -142,17 +153,51 @@ func verdictExpr(v rn.Verdict) *expr.Verdict {
 // ports in network order, each field of a concatenation padded to 4 bytes.
 func elementKey(f rules.Family, k rn.KeyType, e *rn.Element) []byte {
 	var b []byte
-	if k == rn.KeyAddrPair {
+	switch k {
+	case rn.KeyAddrPair:
 		return append(e.Addr.AsSlice(), e.Addr.AsSlice()...)
-	}
-	if k == rn.KeyAddr || k == rn.KeyAddrProtoPort {
+	case rn.KeyAddr, rn.KeyAddrProtoPort, rn.KeyAddrProtoPortSlot, rn.KeyAddrProtoPortSource:
 		b = append(b, e.Addr.AsSlice()...)
 	}
-	if k == rn.KeyAddrProtoPort || k == rn.KeyProtoPort {
+	if k != rn.KeyAddr {
 		b = append(b, protoNum(e.Proto), 0, 0, 0)
 		b = binary.BigEndian.AppendUint16(b, e.Port)
 		b = append(b, 0, 0)
 	}
+	switch k {
+	case rn.KeyAddrProtoPortSlot, rn.KeyProtoPortSlot:
+		// numgen's number, in host order.
+		b = binary.NativeEndian.AppendUint32(b, e.Slot)
+	case rn.KeyAddrProtoPortSource:
+		b = append(b, e.Prefix.Masked().Addr().AsSlice()...)
+	}
+	return b
+}
+
+// keyEnd is the last key of an element of a concatenated interval set:
+// the key with the source range's last address.
+func keyEnd(e *rn.Element, key []byte) []byte {
+	first := e.Prefix.Masked().Addr().AsSlice()
+	last := make([]byte, len(first))
+	for i := range first {
+		bits := e.Prefix.Bits() - 8*i
+		switch {
+		case bits >= 8:
+			last[i] = first[i]
+		case bits <= 0:
+			last[i] = 0xff
+		default:
+			last[i] = first[i] | byte(0xff>>bits)
+		}
+	}
+	return append(key[:len(key)-len(first):len(key)-len(first)], last...)
+}
+
+// endpointValue is a map of endpoints' value: "addr . port", the port in
+// the next 32-bit register.
+func endpointValue(t netip.AddrPort) []byte {
+	b := append(t.Addr().AsSlice(), 0, 0, 0, 0)
+	binary.BigEndian.PutUint16(b[len(b)-4:], t.Port())
 	return b
 }
 
@@ -161,7 +206,12 @@ func elements(f rules.Family, s *rn.Set, from, to int) []gnft.SetElement {
 	for i := from; i < to; i++ {
 		e := &s.Elements[i]
 		el := gnft.SetElement{Key: elementKey(f, s.Key, e)}
-		if s.IsMap {
+		switch {
+		case s.Key == rn.KeyAddrProtoPortSource:
+			el.KeyEnd = keyEnd(e, el.Key)
+		case s.Key.Slotted():
+			el.Val = endpointValue(e.Target)
+		case s.IsMap:
 			el.VerdictData = verdictExpr(e.Verdict)
 		}
 		out = append(out, el)
@@ -171,7 +221,6 @@ func elements(f rules.Family, s *rn.Set, from, to int) []gnft.SetElement {
 
 // compiler turns statements into expressions.
 type compiler struct {
-	conn  *gnft.Conn // for the anonymous maps of DNATMap
 	table *gnft.Table
 	fam   rules.Family
 	sets  map[string]*gnft.Set // named sets added in this batch, for their IDs
@@ -262,6 +311,19 @@ func (c *compiler) stmt(s rn.Stmt) []expr.Any {
 			src = next // the key starts at the l4proto register
 		}
 		return append(ex, &expr.Lookup{SourceRegister: src, SetName: s.Map, SetID: c.setID(s.Map), IsDestRegSet: true, DestRegister: 0})
+	case rn.KeyInSet:
+		ex, _ := c.key(s.Key)
+		return append(ex, &expr.Lookup{SourceRegister: reg1, SetName: s.Set, SetID: c.setID(s.Set), Invert: s.Negate})
+	case rn.DNATLookup:
+		// The slot follows the key's fields, in the next free register.
+		ex, slot := c.key(s.Key)
+		return append(ex,
+			&expr.Numgen{Register: slot, Modulus: uint32(s.Mod), Type: unix.NFT_NG_RANDOM},
+			&expr.Lookup{SourceRegister: reg1, SetName: s.Map, SetID: c.setID(s.Map), IsDestRegSet: true, DestRegister: reg1},
+			// The address fills register 1 from its start; the port is
+			// in the 32-bit register after it.
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfProto(f), RegAddrMin: reg1, RegProtoMin: reg32 + addrLen(f)/4, Specified: true},
+		)
 	case rn.NumgenZero:
 		return []expr.Any{
 			&expr.Numgen{Register: reg1, Modulus: uint32(s.Mod), Type: unix.NFT_NG_RANDOM},
@@ -289,8 +351,6 @@ func (c *compiler) stmt(s rn.Stmt) []expr.Any {
 			&expr.Immediate{Register: reg2, Data: binaryutil.BigEndian.PutUint16(s.Port)},
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfProto(f), RegAddrMin: reg1, RegProtoMin: reg2, Specified: true},
 		}
-	case rn.DNATMap:
-		return c.dnatMap(s)
 	case rn.UpdateSet:
 		return []expr.Any{
 			&expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset(f, true), Len: addrLen(f)},
@@ -359,46 +419,32 @@ func (c *compiler) addrMatch(s rn.AddrMatch) []expr.Any {
 	}
 }
 
-// dnatMap compiles "dnat ip to numgen random mod N map { I : ADDR . PORT, … }"
-// into an anonymous map (declared here, before the rule that uses it) and
-// numgen, lookup and nat expressions. google/nftables tags every anonymous
-// set's keys big-endian, while numgen yields a host-order number; so the
-// keys are written big-endian and the number is converted (byteorder hton)
-// before the lookup. `nft list` then prints the rule exactly as nft itself
-// would have written it.
-func (c *compiler) dnatMap(s rn.DNATMap) []expr.Any {
+// key loads a concatenated key of type k into consecutive 32-bit
+// registers from register 1, as nft does, and returns the expressions and
+// the first 32-bit register after the key.
+func (c *compiler) key(k rn.KeyType) ([]expr.Any, uint32) {
 	f := c.fam
-	alen := addrLen(f)
-	set := &gnft.Set{Table: c.table, Anonymous: true, Constant: true, IsMap: true, KeyType: gnft.TypeInteger,
-		DataType: gnft.MustConcatSetType(addrType(f), gnft.TypeInetService)}
-	els := make([]gnft.SetElement, len(s.Targets))
-	for i, t := range s.Targets {
-		val := make([]byte, 0, alen+4)
-		val = append(val, t.Addr().AsSlice()...)
-		val = binary.BigEndian.AppendUint16(val, t.Port())
-		els[i] = gnft.SetElement{Key: binary.BigEndian.AppendUint32(nil, uint32(i)), Val: append(val, 0, 0)}
+	var ex []expr.Any
+	next := uint32(reg32)
+	if k != rn.KeyProtoPort && k != rn.KeyProtoPortSlot {
+		ex = append(ex, &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset(f, false), Len: addrLen(f)})
+		next += addrLen(f) / 4
 	}
-	if err := c.conn.AddSet(set, nil); err != nil && c.err == nil {
-		c.err = err
+	proto := next
+	if next == reg32 {
+		proto = reg1
 	}
-	// The elements follow in messages of their own, split by size like every
-	// element list (a service may have thousands of endpoints). The kernel
-	// accepts them until a rule binds the map; google/nftables refuses to
-	// add elements to a set marked anonymous, so they are sent through a
-	// copy that names the same set (by its transaction ID).
-	named := *set
-	named.Anonymous = false
-	for _, part := range chunks(els) {
-		if err := c.conn.SetAddElements(&named, part); err != nil && c.err == nil {
-			c.err = err
-		}
+	ex = append(ex, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: proto})
+	if k == rn.KeyAddrProtoPortSource {
+		// In a key of ranges every field is compared as a big-endian
+		// number: nft converts the protocol (one byte: a no-op it
+		// writes all the same).
+		ex = append(ex, &expr.Byteorder{SourceRegister: next, DestRegister: next, Op: expr.ByteorderHton, Len: 1, Size: 2})
 	}
-	return []expr.Any{
-		&expr.Numgen{Register: reg1, Modulus: uint32(len(s.Targets)), Type: unix.NFT_NG_RANDOM},
-		&expr.Byteorder{SourceRegister: reg1, DestRegister: reg1, Op: expr.ByteorderHton, Len: 4, Size: 4},
-		&expr.Lookup{SourceRegister: reg1, SetName: set.Name, SetID: set.ID, IsDestRegSet: true, DestRegister: reg1},
-		// The address fills the first alen bytes from register 1; the port
-		// is in the next 32-bit register.
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: nfProto(f), RegAddrMin: reg1, RegProtoMin: reg32 + alen/4, Specified: true},
+	ex = append(ex, &expr.Payload{DestRegister: next + 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+	if k == rn.KeyAddrProtoPortSource {
+		ex = append(ex, &expr.Payload{DestRegister: next + 2, Base: expr.PayloadBaseNetworkHeader, Offset: addrOffset(f, true), Len: addrLen(f)})
+		return ex, next + 2 + addrLen(f)/4
 	}
+	return ex, next + 2
 }

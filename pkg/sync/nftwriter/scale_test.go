@@ -68,7 +68,7 @@ func TestIncrementalAtScale(t *testing.T) {
 		Endpoints: []rules.Endpoint{{IP: netip.MustParseAddr("10.244.1.6"), Ready: true, Serving: true, NodeName: "node-0"}}})
 	apply("its endpoint replaced", false)
 
-	// A service of 5,000 endpoints: its DNAT map is far larger than one
+	// A service of 5,000 endpoints: its elements are far more than one
 	// netlink attribute can hold, and the kernel must still get all of it.
 	big := &rules.Slice{Name: "probe2-1", Service: key2, Family: rules.IPv4, Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}
 	for i := range 5000 {
@@ -76,8 +76,64 @@ func TestIncrementalAtScale(t *testing.T) {
 	}
 	st.SetSlice(big)
 	apply("5,000 endpoints in one service", false)
-	out := ns.MustRun(nil, "nft", "list", "chain", "ip", "rulegen", rn.ClusterChain(rules.ServicePortName{ServiceKey: key2, Port: "http", Protocol: rules.TCP}))
-	if !strings.Contains(out, "numgen random mod 5000 map {") || !strings.Contains(out, "4999 : 10.250.19.135 . 8080") || strings.Count(out, " . 8080") != 5000 {
-		t.Errorf("the kernel's DNAT map of the 5,000-endpoint service is not complete:\n%.2000s", out)
+	out := ns.MustRun(nil, "nft", "list", "map", "ip", "rulegen", rn.EndpointMap(rn.PrefixEndpoints, 5000))
+	if !strings.Contains(out, "10.111.0.2 . tcp . 80 . 4999 : 10.250.19.135 . 8080") || strings.Count(out, " . 8080") != 5000 {
+		t.Errorf("the kernel's map of the 5,000-endpoint service is not complete:\n%.2000s", out)
+	}
+}
+
+// TestNewEndpointCountPatchesDispatch: when a service's endpoint count
+// becomes one no other service has, the writer adds the new map and one
+// rule to the dispatch chain, without writing the chain's other rules
+// again (each would bind its map anew, and the kernel checks every
+// element of a map it binds); the kernel's chain is then the rendered one,
+// in order.
+func TestNewEndpointCountPatchesDispatch(t *testing.T) {
+	netnstest.Require(t, "nft")
+	ns := netnstest.New(t, "patch")
+	w := New(ns.Fd())
+	st, cfg := rulestest.Scale(40, 10)
+	if _, err := w.Apply(rn.Render(rules.NewPlan(st, cfg, rules.IPv4))); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		change    func()
+		wantRules int
+	}{
+		{name: "10 to 9 endpoints: a rule for the new map", change: func() { rulestest.DropEndpoint(st, 3) }, wantRules: 1},
+		{name: "another service 10 to 11: one more", change: func() { rulestest.AddEndpoint(st, 9) }, wantRules: 1},
+		{name: "back to 10: the 9-endpoint rule goes, none added", change: func() { rulestest.AddEndpoint(st, 3) }, wantRules: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.change()
+			r := rn.Render(rules.NewPlan(st, cfg, rules.IPv4))
+			s, err := w.Apply(r)
+			if err != nil || s.Full {
+				t.Fatalf("apply: %+v %v", s, err)
+			}
+			if s.Rules != tt.wantRules {
+				t.Errorf("%d rules sent, want %d", s.Rules, tt.wantRules)
+			}
+			var want []string
+			for _, c := range r.Chains {
+				if c.Name == rn.ChainDispatch {
+					for _, rule := range c.Rules {
+						want = append(want, rule.String(rules.IPv4))
+					}
+				}
+			}
+			out := ns.MustRun(nil, "nft", "list", "chain", "ip", "rulegen", rn.ChainDispatch)
+			var got []string
+			for _, l := range strings.Split(out, "\n") {
+				if l = strings.TrimSpace(l); strings.HasPrefix(l, "dnat") || strings.HasPrefix(l, "ip daddr") {
+					got = append(got, l)
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("kernel's dispatch chain:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+		})
 	}
 }

@@ -36,6 +36,10 @@ type sender struct {
 	netns int    // network namespace fd, 0 for the caller's
 	buf   []byte // the batch begin, then the marshaled messages
 	offs  []int  // where each message starts in buf (for the acknowledgement and error reports)
+	// udata is the user data of sets by name, added to their NEWSET
+	// message: google/nftables writes only a few kinds of its own (see
+	// typeofUserData).
+	udata map[string][]byte
 }
 
 // newSender returns a sender whose buffer has room for about size bytes of
@@ -52,6 +56,9 @@ func newSender(netns, size int) *sender {
 func (s *sender) dial(reqs []netlink.Message) ([]netlink.Message, error) {
 	if len(reqs) > 2 {
 		for _, m := range reqs[1 : len(reqs)-1] {
+			if err := s.addUserData(&m); err != nil {
+				return nil, err
+			}
 			m.Header.Flags &^= netlink.Acknowledge
 			m.Header.Sequence = uint32(len(s.offs) + 1) // the batch begin is 0
 			b, err := m.MarshalBinary()
@@ -63,6 +70,34 @@ func (s *sender) dial(reqs []netlink.Message) ([]netlink.Message, error) {
 		}
 	}
 	return []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4)}}, nil
+}
+
+// addUserData appends the user data given for a set to its NEWSET message.
+func (s *sender) addUserData(m *netlink.Message) error {
+	if len(s.udata) == 0 || uint16(m.Header.Type)&0xff != unix.NFT_MSG_NEWSET || len(m.Data) < 4 {
+		return nil
+	}
+	ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+	if err != nil {
+		return err
+	}
+	for ad.Next() {
+		if ad.Type() != unix.NFTA_SET_NAME {
+			continue
+		}
+		u, ok := s.udata[ad.String()]
+		if !ok {
+			return nil
+		}
+		b, err := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_SET_USERDATA, Data: u}})
+		if err != nil {
+			return err
+		}
+		m.Data = append(m.Data, b...)
+		m.Header.Length += uint32(len(b))
+		return nil
+	}
+	return ad.Err()
 }
 
 // conn returns a google/nftables connection whose flushes go to s.

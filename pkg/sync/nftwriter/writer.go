@@ -12,6 +12,7 @@ package nftwriter
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"syscall"
 
@@ -156,7 +157,7 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 		delete(w.applied, r.Family)
 		return Stats{}, fmt.Errorf("opening netlink: %w", err)
 	}
-	b := &batch{conn: c, fam: r.Family, table: &gnft.Table{Name: rn.TableName, Family: family(r.Family)}, sets: map[string]*gnft.Set{}}
+	b := &batch{conn: c, snd: snd, read: w.conn, fam: r.Family, table: &gnft.Table{Name: rn.TableName, Family: family(r.Family)}, sets: map[string]*gnft.Set{}}
 	if full {
 		b.full(r)
 	} else {
@@ -253,7 +254,11 @@ func sameSetTypes(a, b *rn.Ruleset) bool {
 type batch struct {
 	// conn hands every flush to a sender, which keeps the bytes and sends
 	// them all in one batch at the end (see send.go).
-	conn    *gnft.Conn
+	conn *gnft.Conn
+	snd  *sender
+	// read opens a connection that talks to the kernel at once (for
+	// reading rule handles), unlike conn.
+	read    func() (*gnft.Conn, error)
 	pending int // rules (and 64-element lists) since the last flush
 	fam     rules.Family
 	table   *gnft.Table
@@ -285,6 +290,12 @@ func (b *batch) chainObj(c *rn.Chain) *gnft.Chain {
 // (addElements) once every chain exists.
 func (b *batch) addSet(s *rn.Set) {
 	gs := newSet(b.table, b.fam, s)
+	if u := typeofUserData(b.fam, s.Key); u != nil {
+		if b.snd.udata == nil {
+			b.snd.udata = map[string][]byte{}
+		}
+		b.snd.udata[s.Name] = u
+	}
 	b.fail(b.conn.AddSet(gs, nil))
 	b.sets[s.Name] = gs
 }
@@ -315,7 +326,7 @@ func (b *batch) flushSome() {
 }
 
 func (b *batch) addRules(c *rn.Chain, ch *gnft.Chain) {
-	comp := &compiler{conn: b.conn, table: b.table, fam: b.fam, sets: b.sets}
+	comp := &compiler{table: b.table, fam: b.fam, sets: b.sets}
 	for _, r := range c.Rules {
 		b.conn.AddRule(comp.rule(ch, r))
 	}
@@ -397,6 +408,9 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 		case !ok:
 			write = append(write, todo{c, b.conn.AddChain(b.chainObj(c))})
 		case o != c && !sameRules(o, c): // a chain reused by the renderer is unchanged
+			if b.patchRules(o, c) {
+				continue
+			}
 			ch := b.chainObj(c)
 			b.conn.FlushChain(ch)
 			write = append(write, todo{c, ch})
@@ -444,6 +458,99 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 	}
 }
 
+// maxPatchRules bounds the chains patchRules edits rule by rule (its
+// matching is quadratic in the number of rules).
+const maxPatchRules = 512
+
+// patchRules turns chain o into c by deleting and adding single rules, and
+// reports whether it did (false: the caller rewrites the chain). Rewriting
+// the dispatch chain would add back every rule that looks up a map of
+// endpoints, and the kernel checks each element of a map again when a rule
+// binds it: a new endpoint count would cost a walk over every endpoint of
+// the table. Patching adds only the new count's rule. The rules' handles
+// are read from the kernel (one small dump); when they do not match the
+// chain this writer wrote, the chain is rewritten.
+func (b *batch) patchRules(o, c *rn.Chain) bool {
+	if o.Hook != nil || len(o.Rules) == 0 || len(o.Rules) > maxPatchRules || len(c.Rules) > maxPatchRules {
+		return false
+	}
+	ch := b.chainObj(c)
+	kernel, err := b.readRules(ch)
+	if err != nil || len(kernel) != len(o.Rules) {
+		return false
+	}
+	// keep[j] is the old rule that new rule j keeps, or -1: a longest
+	// common subsequence of the two rule lists.
+	n, m := len(o.Rules), len(c.Rules)
+	lcs := make([][]int, n+1)
+	for i := range lcs {
+		lcs[i] = make([]int, m+1)
+	}
+	for i := n - 1; i >= 0; i-- {
+		for j := m - 1; j >= 0; j-- {
+			if rn.SameRule(o.Rules[i], c.Rules[j]) {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	keep := make([]int, m)
+	kept := make([]bool, n)
+	for i, j := 0, 0; j < m; {
+		switch {
+		case i < n && rn.SameRule(o.Rules[i], c.Rules[j]):
+			keep[j], kept[i] = i, true
+			i, j = i+1, j+1
+		case i < n && lcs[i+1][j] >= lcs[i][j+1]:
+			i++
+		default:
+			keep[j] = -1
+			j++
+		}
+	}
+	for i, k := range kept {
+		if !k {
+			b.fail(b.conn.DelRule(&gnft.Rule{Table: b.table, Chain: ch, Handle: kernel[i].Handle}))
+		}
+	}
+	// New rules go after the kept rule before them, or first in the
+	// chain; added in reverse order, each lands before the one added
+	// after it.
+	comp := &compiler{table: b.table, fam: b.fam, sets: b.sets}
+	added := 0
+	for j := m - 1; j >= 0; j-- {
+		if keep[j] >= 0 {
+			continue
+		}
+		r := comp.rule(ch, c.Rules[j])
+		prev := j - 1
+		for prev >= 0 && keep[prev] < 0 {
+			prev--
+		}
+		if prev < 0 {
+			b.conn.InsertRule(r)
+		} else {
+			r.Position = kernel[keep[prev]].Handle
+			b.conn.AddRule(r)
+		}
+		added++
+	}
+	b.fail(comp.err)
+	b.stats.Rules += added
+	b.stats.Chains++
+	return true
+}
+
+// readRules reads a chain's rules (for their handles) from the kernel.
+func (b *batch) readRules(ch *gnft.Chain) ([]*gnft.Rule, error) {
+	c, err := b.read()
+	if err != nil {
+		return nil, err
+	}
+	return c.GetRules(b.table, ch)
+}
+
 // changedWindow trims the common prefix and suffix (same pointers) of two
 // lists and returns what is left of each.
 func changedWindow[T comparable](a, b []T) ([]T, []T) {
@@ -469,15 +576,24 @@ func elementDiff(f rules.Family, oldSet, nextSet *rn.Set) (del, add []gnft.SetEl
 	type val struct {
 		i int
 		v rn.Verdict
+		t netip.AddrPort
+	}
+	// A range's key is its start and its end.
+	key := func(s *rn.Set, e *rn.Element) string {
+		k := elementKey(f, s.Key, e)
+		if s.Key == rn.KeyAddrProtoPortSource {
+			k = append(k, keyEnd(e, slices.Clone(k))...)
+		}
+		return string(k)
 	}
 	before := make(map[string]val, len(old.Elements))
 	for i := range old.Elements {
-		before[string(elementKey(f, old.Key, &old.Elements[i]))] = val{i, old.Elements[i].Verdict}
+		before[key(old, &old.Elements[i])] = val{i, old.Elements[i].Verdict, old.Elements[i].Target}
 	}
 	for i := range next.Elements {
-		k := string(elementKey(f, next.Key, &next.Elements[i]))
+		k := key(next, &next.Elements[i])
 		o, ok := before[k]
-		if ok && o.v == next.Elements[i].Verdict {
+		if ok && o.v == next.Elements[i].Verdict && o.t == next.Elements[i].Target {
 			delete(before, k)
 			continue
 		}
