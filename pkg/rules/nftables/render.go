@@ -362,8 +362,8 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 		Rule{FibLocal{Src: true}, ips(SetShortCircuitIPs), toMasq},
 		append(append(Rule{FibLocal{Src: true}}, nodePorts(SetShortCircuitNodePorts)...), toMasq),
 	)
-	if p.ClusterCIDR.IsValid() {
-		services = append(services, Rule{AddrMatch{Src: true, Prefix: p.ClusterCIDR}, Verdict{Kind: Jump, Chain: ChainShortCircuit}})
+	if pod := podMatch(p, false); pod != nil {
+		services = append(services, Rule{pod, Verdict{Kind: Jump, Chain: ChainShortCircuit}})
 	}
 	services = append(services,
 		Rule{FibLocal{Src: true}, Verdict{Kind: Jump, Chain: ChainShortCircuit}},
