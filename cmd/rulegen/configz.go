@@ -42,6 +42,10 @@ func effectiveConfig(o options) (kpv1alpha1.KubeProxyConfiguration, rulegenConfi
 		nodePortAddresses = append(nodePortAddresses, "0.0.0.0/0", "::/0")
 	}
 	masqBit := o.masqueradeBit
+	healthTimeout := o.healthTimeout
+	if healthTimeout == 0 { // the default: twice the sync period, as kube-proxy
+		healthTimeout = 2 * o.syncPeriod
+	}
 	localhostNodePorts := o.localhostNodePorts
 	c := o.conntrack
 	duration := func(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
@@ -71,7 +75,7 @@ func effectiveConfig(o options) (kpv1alpha1.KubeProxyConfiguration, rulegenConfi
 	kp.Logging = logsapi.LoggingConfiguration{Format: o.loggingFormat, Verbosity: logsapi.VerbosityLevel(o.verbosity)}
 	ext := rulegenConfiguration{
 		TypeMeta:       metav1.TypeMeta{APIVersion: rulegenAPIVersion, Kind: rulegenKind},
-		FullSyncPeriod: &metav1.Duration{Duration: o.fullSyncPeriod}, HealthTimeout: &metav1.Duration{Duration: o.healthTimeout},
+		FullSyncPeriod: &metav1.Duration{Duration: o.fullSyncPeriod}, HealthTimeout: &metav1.Duration{Duration: healthTimeout},
 		IPTablesMode: o.iptablesMode, NodeIPs: o.nodeIPs, IPFamily: o.ipFamily, ServiceClusterIPRange: o.serviceCIDRs,
 	}
 	return kp, ext

@@ -59,7 +59,8 @@ func TestConfigz(t *testing.T) {
 					want(kp.IPTables.SyncPeriod.Duration.String(), "30s") + want(*kp.Conntrack.MaxPerCore, int32(32768)) +
 					want(kp.Conntrack.TCPEstablishedTimeout.Duration.String(), "24h0m0s") + want(kp.BindAddressHardFail, true) +
 					want(ext.APIVersion+" "+ext.Kind, "config.rulegen.io/v1alpha1 RulegenConfiguration") +
-					want(ext.FullSyncPeriod.Duration.String(), "1h0m0s") + want(ext.IPTablesMode, "auto")
+					want(ext.FullSyncPeriod.Duration.String(), "1h0m0s") + want(ext.IPTablesMode, "auto") +
+					want(ext.HealthTimeout.Duration.String(), "1m0s") // twice syncPeriod
 			}},
 		{name: "flags only", args: []string{"--node-name=n1", "--backend=nftables", "--cluster-cidr=10.244.0.0/16,fd00:244::/32", "--nodeport-addresses=primary",
 			"--sync-period=10s", "--min-sync-period=1s", "--kube-api-content-type=application/json", "-v=2", "--logging-format=json",

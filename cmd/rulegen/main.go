@@ -82,7 +82,7 @@ func newFlags(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.applyValid, "apply-valid", false, "with --apply: write the rules of the valid objects even when some input is invalid or conflicting (default: any such problem writes nothing)")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "remove everything rulegen installed (its nftables tables, RG- chains and jump rules, both backends and families) and exit")
 	fs.BoolVar(&o.cleanupKubeProxy, "cleanup-kube-proxy", false, "DESTRUCTIVE: remove kube-proxy's rules (its nftables tables, its KUBE- iptables chains and the jumps to them, and in IPVS mode its virtual servers, ipsets and kube-ipvs0) and exit; only once kube-proxy is stopped and rulegen serves the node")
-	fs.StringVar(&o.config, "config", "", "YAML file with settings: keys are flag names in camelCase (nodeName, syncPeriod, ...); flags given on the command line win")
+	fs.StringVar(&o.config, "config", "", "kube-proxy's config file (a KubeProxyConfiguration, as kubeadm writes it), optionally followed by a RulegenConfiguration document; flags given on the command line win")
 	fs.StringVar(&o.iptablesMode, "iptables-mode", "auto", "iptables flavour for the iptables backend: auto (the one holding more rules), nft or legacy")
 	fs.StringArrayVarP(&o.files, "filename", "f", nil, "read Services, EndpointSlices and Nodes from this file, directory or - (stdin); YAML or JSON, multi-document, kind List; repeatable")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (default: the in-cluster service account)")
