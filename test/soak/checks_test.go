@@ -15,8 +15,10 @@ import (
 // canonicalRuleset turns `nft -j list table ...` into a sorted list of
 // lines that two equal rulesets share whatever the order they were written
 // in: handles and counter values dropped, set and map elements sorted,
-// top-level objects sorted, and each rule keyed by its chain and its
+// top-level objects sorted (each set or map element a line of its own),
+// and each rule keyed by its chain and its
 // position there (the order of rules within a chain is kept, it matters).
+// Elements are sorted with everything else.
 func canonicalRuleset(b []byte) ([]string, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -36,12 +38,12 @@ func canonicalRuleset(b []byte) ([]string, error) {
 			}
 			scrub(m)
 			if elems, ok := m["elem"].([]any); ok {
-				keys := make([]string, len(elems))
-				for i, e := range elems {
-					keys[i] = mustJSON(e)
+				// One line per element: a difference names the element.
+				delete(m, "elem")
+				set := fmt.Sprint(m["name"])
+				for _, e := range elems {
+					out = append(out, fmt.Sprintf("element %s %s", set, mustJSON(e)))
 				}
-				sort.Strings(keys)
-				m["elem"] = keys
 			}
 			js := mustJSON(m)
 			if kind == "rule" {

@@ -20,6 +20,7 @@ type settings struct {
 	sample              time.Duration // SOAK_SAMPLE: RSS and goroutines sampled this often
 	warmup              time.Duration // SOAK_WARMUP: of each rulegen lifetime, not judged for growth
 	dropElement         bool          // SOAK_DROP_ELEMENT=1: rulegen's writer drops one element (must fail convergence)
+	wrongEndpoints      bool          // SOAK_WRONG_ENDPOINTS=1: the probes expect one endpoint fewer per stable service (must fail them)
 	seed                uint64        // SOAK_SEED: the churn's random choices
 	out                 string        // SOAK_OUT: also write the summary there
 }
@@ -90,6 +91,7 @@ func loadSettings() (settings, error) {
 		}
 	}
 	s.dropElement = os.Getenv("SOAK_DROP_ELEMENT") == "1"
+	s.wrongEndpoints = os.Getenv("SOAK_WRONG_ENDPOINTS") == "1"
 	if s.stable >= s.services {
 		return s, fmt.Errorf("SOAK_STABLE=%d: want fewer than SOAK_SERVICES=%d", s.stable, s.services)
 	}

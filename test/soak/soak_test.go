@@ -324,6 +324,9 @@ func (h *harness) createServices() (map[string]*churned, uint32) {
 				mu.Lock()
 				if kind == kindStable {
 					s := stable{name: name, clusterIP: svc.Spec.ClusterIP, eps: ips}
+					if h.s.wrongEndpoints {
+						s.eps = ips[1:] // a self-test of the probes: answers from ips[0] must count as failures
+					}
 					if svc.Spec.Type == v1.ServiceTypeNodePort {
 						s.nodePortTCP, s.nodeP = svc.Spec.Ports[0].NodePort, svc.Spec.Ports[1].NodePort
 					}
