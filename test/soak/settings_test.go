@@ -31,7 +31,7 @@ const long = 10 * time.Minute
 
 func loadSettings() (settings, error) {
 	s := settings{
-		duration:   40 * time.Second,
+		duration:   36 * time.Second,
 		services:   200,
 		endpoints:  5,
 		stable:     6,
