@@ -59,6 +59,35 @@ func canonicalRuleset(b []byte) ([]string, error) {
 	return out, nil
 }
 
+// canonicalIptables keeps of an iptables-save the lines that are
+// rulegen's: its RG- chains with their rules, and the jumps to them from
+// other chains (another program's rules there are left out). Each rule is
+// keyed by table, chain and position among the kept rules of that chain,
+// so that order within a chain counts; the lines are then sorted.
+func canonicalIptables(save string) []string {
+	var out []string
+	table := ""
+	pos := map[string]int{}
+	for _, l := range strings.Split(save, "\n") {
+		switch {
+		case strings.HasPrefix(l, "*"):
+			table = l[1:]
+		case strings.HasPrefix(l, ":RG-"):
+			out = append(out, fmt.Sprintf("%s chain %s", table, strings.Fields(l)[0][1:]))
+		case strings.HasPrefix(l, "-A "):
+			chain := strings.Fields(l)[1]
+			if !strings.HasPrefix(chain, "RG-") && !strings.Contains(l, " -j RG-") && !strings.Contains(l, " -g RG-") {
+				continue
+			}
+			key := table + " " + chain
+			out = append(out, fmt.Sprintf("%s rule #%05d %s", key, pos[key], l))
+			pos[key]++
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // scrub removes what differs between two equal rulesets: handles, counter
 // values, the time left of expiring elements.
 func scrub(v any) {

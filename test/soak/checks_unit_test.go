@@ -55,6 +55,44 @@ func TestCanonicalRuleset(t *testing.T) {
 	}
 }
 
+func TestCanonicalIptables(t *testing.T) {
+	const base = `*nat
+:PREROUTING ACCEPT [0:0]
+:RG-SERVICES - [0:0]
+:RG-SVC-A - [0:0]
+-A PREROUTING -j SOAK-OTHER
+-A PREROUTING -m comment --comment "rulegen services" -j RG-SERVICES
+-A RG-SERVICES -d 10.96.0.1/32 -j RG-SVC-A
+-A RG-SVC-A -j DNAT --to-destination 10.128.0.1:8080
+-A RG-SVC-A -j DNAT --to-destination 10.128.0.2:8080
+COMMIT
+`
+	cases := []struct {
+		name  string
+		other string
+		equal bool
+	}{
+		{name: "identical", other: base, equal: true},
+		{name: "another program's rules and counters differ", equal: true,
+			other: strings.Replace(strings.Replace(base, "-A PREROUTING -j SOAK-OTHER\n", "", 1), "[0:0]", "[5:300]", -1)},
+		{name: "a rule missing", other: strings.Replace(base, "-A RG-SVC-A -j DNAT --to-destination 10.128.0.2:8080\n", "", 1)},
+		{name: "rules of a chain in another order", other: strings.Replace(base,
+			"-A RG-SVC-A -j DNAT --to-destination 10.128.0.1:8080\n-A RG-SVC-A -j DNAT --to-destination 10.128.0.2:8080",
+			"-A RG-SVC-A -j DNAT --to-destination 10.128.0.2:8080\n-A RG-SVC-A -j DNAT --to-destination 10.128.0.1:8080", 1)},
+		{name: "the jump missing", other: strings.Replace(base, `-A PREROUTING -m comment --comment "rulegen services" -j RG-SERVICES`+"\n", "", 1)},
+		{name: "a chain left over", other: strings.Replace(base, ":RG-SVC-A - [0:0]", ":RG-SVC-A - [0:0]\n:RG-SVC-OLD - [0:0]", 1)},
+	}
+	want := canonicalIptables(base)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			diff, n := diffLines(want, canonicalIptables(tc.other), 5)
+			if (n == 0) != tc.equal {
+				t.Errorf("equal = %v, want %v; diff %q", n == 0, tc.equal, diff)
+			}
+		})
+	}
+}
+
 func TestStaleUDP(t *testing.T) {
 	endpoints := map[string][]string{
 		"10.96.0.10:53":      {"10.128.0.1", "10.128.0.2"},

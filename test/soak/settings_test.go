@@ -23,6 +23,7 @@ type settings struct {
 	wrongEndpoints      bool          // SOAK_WRONG_ENDPOINTS=1: the probes expect one endpoint fewer per stable service (must fail them)
 	seed                uint64        // SOAK_SEED: the churn's random choices
 	out                 string        // SOAK_OUT: also write the summary there
+	backend             string        // SOAK_BACKEND: nftables (default) or iptables
 }
 
 // long is where the defaults switch from the short run of make test to the
@@ -40,6 +41,7 @@ func loadSettings() (settings, error) {
 		apiDownMin: 5 * time.Second,
 		seed:       uint64(time.Now().UnixNano()),
 		out:        os.Getenv("SOAK_OUT"),
+		backend:    "nftables",
 	}
 	var err error
 	dur := func(key string, p *time.Duration) {
@@ -89,6 +91,12 @@ func loadSettings() (settings, error) {
 		if s.seed, err = strconv.ParseUint(v, 10, 64); err != nil {
 			return s, fmt.Errorf("SOAK_SEED=%s: %w", v, err)
 		}
+	}
+	if v := os.Getenv("SOAK_BACKEND"); v != "" {
+		if v != "nftables" && v != "iptables" {
+			return s, fmt.Errorf("SOAK_BACKEND=%s: want nftables or iptables", v)
+		}
+		s.backend = v
 	}
 	s.dropElement = os.Getenv("SOAK_DROP_ELEMENT") == "1"
 	s.wrongEndpoints = os.Getenv("SOAK_WRONG_ENDPOINTS") == "1"

@@ -77,7 +77,7 @@ func (h *harness) rulegenArgs() []string {
 	// not read them (sync.ListState): without the flag the two differ by
 	// the rules that drop traffic to unallocated ClusterIPs.
 	return []string{"--kubeconfig", h.cp.Kubeconfig, "--node-name", nodeName, "--cluster-cidr", clusterCIDR,
-		"--service-cluster-ip-range", serviceCIDR, "--backend", "nftables", "-v", "1"}
+		"--service-cluster-ip-range", serviceCIDR, "--backend", h.s.backend, "-v", "1"}
 }
 
 // startRulegen starts the daemon in the node with the faults of the run.
@@ -209,8 +209,8 @@ func TestSoak(t *testing.T) {
 	line := fmt.Sprintf("soak: %s in %s: %d services x %d endpoints, %d changes (%.1f/s), %d/%d stable connections failed, %s, created→answered p50 %s p99 %s, RSS %+.1f%%, goroutines %+.1f%%, %d stale UDP conntrack entries, faults: %d API restarts, %d SIGKILLs, %d flushes, %d refused writes\n",
 		verdict, s.duration, s.services, s.endpoints, c.done, float64(c.done)/s.duration.Seconds(), st.failed, probes, conv.value,
 		fmtDur(p50), fmtDur(p99), 100*g, 100*gg, len(stale), h.apiRestarts, h.kills, h.flushes, refused)
-	report := fmt.Sprintf("\nSoak: %s, %d services (%d stable) x %d endpoints, %g changes/s asked, seed %d, %s\n\n%s\n%s",
-		s.duration, s.services, s.stable, s.endpoints, s.rate, s.seed, time.Now().UTC().Format("2006-01-02 15:04 UTC"), table(checks), info)
+	report := fmt.Sprintf("\nSoak: %s, %s backend, %d services (%d stable) x %d endpoints, %g changes/s asked, seed %d, %s\n\n%s\n%s",
+		s.duration, s.backend, s.services, s.stable, s.endpoints, s.rate, s.seed, time.Now().UTC().Format("2006-01-02 15:04 UTC"), table(checks), info)
 	if len(st.failures) > 0 {
 		report += "first failed connections:\n  " + strings.Join(st.failures, "\n  ") + "\n"
 	}
@@ -410,8 +410,12 @@ func (h *harness) faults() {
 			h.apiRestarts++
 			h.apiDown += down + time.Since(t0)
 		case "flush":
-			h.t.Logf("%s fault: nft flush table ip rulegen", h.since())
-			if out, err := h.node.Run(nil, "nft", "flush", "table", "ip", "rulegen"); err != nil {
+			flush := []string{"nft", "flush", "table", "ip", "rulegen"}
+			if s.backend == "iptables" {
+				flush = []string{"iptables", "-t", "nat", "-F", "RG-SERVICES"}
+			}
+			h.t.Logf("%s fault: %s", h.since(), strings.Join(flush, " "))
+			if out, err := h.node.Run(nil, flush[0], flush[1:]...); err != nil {
 				h.t.Logf("flush: %v: %s", err, out)
 			} else {
 				h.flushes++
@@ -486,6 +490,9 @@ func goroutines(hc *http.Client) int {
 func (h *harness) convergence(stopped time.Time) check {
 	const limit, give = 2 * time.Second, 10 * time.Second
 	name := "kernel ruleset = rulegen --dry-run of the final API state (nft -j, canonical)"
+	if h.s.backend == "iptables" {
+		name = "kernel ruleset = rulegen --dry-run of the final API state (iptables-save RG-, canonical)"
+	}
 	fail := func(v string) check { return check{name, v, "equal within " + limit.String(), false} }
 	type listing struct {
 		at  time.Time
@@ -496,7 +503,7 @@ func (h *harness) convergence(stopped time.Time) check {
 		defer close(listings)
 		for time.Since(stopped) < give {
 			at := time.Now()
-			if out, err := h.node.Run(nil, "nft", "-j", "list", "table", "ip", "rulegen"); err == nil {
+			if out, err := h.listRules(h.node); err == nil {
 				listings <- listing{at, []byte(out)}
 			}
 			time.Sleep(time.Until(at.Add(100 * time.Millisecond)))
@@ -513,23 +520,27 @@ func (h *harness) convergence(stopped time.Time) check {
 	if err != nil {
 		return fail(fmt.Sprintf("rulegen --dry-run: %v: %s", err, tail(stderr.String(), 500)))
 	}
-	os.WriteFile(filepath.Join(h.logDir, "dry-run.nft"), script, 0o644)
+	os.WriteFile(filepath.Join(h.logDir, "dry-run.txt"), script, 0o644)
 	scratch := netnstest.New(h.t, "skscratch")
-	if out, err := scratch.Run(script, "nft", "-f", "-"); err != nil {
-		return fail(fmt.Sprintf("nft -f of the dry run: %v: %s", err, tail(out, 500)))
+	load := []string{"nft", "-f", "-"}
+	if h.s.backend == "iptables" {
+		load = []string{"iptables-restore", "--noflush"}
 	}
-	out, err := scratch.Run(nil, "nft", "-j", "list", "table", "ip", "rulegen")
+	if out, err := scratch.Run(script, load[0], load[1:]...); err != nil {
+		return fail(fmt.Sprintf("%s of the dry run: %v: %s", load[0], err, tail(out, 500)))
+	}
+	out, err := h.listRules(scratch)
 	if err != nil {
 		return fail("listing the dry run: " + tail(out, 300))
 	}
-	want, err := canonicalRuleset([]byte(out))
+	want, err := h.canonical([]byte(out))
 	if err != nil {
 		return fail(err.Error())
 	}
 	var diff []string
 	var ndiff int
 	for l := range listings {
-		got, err := canonicalRuleset(l.out)
+		got, err := h.canonical(l.out)
 		if err != nil {
 			continue
 		}
@@ -537,9 +548,26 @@ func (h *harness) convergence(stopped time.Time) check {
 			d := l.at.Sub(stopped)
 			return check{name, fmt.Sprintf("equal %s after the churn stopped (%d objects)", fmtDur(d), len(want)), "equal within " + limit.String(), d <= limit}
 		}
-		os.WriteFile(filepath.Join(h.logDir, "kernel.json"), l.out, 0o644)
+		os.WriteFile(filepath.Join(h.logDir, "kernel-differing.txt"), l.out, 0o644)
 	}
 	return fail(fmt.Sprintf("still %d lines apart after %s: %s", ndiff, give, strings.Join(diff, " ")))
+}
+
+// listRules lists rulegen's rules in ns as the kernel has them: its
+// nftables table as JSON, or the whole iptables-save.
+func (h *harness) listRules(ns *netnstest.NS) (string, error) {
+	if h.s.backend == "iptables" {
+		return ns.Run(nil, "iptables-save")
+	}
+	return ns.Run(nil, "nft", "-j", "list", "table", "ip", "rulegen")
+}
+
+// canonical is canonicalRuleset or canonicalIptables, by backend.
+func (h *harness) canonical(b []byte) ([]string, error) {
+	if h.s.backend == "iptables" {
+		return canonicalIptables(string(b)), nil
+	}
+	return canonicalRuleset(b)
 }
 
 // staleConntrack lists the node's UDP conntrack entries and returns those
