@@ -118,10 +118,7 @@ func (nb *neighbour) run(ctx context.Context, period time.Duration) {
 func (nb *neighbour) intact() []string {
 	nb.mu.Lock()
 	defer nb.mu.Unlock()
-	var want []string
-	for _, l := range nb.static {
-		want = append(want, l)
-	}
+	want := slices.Clone(nb.static)
 	for _, r := range nb.rules {
 		want = append(want, fmt.Sprintf("-A SOAK-OTHER -s 172.31.254.%d/32 -j DROP", r))
 	}

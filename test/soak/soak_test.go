@@ -499,18 +499,21 @@ func (h *harness) convergence(stopped time.Time) check {
 		out []byte
 	}
 	listings := make(chan listing, int(give/(100*time.Millisecond))+1)
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
 		defer close(listings)
 		for time.Since(stopped) < give {
+			select {
+			case <-done:
+				return
+			default:
+			}
 			at := time.Now()
 			if out, err := h.listRules(h.node); err == nil {
 				listings <- listing{at, []byte(out)}
 			}
 			time.Sleep(time.Until(at.Add(100 * time.Millisecond)))
-		}
-	}()
-	defer func() {
-		for range listings { // let the lister finish
 		}
 	}()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", h.node.Name, bins.rulegen, "--dry-run"}, h.rulegenArgs()...)...)
