@@ -169,6 +169,12 @@ func TestSoak(t *testing.T) {
 	h.mu.Lock()
 	samples := append([]sample(nil), h.samples...)
 	h.mu.Unlock()
+	var tsv strings.Builder
+	tsv.WriteString("process\tseconds\trss_kib\tgoroutines\n")
+	for _, x := range samples {
+		fmt.Fprintf(&tsv, "%d\t%.0f\t%d\t%d\n", x.life, x.at.Seconds(), x.rssKiB, x.goroutines)
+	}
+	os.WriteFile(filepath.Join(h.logDir, "samples.tsv"), []byte(tsv.String()), 0o644)
 	checks = append(checks, growthCheck("rulegen RSS growth after warm-up", samples, s.warmup, func(x sample) int { return x.rssKiB }, "KiB"),
 		growthCheck("rulegen goroutines growth after warm-up", samples, s.warmup, func(x sample) int { return x.goroutines }, ""))
 	gone := 0
