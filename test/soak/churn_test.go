@@ -85,8 +85,7 @@ type churn struct {
 	creating atomic.Int32 // creates in flight
 	resync   bool         // a write failed: re-read the churned objects before the next change
 
-	done, failed, rounds int
-	behind               int
+	done, failed, behind int
 	byKind               map[string]int
 	errs                 []string
 	secondIP             bool
@@ -172,7 +171,6 @@ func (c *churn) run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		c.rounds++
 		c.mu.Lock()
 		resync := c.resync
 		c.mu.Unlock()

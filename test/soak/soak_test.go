@@ -195,9 +195,9 @@ func TestSoak(t *testing.T) {
 	checks = append(checks, check{"other program's nftables table and iptables rules intact", nbValue, "intact", len(nbDiffs) == 0})
 
 	refused := h.countLog("soak fault: transaction refused")
-	info := fmt.Sprintf("churn: %d changes in %s (%.1f/s; %v), %d failed (API server down), UDP to churned services %d sent, %d answered\n"+
+	info := fmt.Sprintf("churn: %d changes in %s (%.1f/s; %v), %d failed (API server down), %d ticks skipped (every writer busy), UDP to churned services %d sent, %d answered\n"+
 		"faults: %d API server restarts (down %s in all), %d rulegen SIGKILLs, %d hand flushes, %d refused transactions (RULEGEN_FAULT_REFUSE=%s)\n",
-		c.done, s.duration, float64(c.done)/s.duration.Seconds(), c.byKind, c.failed, udpSent.Load(), udpAnswered.Load(),
+		c.done, s.duration, float64(c.done)/s.duration.Seconds(), c.byKind, c.failed, c.behind, udpSent.Load(), udpAnswered.Load(),
 		h.apiRestarts, h.apiDown.Round(time.Second), h.kills, h.flushes, refused, s.refuse)
 	failed := 0
 	for _, ck := range checks {
