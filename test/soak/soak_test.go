@@ -115,118 +115,9 @@ func TestSoak(t *testing.T) {
 		h.logDir = d
 		os.MkdirAll(d, 0o755)
 	}
-	setupStart := time.Now()
-	lifetime := (s.duration + 10*time.Minute).String()
-	h.newTopology(lifetime)
-	h.cp = cluster.StartControlPlane(t, h.node)
-	h.createNode()
-	initial, nextIP := h.createServices()
-	nb := h.startNeighbour()
-	h.startRulegen()
-	h.waitStable()
-	t.Logf("setup %s: %d services (%d stable) x %d endpoints, seed %d, logs in %s", time.Since(setupStart).Round(100*time.Millisecond),
-		s.services, s.stable, s.endpoints, s.seed, h.logDir)
-
-	// Everything at once for the duration.
-	h.start = time.Now()
-	ctx, stop := context.WithCancel(context.Background())
-	probeCtx, stopProbes := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	c := h.newChurn(initial, nextIP)
-	var udpSent, udpAnswered atomic.Int64
-	wg.Go(func() { c.run(ctx) })
-	wg.Go(func() { c.udpTraffic(ctx, 50*time.Millisecond, &udpSent, &udpAnswered) })
-	wg.Go(func() { nb.run(ctx, 2*time.Second) })
-	var pwg sync.WaitGroup
-	st := &probeStats{total: map[string]int{}}
-	for _, src := range []string{"pod", "node", "outside"} {
-		for _, proto := range []string{"tcp", "udp"} {
-			pwg.Go(func() { h.probeStable(probeCtx, src, proto, 100*time.Millisecond, st) })
-		}
-	}
-	pwg.Go(func() { h.sampleRulegen(probeCtx) })
-	h.faults()
-	stop()
-	wg.Wait()
-	churnStopped := time.Now()
-
-	// Converged within 2 s of the last change?
-	conv := h.convergence(churnStopped)
-	stopProbes()
-	pwg.Wait()
-	c.lat.measureInFlight.Wait()
-	stale, entries, staleErr := h.staleConntrack()
-	nbDiffs := nb.intact()
-
-	checks := []check{}
-	probes := st.sum()
-	checks = append(checks, check{"connections to stable services failed", fmt.Sprintf("%d of %d (%s)", st.failed, probes, probeBreakdown(st)), "0", st.failed == 0 && probes > 0})
-	checks = append(checks, conv)
-	c.lat.mu.Lock()
-	checks = append(checks, latencyCheck("API-to-packet: service created → first answer", c.lat.created, c.lat.createdLost),
-		latencyCheck("API-to-packet: service deleted → first unanswered", c.lat.gone, c.lat.goneLost))
-	c.lat.mu.Unlock()
-	h.mu.Lock()
-	samples := append([]sample(nil), h.samples...)
-	h.mu.Unlock()
-	var tsv strings.Builder
-	tsv.WriteString("process\tseconds\trss_kib\tgoroutines\n")
-	for _, x := range samples {
-		fmt.Fprintf(&tsv, "%d\t%.0f\t%d\t%d\n", x.life, x.at.Seconds(), x.rssKiB, x.goroutines)
-	}
-	os.WriteFile(filepath.Join(h.logDir, "samples.tsv"), []byte(tsv.String()), 0o644)
-	checks = append(checks, growthCheck("rulegen RSS growth after warm-up", samples, s.warmup, func(x sample) int { return x.rssKiB }, "KiB"),
-		growthCheck("rulegen goroutines growth after warm-up", samples, s.warmup, func(x sample) int { return x.goroutines }, ""))
-	gone := 0
-	for _, l := range stale {
-		if strings.HasSuffix(l, "(service gone)") {
-			gone++
-		}
-	}
-	staleValue := fmt.Sprintf("%d of %d UDP entries (%d to a deleted service, %d to an endpoint gone from its service)", len(stale), entries, gone, len(stale)-gone)
-	if staleErr != nil {
-		staleValue = staleErr.Error()
-	}
-	checks = append(checks, check{"stale UDP conntrack entries to deleted endpoints at the end", staleValue, "0", staleErr == nil && len(stale) == 0})
-	nbValue := fmt.Sprintf("yes (%d changes by it)", nb.changes)
-	if len(nbDiffs) > 0 {
-		nbValue = strings.Join(nbDiffs, "; ")
-	}
-	checks = append(checks, check{"other program's nftables table and iptables rules intact", nbValue, "intact", len(nbDiffs) == 0})
-
-	refused := h.countLog("soak fault: transaction refused")
-	info := fmt.Sprintf("churn: %d changes in %s (%.1f/s; %v), %d failed (API server down), %d ticks skipped (every writer busy), UDP to churned services %d sent, %d answered\n"+
-		"faults: %d API server restarts (down %s in all), %d rulegen SIGKILLs, %d hand flushes, %d refused transactions (RULEGEN_FAULT_REFUSE=%s)\n",
-		c.done, s.duration, float64(c.done)/s.duration.Seconds(), c.byKind, c.failed, c.behind, udpSent.Load(), udpAnswered.Load(),
-		h.apiRestarts, h.apiDown.Round(time.Second), h.kills, h.flushes, refused, s.refuse)
-	failed := 0
-	for _, ck := range checks {
-		if !ck.ok {
-			failed++
-		}
-	}
-	verdict := "PASS"
-	if failed > 0 {
-		verdict = fmt.Sprintf("FAIL (%d checks)", failed)
-	}
-	p50, p99, _ := percentiles(c.lat.created)
-	g, _, _, _ := growth(samples, s.warmup, func(x sample) int { return x.rssKiB })
-	gg, _, _, _ := growth(samples, s.warmup, func(x sample) int { return x.goroutines })
-	line := fmt.Sprintf("soak: %s in %s: %d services x %d endpoints, %d changes (%.1f/s), %d/%d stable connections failed, %s, created→answered p50 %s p99 %s, RSS %+.1f%%, goroutines %+.1f%%, %d stale UDP conntrack entries, faults: %d API restarts, %d SIGKILLs, %d flushes, %d refused writes\n",
-		verdict, s.duration, s.services, s.endpoints, c.done, float64(c.done)/s.duration.Seconds(), st.failed, probes, conv.value,
-		fmtDur(p50), fmtDur(p99), 100*g, 100*gg, len(stale), h.apiRestarts, h.kills, h.flushes, refused)
-	report := fmt.Sprintf("\nSoak: %s, %s backend, %d services (%d stable) x %d endpoints, %g changes/s asked, seed %d, %s\n\n%s\n%s",
-		s.duration, s.backend, s.services, s.stable, s.endpoints, s.rate, s.seed, time.Now().UTC().Format("2006-01-02 15:04 UTC"), table(checks), info)
-	if len(st.failures) > 0 {
-		report += "first failed connections:\n  " + strings.Join(st.failures, "\n  ") + "\n"
-	}
-	if len(c.errs) > 0 {
-		report += "first churn errors:\n  " + strings.Join(c.errs, "\n  ") + "\n"
-	}
-	if len(stale) > 0 {
-		report += "stale entries:\n  " + strings.Join(stale[:min(len(stale), 10)], "\n  ") + "\n"
-	}
-	report += line
+	o := h.soak()
+	checks := h.checks(o)
+	report := h.report(o, checks)
 	fmt.Print(report)
 	if s.out != "" {
 		if err := os.WriteFile(s.out, []byte(report), 0o644); err != nil {
@@ -240,28 +131,70 @@ func TestSoak(t *testing.T) {
 	}
 }
 
-func probeBreakdown(st *probeStats) string {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	var parts []string
-	for _, k := range []string{"pod/tcp", "pod/udp", "node/tcp", "node/udp", "outside/tcp", "outside/udp"} {
-		parts = append(parts, fmt.Sprintf("%s %d", k, st.total[k]))
-	}
-	return strings.Join(parts, ", ")
+// outcome is what a run observed, for the checks and the report.
+type outcome struct {
+	churn                *churn
+	probes               *probeStats
+	neighbour            *neighbour
+	convergence          check
+	stale                []string
+	conntrackEntries     int
+	conntrackErr         error
+	neighbourDiffs       []string
+	samples              []sample
+	udpSent, udpAnswered int64
 }
 
-func latencyCheck(name string, ds []time.Duration, lost int) check {
-	p50, p99, mx := percentiles(ds)
-	return check{name, fmt.Sprintf("p50 %s, p99 %s, max %s (n=%d, %d never)", fmtDur(p50), fmtDur(p99), fmtDur(mx), len(ds), lost),
-		fmt.Sprintf("each within %s", latencyTimeout), lost == 0 && len(ds) > 0}
-}
+// soak sets the node up, runs churn, faults, probes and samplers at once
+// for the duration, stops the churn and observes the end state.
+func (h *harness) soak() *outcome {
+	t, s := h.t, h.s
+	setupStart := time.Now()
+	h.newTopology((s.duration + 10*time.Minute).String())
+	h.cp = cluster.StartControlPlane(t, h.node)
+	h.createNode()
+	initial, nextIP := h.createServices()
+	nb := h.startNeighbour()
+	h.startRulegen()
+	h.waitStable()
+	t.Logf("setup %s: %d services (%d stable) x %d endpoints, seed %d, logs in %s", time.Since(setupStart).Round(100*time.Millisecond),
+		s.services, s.stable, s.endpoints, s.seed, h.logDir)
 
-func growthCheck(name string, samples []sample, warmup time.Duration, get func(sample) int, unit string) check {
-	g, judged, from, to := growth(samples, warmup, get)
-	if judged == 0 {
-		return check{name, fmt.Sprintf("no rulegen process lived %s + 6 samples", warmup), "< +10%", false}
+	h.start = time.Now()
+	o := &outcome{churn: h.newChurn(initial, nextIP), probes: &probeStats{total: map[string]int{}}, neighbour: nb}
+	ctx, stop := context.WithCancel(context.Background())
+	probeCtx, stopProbes := context.WithCancel(context.Background())
+	var wg, pwg sync.WaitGroup
+	var udpSent, udpAnswered atomic.Int64
+	wg.Go(func() { o.churn.run(ctx) })
+	wg.Go(func() { o.churn.udpTraffic(ctx, 50*time.Millisecond, &udpSent, &udpAnswered) })
+	wg.Go(func() { nb.run(ctx, 2*time.Second) })
+	for _, src := range []string{"pod", "node", "outside"} {
+		for _, proto := range []string{"tcp", "udp"} {
+			pwg.Go(func() { h.probeStable(probeCtx, src, proto, 100*time.Millisecond, o.probes) })
+		}
 	}
-	return check{name, fmt.Sprintf("%+.1f%% (worst of %d processes: %d → %d%s)", 100*g, judged, from, to, unit), "< +10%", g < 0.10}
+	pwg.Go(func() { h.sampleRulegen(probeCtx) })
+	h.faults()
+	stop()
+	wg.Wait()
+	o.convergence = h.convergence(time.Now())
+	stopProbes()
+	pwg.Wait()
+	o.churn.lat.measureInFlight.Wait()
+	o.stale, o.conntrackEntries, o.conntrackErr = h.staleConntrack()
+	o.neighbourDiffs = nb.intact()
+	o.udpSent, o.udpAnswered = udpSent.Load(), udpAnswered.Load()
+	h.mu.Lock()
+	o.samples = append([]sample(nil), h.samples...)
+	h.mu.Unlock()
+	var tsv strings.Builder
+	tsv.WriteString("process\tseconds\trss_kib\tgoroutines\n")
+	for _, x := range o.samples {
+		fmt.Fprintf(&tsv, "%d\t%.0f\t%d\t%d\n", x.life, x.at.Seconds(), x.rssKiB, x.goroutines)
+	}
+	os.WriteFile(filepath.Join(h.logDir, "samples.tsv"), []byte(tsv.String()), 0o644)
+	return o
 }
 
 func (h *harness) ctx() (context.Context, context.CancelFunc) {
