@@ -319,9 +319,10 @@ func (h *harness) waitStable() {
 // faults runs one fault every faultEvery, in turn an API server restart, a
 // hand flush and a rulegen SIGKILL, until the duration is over. The run
 // must end with everything up and synced: no fault starts in the last
-// faultEvery/2 (at most 20 s), and no API server restart in the last
-// minute (half the run, if shorter), because after one the daemon's
-// watches come back only after client-go's backoff (up to 30 s).
+// faultEvery/2 (at most 20 s), and the API server is back (at the
+// longest outage) a minute before the end at the latest (half the run, if
+// shorter), because after a restart the daemon's watches come back only
+// after client-go's backoff (up to 30 s).
 func (h *harness) faults() {
 	s := h.s
 	end := h.start.Add(s.duration)
@@ -334,7 +335,7 @@ func (h *harness) faults() {
 			break
 		}
 		kind := kinds[i%len(kinds)]
-		if kind == "api" && next.After(end.Add(-apiQuiet)) {
+		if kind == "api" && next.Add(s.apiDownMax).After(end.Add(-apiQuiet)) {
 			continue
 		}
 		time.Sleep(time.Until(next))
