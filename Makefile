@@ -9,7 +9,7 @@ KUBE_BINS    := $(KUBE_BIN)/kube-apiserver $(KUBE_BIN)/server $(KUBE_BIN)/kube-p
 export RULEGEN_KUBE_BIN := $(KUBE_BIN)
 
 .DEFAULT_GOAL := help
-.PHONY: help build image test test-unit fuzz deps kube-bins bench bench-apply bench-scale lint fmt clean
+.PHONY: help build image test test-unit fuzz deps kube-bins bench bench-apply bench-scale soak lint fmt clean
 
 # make bench-scale: services, endpoints per service, changes of each kind,
 # and which proxies (empty: rulegen nft+ipt, kube-proxy nft, nft with
@@ -24,6 +24,14 @@ PROXIES ?=
 # fuzzer finds is written there too (keep it as a regression seed).
 FUZZTIME     ?= 30s
 FUZZ_TARGETS := pkg/manifest:FuzzLoad pkg/rules:FuzzConvert pkg/rules:FuzzPlan pkg/rules/trace:FuzzTrace test/property:FuzzRender
+
+# make soak: how long, how many services x endpoints, changes per second,
+# the share of refused kernel transactions (docs/reliability.md has the rest).
+SOAK_DURATION  ?= 30m
+SOAK_SERVICES  ?= 2000
+SOAK_ENDPOINTS ?= 10
+SOAK_RATE      ?= 20
+SOAK_REFUSE    ?= 0.1
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -51,7 +59,7 @@ $(KUBE_BINS) &:
 	cd hack/kube && $(GO) build -o $(KUBE_BIN)/ k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3
 	@touch $(KUBE_BINS)
 
-test: deps kube-bins ## run every test: unit, golden, fuzz seeds and 3 s of each fuzz target, kernel, cluster and a small side-by-side scale run (as root) — what CI runs
+test: deps kube-bins ## run every test: unit, golden, fuzz seeds and 3 s of each fuzz target, kernel, cluster, a small side-by-side scale run and a short soak (as root) — what CI runs
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 ./cmd/... ./pkg/... ./test/golden/... ./test/property/... ./test/packetflow/...
 	@# the fuzz seeds ran above (plain go test runs them); fuzz each target briefly too
@@ -59,6 +67,12 @@ test: deps kube-bins ## run every test: unit, golden, fuzz seeds and 3 s of each
 	@# the kernel and cluster suites log every scenario by name; test/scale
 	@# runs the side-by-side harness small (200 services), to keep it working
 	set -o pipefail; $(GO) test -count=1 -timeout 25m -v ./test/e2e/... ./test/cluster/... ./test/scale/... 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT' -e 'spec.externalIPs is deprecated'
+	@# the fault injector of the soak build, then the soak harness's own
+	@# tests and a short soak (36 s, 200 services x 5 endpoints, each fault
+	@# once): its table and summary line
+	$(GO) vet -tags soakfaults ./cmd/rulegen/
+	$(GO) test -count=1 -tags soakfaults -run TestWithFaults ./cmd/rulegen/
+	set -o pipefail; $(GO) test -count=1 -timeout 5m -v ./test/soak/ 2>&1 | grep -e '^|' -e '^soak:' -e '^--- FAIL' -e '_test.go:' -e '^FAIL' -e '^ok'
 
 test-unit: ## fast tests only (no kernel, no cluster)
 	$(GO) test -count=1 -short $(PKGS)
@@ -76,6 +90,11 @@ bench-apply: ## (root) kernel writes (full and one-endpoint syncs, both backends
 bench-scale: kube-bins ## (root) rulegen vs kube-proxy side by side on a real API server: N=5000 E=10 CHANGES=10 [PROXIES=a,b]; prints the table
 	set -o pipefail; CI=true RULEGEN_SCALE_SERVICES=$(N) RULEGEN_SCALE_ENDPOINTS=$(E) RULEGEN_SCALE_CHANGES=$(CHANGES) RULEGEN_SCALE_PROXIES=$(PROXIES) \
 		$(GO) test -count=1 -timeout 120m -v -run TestScale ./test/scale/ 2>&1 | grep -v -e '^=== RUN' -e 'spec.externalIPs is deprecated'
+
+soak: deps kube-bins ## (root) churn, faults and probes at once for SOAK_DURATION=30m on SOAK_SERVICES=2000 x SOAK_ENDPOINTS=10 (SOAK_RATE=20/s); prints the summary table
+	set -o pipefail; CI=true SOAK_DURATION=$(SOAK_DURATION) SOAK_SERVICES=$(SOAK_SERVICES) SOAK_ENDPOINTS=$(SOAK_ENDPOINTS) \
+		SOAK_RATE=$(SOAK_RATE) SOAK_REFUSE=$(SOAK_REFUSE) \
+		$(GO) test -count=1 -timeout 12h -v -run TestSoak ./test/soak/ 2>&1 | grep -v -e '^=== RUN'
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi

@@ -40,6 +40,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 		log.Error("kernel backend", "error", err.Error())
 		return exitSkipped
 	}
+	kernel = withFaults(kernel)
 	// As kube-proxy (platformSetup), before the proxier: it reads
 	// nf_conntrack_tcp_be_liberal, which --conntrack-tcp-be-liberal sets.
 	if err := sync.SetConntrackSysctls(sync.ProcSysctl{}, o.conntrack, sync.OnlineCPUs(), log); err != nil {

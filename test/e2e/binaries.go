@@ -17,14 +17,22 @@ type Binaries struct {
 
 // BuildBinaries builds rulegen and the test server into a temporary
 // directory (for a TestMain); Remove deletes it.
-func BuildBinaries() (*Binaries, error) {
+func BuildBinaries() (*Binaries, error) { return BuildBinariesTags("") }
+
+// BuildBinariesTags is BuildBinaries with Go build tags for rulegen (the
+// soak harness builds it with -tags soakfaults).
+func BuildBinariesTags(tags string) (*Binaries, error) {
 	dir, err := os.MkdirTemp("", "rulegen-test-bin-")
 	if err != nil {
 		return nil, err
 	}
 	b := &Binaries{Rulegen: filepath.Join(dir, "rulegen"), Server: filepath.Join(dir, "testserver"), dir: dir}
 	for out, pkg := range map[string]string{b.Rulegen: "github.com/rulegen/rulegen/cmd/rulegen", b.Server: "github.com/rulegen/rulegen/test/e2e/testserver"} {
-		if msg, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		args := []string{"build", "-o", out}
+		if tags != "" && out == b.Rulegen {
+			args = append(args, "-tags", tags)
+		}
+		if msg, err := exec.Command("go", append(args, pkg)...).CombinedOutput(); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("go build %s: %v\n%s", pkg, err, msg)
 		}

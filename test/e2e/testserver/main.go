@@ -2,7 +2,8 @@
 //
 //	testserver -serve NAME -tcp 8080,9090 -udp 5353 [-lifetime 10m]
 //	    answers every TCP line and UDP datagram with "NAME SRCIP"; NAME
-//	    "@local" answers with the address the connection reached instead (a
+//	    "@local" answers with (and, for UDP, from) the address the connection
+//	    or datagram reached instead (a
 //	    namespace with a local route for a whole range then serves every
 //	    address of it as a separate pod)
 //	testserver -probe tcp|udp -addr IP:PORT [-timeout 700ms]
@@ -29,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
 func main() {
@@ -86,22 +89,19 @@ func runServer(name, tcpPorts, udpPorts string, lifetime time.Duration) int {
 		}()
 	}
 	for _, p := range split(udpPorts) {
-		pc, err := net.ListenPacket("udp", ":"+p)
+		network := "udp"
+		if name == "@local" {
+			network = "udp4" // IP_PKTINFO below is IPv4's
+		}
+		pc, err := net.ListenPacket(network, ":"+p)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		go func() {
-			buf := make([]byte, 1500)
-			for {
-				_, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				ip := from.(*net.UDPAddr).IP.String()
-				pc.WriteTo([]byte(name+" "+ip+"\n"), from)
-			}
-		}()
+		if err := serveUDP(name, pc); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	fmt.Println("ready")
 	// Serve until told to stop (the test kills this process by PID), and in
@@ -113,6 +113,46 @@ func runServer(name, tcpPorts, udpPorts string, lifetime time.Duration) int {
 	case <-time.After(lifetime):
 	}
 	return 0
+}
+
+// serveUDP answers every datagram on pc with "NAME SRCIP" in the
+// background. With NAME "@local" the answer names, and is sent from, the
+// address the datagram reached (IP_PKTINFO): a wildcard socket would
+// otherwise answer from the address routing picks, which neither the
+// client's connected socket nor the node's conntrack entry (that expects
+// the endpoint it DNATed to) would match.
+func serveUDP(name string, pc net.PacketConn) error {
+	if name != "@local" {
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo([]byte(name+" "+from.(*net.UDPAddr).IP.String()+"\n"), from)
+			}
+		}()
+		return nil
+	}
+	p := ipv4.NewPacketConn(pc)
+	if err := p.SetControlMessage(ipv4.FlagDst, true); err != nil {
+		return fmt.Errorf("udp %s: IP_PKTINFO: %w", pc.LocalAddr(), err)
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, cm, from, err := p.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if cm == nil || cm.Dst == nil {
+				continue // no IP_PKTINFO: the address reached is unknown
+			}
+			p.WriteTo([]byte(cm.Dst.String()+" "+from.(*net.UDPAddr).IP.String()+"\n"), &ipv4.ControlMessage{Src: cm.Dst}, from)
+		}
+	}()
+	return nil
 }
 
 func answerTCP(name string, c net.Conn) {
