@@ -37,7 +37,8 @@ func (e ConntrackEntry) String() string {
 // loses every entry to its IPs (they were DNATed before its reject rule
 // could match, and a one-way UDP flow would keep them alive forever), but
 // not its nodePort entries: matched on the port alone, they could be
-// anybody's.
+// anybody's. Beyond kube-proxy, an entry DNATed from a ClusterIP that is no
+// UDP service's any more is stale too (see deletedService).
 func staleUDP(plan *rules.Plan, entries []ConntrackEntry) []ConntrackEntry {
 	type front struct {
 		addr netip.Addr // invalid: a nodePort, on any address
@@ -67,11 +68,33 @@ func staleUDP(plan *rules.Plan, entries []ConntrackEntry) []ConntrackEntry {
 		if !ok {
 			eps, ok = serving[front{port: e.OrigDst.Port()}]
 		}
-		if ok && !eps[e.ReplySrc] {
+		if ok && !eps[e.ReplySrc] || !ok && deletedService(plan, e) {
 			stale = append(stale, e)
 		}
 	}
 	return stale
+}
+
+// deletedService reports whether e was sent to a ClusterIP that is no UDP
+// service's now (the entry's destination is a destination of no UDP port
+// of the plan) and was DNATed (its reply comes from another address):
+// the service was deleted, or its port renamed or renumbered, and the entry
+// still steers the flow to the old endpoint. A ClusterIP is told by the
+// plan's service CIDRs; without them (none configured, no ServiceCIDR
+// objects) nothing is. kube-proxy's reconciler leaves such entries until
+// they time out, which a client that keeps sending never lets happen;
+// rulegen deletes them (the per-change cleanup of Sync does too, for the
+// ports it saw go).
+func deletedService(plan *rules.Plan, e ConntrackEntry) bool {
+	if e.ReplySrc.Addr() == e.OrigDst.Addr() {
+		return false
+	}
+	for _, c := range plan.ServiceCIDRs {
+		if c.Contains(e.OrigDst.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // ReconcileConntrack deletes, in every family the proxier programs, the

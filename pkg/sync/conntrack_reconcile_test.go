@@ -54,6 +54,9 @@ const (
 	ctUnserve = "10.244.1.7:53" // neither ready nor serving
 )
 
+// svcCIDR is the service range of the plans built with dnsPlanIn.
+var svcCIDR = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/16")}
+
 // udpEntry is a UDP entry from ctClient to dst, answered by reply.
 func udpEntry(dst, reply string) ConntrackEntry {
 	c := netip.MustParseAddrPort(ctClient)
@@ -64,7 +67,10 @@ func udpEntry(dst, reply string) ConntrackEntry {
 // external IP, an LB IP and nodePort 30053, with the endpoints eps (each
 // "ip:port/state", state one of ready, terminating, unserving), and of
 // ns/web: port 53/TCP on 10.96.0.80.
-func dnsPlan(eps ...string) *rules.Plan {
+func dnsPlan(eps ...string) *rules.Plan { return dnsPlanIn(nil, eps...) }
+
+// dnsPlanIn is dnsPlan with the service CIDRs cidrs.
+func dnsPlanIn(cidrs []netip.Prefix, eps ...string) *rules.Plan {
 	st := rules.NewState()
 	key := rules.ServiceKey{Namespace: "ns", Name: "dns"}
 	st.SetService(key, []*rules.ServicePort{{Name: rules.ServicePortName{ServiceKey: key, Protocol: rules.UDP},
@@ -86,7 +92,7 @@ func dnsPlan(eps ...string) *rules.Plan {
 	web := rules.ServiceKey{Namespace: "ns", Name: "web"}
 	st.SetService(web, []*rules.ServicePort{{Name: rules.ServicePortName{ServiceKey: web, Protocol: rules.TCP},
 		ClusterIPs: []netip.Addr{netip.MustParseAddr("10.96.0.80")}, Port: 53}})
-	cfg := &rules.Config{Node: rules.Node{Name: "node-a", IPs: []netip.Addr{netip.MustParseAddr(ctNode)}}}
+	cfg := &rules.Config{Node: rules.Node{Name: "node-a", IPs: []netip.Addr{netip.MustParseAddr(ctNode)}}, ServiceCIDRs: cidrs}
 	return rules.NewPlan(st, cfg, rules.IPv4)
 }
 
@@ -118,6 +124,12 @@ func TestStaleUDP(t *testing.T) {
 		{"no endpoint: not its nodePort (anybody's port)", dnsPlan(), udpEntry(ctNode+":30053", ctGone), false},
 		{"a TCP service's address and port", dnsPlan(all...), udpEntry("10.96.0.80:53", ctGone), false},
 		{"an address no service has", dnsPlan(all...), udpEntry("8.8.8.8:53", "8.8.8.8:53"), false},
+		{"a deleted service's ClusterIP, DNATed", dnsPlanIn(svcCIDR, all...), udpEntry("10.96.0.99:53", ctGone), true},
+		{"a deleted service's ClusterIP, DNATed to an endpoint still alive", dnsPlanIn(svcCIDR, all...), udpEntry("10.96.0.99:53", ctReady), true},
+		{"a ClusterIP's other UDP port, DNATed (renumbered port)", dnsPlanIn(svcCIDR, all...), udpEntry(ctCluster+":54", ctReady), true},
+		{"a ClusterIP no service has, not DNATed", dnsPlanIn(svcCIDR, all...), udpEntry("10.96.0.99:53", "10.96.0.99:53"), false},
+		{"DNATed, but outside the service CIDRs", dnsPlanIn(svcCIDR, all...), udpEntry("10.97.0.99:53", ctGone), false},
+		{"a deleted service's ClusterIP, no service CIDR known", dnsPlan(all...), udpEntry("10.96.0.99:53", ctGone), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -651,6 +651,7 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 				prev[s.Name] = s
 			}
 		}
+		specs = append(specs, goneDests(d.Plan.Family, p.applied[d.Plan.Family], d)...)
 		for _, s := range d.Plan.Services {
 			if s.Name.Protocol != rules.UDP {
 				continue
@@ -695,6 +696,42 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 		}
 		p.metrics.conntrack.WithLabelValues(ipFamily(f)).Add(float64(n))
 	}
+}
+
+// goneDests returns, for the UDP service ports of old that are not in
+// now (a deleted service, a port renamed, renumbered or made TCP), a spec
+// for each destination of theirs (ClusterIP, external and LB IPs with the
+// port; the nodePort) that no UDP port of now has: every entry sent there
+// is stale, whoever answered it, since nothing rewrites new packets there
+// any more. A destination a port of now took over keeps its entries: the
+// endpoint check of that port (and the reconcile) judge them.
+func goneDests(f rules.Family, old, now *Desired) []ConntrackSpec {
+	if old == nil {
+		return nil
+	}
+	kept := map[rules.ServicePortName]bool{}
+	taken := map[dest]bool{}
+	for _, s := range now.Plan.Services {
+		if s.Name.Protocol == rules.UDP {
+			kept[s.Name] = true
+			for _, d := range serviceDests(s) {
+				taken[d] = true
+			}
+		}
+	}
+	var specs []ConntrackSpec
+	for _, s := range old.Plan.Services {
+		if s.Name.Protocol != rules.UDP || kept[s.Name] {
+			continue
+		}
+		for _, d := range serviceDests(s) {
+			if !taken[d] {
+				taken[d] = true // once
+				specs = append(specs, ConntrackSpec{Family: f, OrigDst: d.addr, OrigPort: d.port})
+			}
+		}
+	}
+	return specs
 }
 
 type dest struct {

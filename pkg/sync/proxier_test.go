@@ -386,3 +386,59 @@ func filterCounts(m map[netlink.InetFamily][]netlink.CustomConntrackFilter) map[
 	}
 	return out
 }
+
+// TestConntrackCleanupOfGoneServicePorts: when a UDP service port goes (the
+// service deleted, or its port made TCP), every entry to its ClusterIP and
+// nodePort is deleted, whoever answered it (the soak found them left
+// behind); a destination another UDP port took over is left to that port's
+// endpoint check.
+func TestConntrackCleanupOfGoneServicePorts(t *testing.T) {
+	const clusterIP, ep = "10.96.0.1", "10.128.0.1"
+	tests := []struct {
+		name   string
+		change func(p *Proxier)
+		want   []string // "addr:port" of the specs without a reply source ("any:port" for a nodePort)
+	}{
+		{name: "service deleted", change: func(p *Proxier) {
+			p.OnService(testService("a", clusterIP, v1.ProtocolUDP, 30053), true)
+		}, want: []string{"10.96.0.1:80", "any:30053"}},
+		{name: "port made TCP", change: func(p *Proxier) {
+			p.OnService(testService("a", clusterIP, v1.ProtocolTCP, 30053), false)
+		}, want: []string{"10.96.0.1:80", "any:30053"}},
+		{name: "the destination taken over by another UDP service", change: func(p *Proxier) {
+			p.OnService(testService("a", clusterIP, v1.ProtocolUDP, 30053), true)
+			p.OnService(testService("b", clusterIP, v1.ProtocolUDP, 30053), false)
+		}, want: nil},
+		{name: "nothing gone", change: func(p *Proxier) {}, want: nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _, ct := newTestProxier(Options{NodeIPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Families: []rules.Family{rules.IPv4}})
+			p.OnService(testService("a", clusterIP, v1.ProtocolUDP, 30053), false)
+			p.OnSlice(testSlice("s1", "a", v1.ProtocolUDP, ep), false)
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			ct.specs = nil
+			tc.change(p)
+			if err := p.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range ct.specs {
+				if s.ReplySrc.IsValid() {
+					continue
+				}
+				addr := "any"
+				if s.OrigDst.IsValid() {
+					addr = s.OrigDst.String()
+				}
+				got = append(got, fmt.Sprintf("%s:%d", addr, s.OrigPort))
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("specs deleting every entry to %v, want %v (all specs %+v)", got, tc.want, ct.specs)
+			}
+		})
+	}
+}
