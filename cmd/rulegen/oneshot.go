@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/rulegen/rulegen/pkg/manifest"
@@ -47,6 +48,16 @@ func loadState(o options, s settings, stdin io.Reader, stderr io.Writer) (st *ru
 	}
 	if node != nil {
 		adoptNode(s.cfg, *node)
+	}
+	// The ranges of the cluster's ServiceCIDR objects, which the daemon
+	// watches, besides --service-cluster-ip-range: the dry run drops what
+	// the daemon drops.
+	cidrs, cerrs := sync.ListServiceCIDRs(ctx, client)
+	errs = append(errs, cerrs...)
+	for _, c := range cidrs {
+		if !slices.Contains(s.cfg.ServiceCIDRs, c) {
+			s.cfg.ServiceCIDRs = append(s.cfg.ServiceCIDRs, c)
+		}
 	}
 	return st, errs, where, exitOK
 }

@@ -358,14 +358,7 @@ func (p *Proxier) OnServiceCIDR(o *networkingv1.ServiceCIDR, deleted bool) {
 	var cidrs []netip.Prefix
 	var errs []error
 	if !deleted {
-		for i, c := range o.Spec.CIDRs {
-			pr, err := netip.ParsePrefix(c)
-			if err != nil || pr.Addr().Zone() != "" {
-				errs = append(errs, fmt.Errorf("spec.cidrs[%d]: %q is not a CIDR", i, c))
-				continue
-			}
-			cidrs = append(cidrs, pr.Masked())
-		}
+		cidrs, errs = serviceCIDRsOf(o)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -386,6 +379,22 @@ func (p *Proxier) OnServiceCIDR(o *networkingv1.ServiceCIDR, deleted bool) {
 	// not call Sync), the change is not queued for the health checks: a
 	// new range alone does not make /healthz fail while syncs fail.
 	p.request()
+}
+
+// serviceCIDRsOf returns the ranges of a ServiceCIDR object, and an error
+// naming the field of each that is not a CIDR.
+func serviceCIDRsOf(o *networkingv1.ServiceCIDR) ([]netip.Prefix, []error) {
+	var cidrs []netip.Prefix
+	var errs []error
+	for i, c := range o.Spec.CIDRs {
+		pr, err := netip.ParsePrefix(c)
+		if err != nil || pr.Addr().Zone() != "" {
+			errs = append(errs, fmt.Errorf("spec.cidrs[%d]: %q is not a CIDR", i, c))
+			continue
+		}
+		cidrs = append(cidrs, pr.Masked())
+	}
+	return cidrs, errs
 }
 
 // allServiceCIDRs returns the ranges of --service-cluster-ip-range and of

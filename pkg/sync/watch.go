@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -145,6 +147,31 @@ func ListState(ctx context.Context, client kubernetes.Interface, nodeName string
 		node = &nd
 	}
 	return st, node, errs
+}
+
+// ListServiceCIDRs lists the cluster's ServiceCIDR objects once and returns
+// their ranges, as the daemon's watch of them sees them (for a dry run of
+// the live cluster). A cluster without the ServiceCIDR API has none; an
+// object with a bad range is reported by name and field, its good ranges
+// kept.
+func ListServiceCIDRs(ctx context.Context, client kubernetes.Interface) ([]netip.Prefix, []error) {
+	list, err := client.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, []error{fmt.Errorf("listing servicecidrs: %w", err)}
+	}
+	var out []netip.Prefix
+	var errs []error
+	for i := range list.Items {
+		cidrs, cerrs := serviceCIDRsOf(&list.Items[i])
+		out = append(out, cidrs...)
+		for _, e := range cerrs {
+			errs = append(errs, fmt.Errorf("ServiceCIDR %s: %w", list.Items[i].Name, e))
+		}
+	}
+	return out, errs
 }
 
 // pprofWriteTimeout replaces httpWriteTimeout on a server that serves
