@@ -140,6 +140,7 @@ func TestGrowth(t *testing.T) {
 		samples []sample
 		judged  int
 		fails   bool
+		slack   int
 	}{
 		{name: "flat after warm-up", samples: series(1, 0, 10, 30, 100, 101, 99, 100, 102, 100, 101), judged: 1},
 		{name: "grows 20%", samples: series(1, 0, 10, 30, 100, 101, 99, 110, 118, 120, 121), judged: 1, fails: true},
@@ -148,10 +149,13 @@ func TestGrowth(t *testing.T) {
 			samples: append(series(1, 0, 10, 30, 100, 100, 100, 100, 100, 100), series(2, 0, 10, 30, 200, 200, 201, 200, 199, 200)...)},
 		{name: "the second process leaks", judged: 2, fails: true,
 			samples: append(series(1, 0, 10, 30, 100, 100, 100, 100, 100, 100), series(2, 0, 10, 30, 100, 100, 105, 110, 115, 120)...)},
+		{name: "a small count grows within the slack", samples: series(1, 0, 10, 30, 46, 46, 46, 50, 51, 51), judged: 1, slack: 10},
+		{name: "a small count grows beyond the slack", samples: series(1, 0, 10, 30, 46, 46, 46, 60, 61, 62), judged: 1, slack: 10, fails: true},
+		{name: "the same growth without slack", samples: series(1, 0, 10, 30, 46, 46, 46, 50, 51, 51), judged: 1, fails: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := growthCheck("rss", tc.samples, 20*time.Second, rss, "KiB")
+			c := growthCheck("rss", tc.samples, 20*time.Second, rss, "KiB", tc.slack)
 			_, judged, _, _ := growth(tc.samples, 20*time.Second, rss)
 			if judged != tc.judged {
 				t.Errorf("judged %d processes, want %d", judged, tc.judged)

@@ -21,8 +21,12 @@ func (h *harness) checks(o *outcome) []check {
 	checks = append(checks, latencyCheck("API-to-packet: service created → first answer", c.lat.created, c.lat.createdLost),
 		latencyCheck("API-to-packet: service deleted → first unanswered", c.lat.gone, c.lat.goneLost))
 	c.lat.mu.Unlock()
-	checks = append(checks, growthCheck("rulegen RSS growth after warm-up", o.samples, h.s.warmup, rssOf, "KiB"),
-		growthCheck("rulegen goroutines growth after warm-up", o.samples, h.s.warmup, goroutinesOf, ""))
+	// Goroutines come and go with the churn (a healthCheckNodePort server
+	// per ETP Local service, HTTP connections, retries): a growth of at most
+	// goroutineSlack is noise at any size, never a leak, which grows with
+	// the number of changes (hundreds over a run).
+	checks = append(checks, growthCheck("rulegen RSS growth after warm-up", o.samples, h.s.warmup, rssOf, "KiB", 0),
+		growthCheck("rulegen goroutines growth after warm-up", o.samples, h.s.warmup, goroutinesOf, "", goroutineSlack))
 	gone := 0
 	for _, l := range o.stale {
 		if strings.HasSuffix(l, "(service gone)") {
@@ -99,10 +103,18 @@ func latencyCheck(name string, ds []time.Duration, lost int) check {
 		fmt.Sprintf("each within %s", latencyTimeout), lost == 0 && len(ds) > 0}
 }
 
-func growthCheck(name string, samples []sample, warmup time.Duration, get func(sample) int, unit string) check {
+func growthCheck(name string, samples []sample, warmup time.Duration, get func(sample) int, unit string, slack int) check {
+	limit := "< +10%"
+	if slack > 0 {
+		limit = fmt.Sprintf("< +10%% or ≤ +%d", slack)
+	}
 	g, judged, from, to := growth(samples, warmup, get)
 	if judged == 0 {
-		return check{name, fmt.Sprintf("no rulegen process lived %s + 6 samples", warmup), "< +10%", false}
+		return check{name, fmt.Sprintf("no rulegen process lived %s + 6 samples", warmup), limit, false}
 	}
-	return check{name, fmt.Sprintf("%+.1f%% (worst of %d processes: %d → %d%s)", 100*g, judged, from, to, unit), "< +10%", g < 0.10}
+	return check{name, fmt.Sprintf("%+.1f%% (worst of %d processes: %d → %d%s)", 100*g, judged, from, to, unit), limit, g < 0.10 || to-from <= slack}
 }
+
+// goroutineSlack is the goroutine growth that is noise, not a leak (see
+// the goroutine check).
+const goroutineSlack = 10
