@@ -69,21 +69,41 @@ func BenchmarkDataPlaneConnect(b *testing.B) {
 			// The middle service: 10.96.0.0 + n/2 + 1 (see rulestest.Scale).
 			i := n / 2
 			addr := net.JoinHostPort(fmt.Sprintf("10.%d.%d.%d", 96+(i+1)>>16, ((i+1)>>8)&255, (i+1)&255), "80")
-			connect := func() time.Duration {
+			try := func() (time.Duration, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer cancel()
 				t0 := time.Now()
 				c, err := tp.Client.DialContext(ctx, "tcp", addr)
 				if err != nil {
-					b.Fatalf("connect %s: %v", addr, err)
+					return 0, fmt.Errorf("connect %s: %w", addr, err)
 				}
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(2 * time.Second))
 				c.Write([]byte("hi\n"))
 				if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
-					b.Fatalf("answer from %s: %v", addr, err)
+					return 0, fmt.Errorf("answer from %s: %w", addr, err)
 				}
-				return time.Since(t0)
+				return time.Since(t0), nil
+			}
+			connect := func() time.Duration {
+				d, err := try()
+				if err != nil {
+					b.Fatal(err)
+				}
+				return d
+			}
+			// The pods' server starts with the topology and may not listen
+			// yet (a small table is written before it does: the first
+			// connection was refused at 10 services); wait for it, bounded.
+			for i := 0; ; i++ {
+				_, err := try()
+				if err == nil {
+					break
+				}
+				if i == 50 {
+					b.Fatalf("the pods' server never answered: %v", err)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
 			for range 50 { // warm up: ARP, caches
 				connect()
