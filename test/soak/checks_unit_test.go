@@ -231,3 +231,31 @@ func TestNeighbourIntact(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadlineAmid: a change's measurement waits latencyTimeout, or
+// afterOutage past the end of an API server outage that overlapped it.
+func TestDeadlineAmid(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 16, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	cases := []struct {
+		name    string
+		outages []outage
+		now     time.Time
+		want    time.Time
+	}{
+		{name: "no outage", want: at(30)},
+		{name: "an outage that ended before the change", outages: []outage{{at(-60), at(-1)}}, want: at(30)},
+		{name: "an outage that began after the deadline", outages: []outage{{at(31), at(40)}}, want: at(30)},
+		{name: "an outage during the wait", outages: []outage{{at(10), at(69)}}, want: at(69 + 60)},
+		{name: "a change made during an outage", outages: []outage{{at(-5), at(20)}}, want: at(80)},
+		{name: "an outage still going on", outages: []outage{{from: at(10)}}, now: at(100), want: at(160)},
+		{name: "a short outage does not shorten the limit", outages: []outage{{at(-40), at(-35)}, {at(1), at(2)}}, want: at(62)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := deadlineAmid(at(0), tc.outages, tc.now); !got.Equal(tc.want) {
+				t.Errorf("deadline %s after the change, want %s", got.Sub(t0), tc.want.Sub(t0))
+			}
+		})
+	}
+}

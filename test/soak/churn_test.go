@@ -99,8 +99,8 @@ type churn struct {
 type latencies struct {
 	mu              sync.Mutex
 	created, gone   []time.Duration
-	createdLost     int // never answered within latencyTimeout
-	goneLost        int // still answered after latencyTimeout
+	createdLost     int // never answered by the deadline (harness.deadline)
+	goneLost        int // still answered at the deadline
 	createdSkipped  int // no free slot: not measured
 	measureInFlight sync.WaitGroup
 }

@@ -185,14 +185,14 @@ func (h *harness) firstAnswer(at time.Time, addr string, eps []string) (time.Dur
 	defer stop.Store(true)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	timeout := time.After(latencyTimeout)
 	for {
 		select {
 		case d := <-found:
 			return d, true
-		case <-timeout:
-			return 0, false
 		case <-tick.C:
+			if time.Now().After(h.deadline(at)) {
+				return 0, false
+			}
 			select {
 			case sem <- struct{}{}:
 			default:
@@ -219,7 +219,7 @@ func (h *harness) firstAnswer(at time.Time, addr string, eps []string) (time.Dur
 // time, until one is not answered, and returns the time from at to when
 // that probe was sent.
 func (h *harness) firstSilence(at time.Time, addr string) (time.Duration, bool) {
-	for time.Since(at) < latencyTimeout {
+	for time.Now().Before(h.deadline(at)) {
 		sent := time.Now()
 		if _, err := h.ask(h.podc, "tcp", addr, 100*time.Millisecond); err != nil {
 			return sent.Sub(at), true

@@ -100,7 +100,7 @@ func probeBreakdown(st *probeStats) string {
 func latencyCheck(name string, ds []time.Duration, lost int) check {
 	p50, p99, mx := percentiles(ds)
 	return check{name, fmt.Sprintf("p50 %s, p99 %s, max %s (n=%d, %d never)", fmtDur(p50), fmtDur(p99), fmtDur(mx), len(ds), lost),
-		fmt.Sprintf("each within %s", latencyTimeout), lost == 0 && len(ds) > 0}
+		fmt.Sprintf("each within %s (%s after an API server outage)", latencyTimeout, afterOutage), lost == 0 && len(ds) > 0}
 }
 
 func growthCheck(name string, samples []sample, warmup time.Duration, get func(sample) int, unit string, slack int) check {

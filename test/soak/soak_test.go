@@ -62,6 +62,44 @@ type harness struct {
 
 	apiRestarts, kills, flushes int
 	apiDown                     time.Duration
+	outages                     []outage // the API server's, in order
+}
+
+// outage is a time the API server was down: from its kill until it was
+// ready again (to is zero while it lasts).
+type outage struct{ from, to time.Time }
+
+// afterOutage is how long a change whose measurement an API server outage
+// overlapped may take once the server is back: the latency limit, plus
+// client-go's reflector backoff (up to 30 s), after which rulegen's watches
+// relist. A change made just before the kill reaches rulegen only then,
+// whichever proxy it is.
+const afterOutage = latencyTimeout + 30*time.Second
+
+// deadline is when a change made at at counts as lost: latencyTimeout
+// later, or afterOutage after the end of an API server outage that began
+// before that (and had not ended before at).
+func (h *harness) deadline(at time.Time) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return deadlineAmid(at, h.outages, time.Now())
+}
+
+func deadlineAmid(at time.Time, outages []outage, now time.Time) time.Time {
+	d := at.Add(latencyTimeout)
+	for _, o := range outages {
+		if !o.to.IsZero() && o.to.Before(at) || o.from.After(d) {
+			continue
+		}
+		end := o.to
+		if end.IsZero() {
+			end = now
+		}
+		if e := end.Add(afterOutage); e.After(d) {
+			d = e
+		}
+	}
+	return d
 }
 
 func (h *harness) since() string { return h.sinceAt(time.Now()) }
@@ -343,10 +381,16 @@ func (h *harness) faults() {
 		case "api":
 			down := s.apiDownMin + time.Duration(rng.Int64N(int64(s.apiDownMax-s.apiDownMin)+1))
 			h.t.Logf("%s fault: kube-apiserver SIGKILLed, down %s", h.since(), down.Round(time.Second))
+			h.mu.Lock()
+			h.outages = append(h.outages, outage{from: time.Now()})
+			h.mu.Unlock()
 			h.cp.StopAPIServer()
 			time.Sleep(down)
 			t0 := time.Now()
 			h.cp.StartAPIServer()
+			h.mu.Lock()
+			h.outages[len(h.outages)-1].to = time.Now()
+			h.mu.Unlock()
 			h.apiRestarts++
 			h.apiDown += down + time.Since(t0)
 		case "flush":
