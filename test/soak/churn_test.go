@@ -439,7 +439,10 @@ func (c *churn) updateSlice(ctx context.Context, s *churned, i int, sl *discover
 	return nil
 }
 
-func (c *churn) addEndpoint(ctx context.Context) error {
+// editSlice picks a service and one of its slices, lets edit change a copy
+// of it (edit returns false when the slice does not lend itself to the
+// change: nothing is written) and writes the copy.
+func (c *churn) editSlice(ctx context.Context, edit func(sl *discovery.EndpointSlice) bool) error {
 	s := c.pick()
 	if s == nil {
 		return errNothing
@@ -450,56 +453,49 @@ func (c *churn) addEndpoint(ctx context.Context) error {
 	}
 	i := c.intn(len(s.slices))
 	sl := s.slices[i].DeepCopy()
-	sl.Endpoints = append(sl.Endpoints, endpoint(c.freshIP(), c.intn(2)))
+	if !edit(sl) {
+		return errNothing
+	}
 	return c.updateSlice(ctx, s, i, sl)
 }
 
+func (c *churn) addEndpoint(ctx context.Context) error {
+	return c.editSlice(ctx, func(sl *discovery.EndpointSlice) bool {
+		sl.Endpoints = append(sl.Endpoints, endpoint(c.freshIP(), c.intn(2)))
+		return true
+	})
+}
+
 func (c *churn) removeEndpoint(ctx context.Context) error {
-	s := c.pick()
-	if s == nil {
-		return errNothing
-	}
-	defer c.release(s)
-	if len(s.slices) == 0 {
-		return errNothing
-	}
-	i := c.intn(len(s.slices))
-	sl := s.slices[i].DeepCopy()
-	if len(sl.Endpoints) == 0 {
-		return errNothing
-	}
-	j := c.intn(len(sl.Endpoints))
-	sl.Endpoints = slices.Delete(sl.Endpoints, j, j+1)
-	return c.updateSlice(ctx, s, i, sl)
+	return c.editSlice(ctx, func(sl *discovery.EndpointSlice) bool {
+		if len(sl.Endpoints) == 0 {
+			return false
+		}
+		j := c.intn(len(sl.Endpoints))
+		sl.Endpoints = slices.Delete(sl.Endpoints, j, j+1)
+		return true
+	})
 }
 
 // flipCondition moves one endpoint along ready -> not ready -> terminating
 // (still serving) -> ready.
 func (c *churn) flipCondition(ctx context.Context) error {
-	s := c.pick()
-	if s == nil {
-		return errNothing
-	}
-	defer c.release(s)
-	if len(s.slices) == 0 {
-		return errNothing
-	}
-	i := c.intn(len(s.slices))
-	sl := s.slices[i].DeepCopy()
-	if len(sl.Endpoints) == 0 {
-		return errNothing
-	}
-	cond := &sl.Endpoints[c.intn(len(sl.Endpoints))].Conditions
-	yes, no := true, false
-	switch {
-	case cond.Ready == nil || *cond.Ready:
-		cond.Ready, cond.Serving, cond.Terminating = &no, &no, nil
-	case cond.Terminating == nil || !*cond.Terminating:
-		cond.Ready, cond.Serving, cond.Terminating = &no, &yes, &yes
-	default:
-		cond.Ready, cond.Serving, cond.Terminating = &yes, &yes, nil
-	}
-	return c.updateSlice(ctx, s, i, sl)
+	return c.editSlice(ctx, func(sl *discovery.EndpointSlice) bool {
+		if len(sl.Endpoints) == 0 {
+			return false
+		}
+		cond := &sl.Endpoints[c.intn(len(sl.Endpoints))].Conditions
+		yes, no := true, false
+		switch {
+		case cond.Ready == nil || *cond.Ready:
+			cond.Ready, cond.Serving, cond.Terminating = &no, &no, nil
+		case cond.Terminating == nil || !*cond.Terminating:
+			cond.Ready, cond.Serving, cond.Terminating = &no, &yes, &yes
+		default:
+			cond.Ready, cond.Serving, cond.Terminating = &yes, &yes, nil
+		}
+		return true
+	})
 }
 
 // renamePorts renames both ports of a service, then of each of its slices
