@@ -675,49 +675,48 @@ func ipvsSet(c kpv1alpha1.KubeProxyIPVSConfiguration) bool {
 // values.
 func mapRulegenConfig(r *configResult, c *rulegenConfiguration) {
 	const p = rulegenKind + "."
-	if c.FullSyncPeriod != nil {
-		if c.FullSyncPeriod.Duration <= 0 {
-			r.fail(p+"fullSyncPeriod", "%s: must be greater than 0", c.FullSyncPeriod.Duration)
-		} else {
-			r.set(p+"fullSyncPeriod", c.FullSyncPeriod.Duration.String(), "full-sync-period")
-		}
-	}
-	if c.HealthTimeout != nil {
-		if c.HealthTimeout.Duration <= 0 {
-			r.fail(p+"healthTimeout", "%s: must be greater than 0", c.HealthTimeout.Duration)
-		} else {
-			r.set(p+"healthTimeout", c.HealthTimeout.Duration.String(), "health-timeout")
-		}
-	}
-	switch c.IPTablesMode {
-	case "":
-	case "auto", "nft", "legacy":
-		r.set(p+"iptablesMode", c.IPTablesMode, "iptables-mode")
+	r.setPositive(p+"fullSyncPeriod", c.FullSyncPeriod, "full-sync-period")
+	r.setPositive(p+"healthTimeout", c.HealthTimeout, "health-timeout")
+	r.setOneOf(p+"iptablesMode", c.IPTablesMode, []string{"auto", "nft", "legacy"}, "iptables-mode")
+	r.setList(p+"nodeIPs", c.NodeIPs, func(s string) error { _, err := netip.ParseAddr(s); return err }, "an IP address", "node-ip")
+	r.setOneOf(p+"ipFamily", c.IPFamily, []string{"ipv4", "ipv6"}, "ip-family")
+	r.setList(p+"serviceClusterIPRange", c.ServiceClusterIPRange, func(s string) error { _, err := netip.ParsePrefix(s); return err }, "a CIDR", "service-cluster-ip-range")
+}
+
+// setPositive sets flag from a duration field, unset when nil; zero or
+// negative is an error naming the field.
+func (r *configResult) setPositive(field string, d *metav1.Duration, flag string) {
+	switch {
+	case d == nil:
+	case d.Duration <= 0:
+		r.fail(field, "%s: must be greater than 0", d.Duration)
 	default:
-		r.fail(p+"iptablesMode", "%q is not auto, nft or legacy", c.IPTablesMode)
+		r.set(field, d.Duration.String(), flag)
 	}
-	for i, s := range c.NodeIPs {
-		if _, err := netip.ParseAddr(s); err != nil {
-			r.fail(fmt.Sprintf("%snodeIPs[%d]", p, i), "%q is not an IP address", s)
-		}
-	}
-	if len(c.NodeIPs) > 0 {
-		r.set(p+"nodeIPs", strings.Join(c.NodeIPs, ","), "node-ip")
-	}
-	switch c.IPFamily {
-	case "":
-	case "ipv4", "ipv6":
-		r.set(p+"ipFamily", c.IPFamily, "ip-family")
+}
+
+// setOneOf sets flag from a field that takes one of allowed, unset when
+// empty; anything else is an error naming the field.
+func (r *configResult) setOneOf(field, v string, allowed []string, flag string) {
+	switch {
+	case v == "":
+	case slices.Contains(allowed, v):
+		r.set(field, v, flag)
 	default:
-		r.fail(p+"ipFamily", "%q is not ipv4 or ipv6", c.IPFamily)
+		r.fail(field, "%q is not %s or %s", v, strings.Join(allowed[:len(allowed)-1], ", "), allowed[len(allowed)-1])
 	}
-	for i, s := range c.ServiceClusterIPRange {
-		if _, err := netip.ParsePrefix(s); err != nil {
-			r.fail(fmt.Sprintf("%sserviceClusterIPRange[%d]", p, i), "%q is not a CIDR", s)
+}
+
+// setList sets flag from a list field (comma-joined), each element checked
+// by valid; an element that is not what says is an error naming it.
+func (r *configResult) setList(field string, vals []string, valid func(string) error, what, flag string) {
+	for i, v := range vals {
+		if valid(v) != nil {
+			r.fail(fmt.Sprintf("%s[%d]", field, i), "%q is not %s", v, what)
 		}
 	}
-	if len(c.ServiceClusterIPRange) > 0 {
-		r.set(p+"serviceClusterIPRange", strings.Join(c.ServiceClusterIPRange, ","), "service-cluster-ip-range")
+	if len(vals) > 0 {
+		r.set(field, strings.Join(vals, ","), flag)
 	}
 }
 
