@@ -654,18 +654,20 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 	}
 	var specs []ConntrackSpec
 	for _, d := range desired {
-		prev := map[rules.ServicePortName]*rules.ServicePlan{}
+		prev := map[rules.ServicePortName]*rules.ServicePlan{} // the UDP ports of the last applied plan
 		if old := p.applied[d.Plan.Family]; old != nil {
 			for _, s := range old.Plan.Services {
-				prev[s.Name] = s
+				if s.Name.Protocol == rules.UDP {
+					prev[s.Name] = s
+				}
 			}
 		}
-		specs = append(specs, goneDests(d.Plan.Family, p.applied[d.Plan.Family], d)...)
 		for _, s := range d.Plan.Services {
 			if s.Name.Protocol != rules.UDP {
 				continue
 			}
 			o := prev[s.Name]
+			delete(prev, s.Name) // what is left at the end is gone
 			now := s.UsedEndpoints()
 			dests := serviceDests(s)
 			if o == nil || len(o.UsedEndpoints()) == 0 {
@@ -684,6 +686,9 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 					specs = append(specs, ConntrackSpec{Family: d.Plan.Family, OrigDst: dst.addr, OrigPort: dst.port, ReplySrc: e.IP})
 				}
 			}
+		}
+		if len(prev) > 0 {
+			specs = append(specs, goneDests(d.Plan.Family, prev, d)...)
 		}
 	}
 	if len(specs) == 0 {
@@ -707,32 +712,25 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 	}
 }
 
-// goneDests returns, for the UDP service ports of old that are not in
-// now (a deleted service, a port renamed, renumbered or made TCP), a spec
+// goneDests returns, for the UDP service ports gone since the last applied
+// plan (a deleted service, a port renamed, renumbered or made TCP), a spec
 // for each destination of theirs (ClusterIP, external and LB IPs with the
 // port; the nodePort) that no UDP port of now has: every entry sent there
 // is stale, whoever answered it, since nothing rewrites new packets there
 // any more. A destination a port of now took over keeps its entries: the
-// endpoint check of that port (and the reconcile) judge them.
-func goneDests(f rules.Family, old, now *Desired) []ConntrackSpec {
-	if old == nil {
-		return nil
-	}
-	kept := map[rules.ServicePortName]bool{}
+// endpoint check of that port (and the reconcile) judge them. Called only
+// when a port went, so that a sync without deletions pays nothing.
+func goneDests(f rules.Family, gone map[rules.ServicePortName]*rules.ServicePlan, now *Desired) []ConntrackSpec {
 	taken := map[dest]bool{}
 	for _, s := range now.Plan.Services {
 		if s.Name.Protocol == rules.UDP {
-			kept[s.Name] = true
 			for _, d := range serviceDests(s) {
 				taken[d] = true
 			}
 		}
 	}
 	var specs []ConntrackSpec
-	for _, s := range old.Plan.Services {
-		if s.Name.Protocol != rules.UDP || kept[s.Name] {
-			continue
-		}
+	for _, s := range gone {
 		for _, d := range serviceDests(s) {
 			if !taken[d] {
 				taken[d] = true // once
