@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,28 +199,40 @@ func TestReconcileConntrack(t *testing.T) {
 // does not.
 func TestSyncRequestsReconcile(t *testing.T) {
 	k, ct := &incrementalKernel{full: true}, &fakeConntrack{}
+	clock := &fakeClock{now: time.Unix(1000, 0)}
 	p := NewProxier(Options{Backend: NFTables, NodeName: "node-a", NodeIPs: []netip.Addr{netip.MustParseAddr("192.168.1.10")}},
-		k, ct, NewMetrics(), nil, &fakeClock{now: time.Unix(1000, 0)}, slog.New(slog.DiscardHandler))
-	requests := 0
-	p.SetReconcileRequest(func() { requests++ })
+		k, ct, NewMetrics(), nil, clock, slog.New(slog.DiscardHandler))
+	var requests atomic.Int32
+	p.SetReconcileRequest(func() { requests.Add(1) })
 	p.OnService(testService("udp", "10.96.0.10", v1.ProtocolUDP, 0), false)
 	p.OnSlice(testSlice("s1", "udp", v1.ProtocolUDP, "10.128.0.1"), false)
-	step := func(what string, want int) {
+	check := func(what string, want int32) {
+		t.Helper()
+		for i := 0; i < 200 && requests.Load() < want; i++ { // an asynchronous request: wait, bounded
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := requests.Load(); got != want {
+			t.Errorf("%s: %d reconcile requests, want %d", what, got, want)
+		}
+	}
+	step := func(what string, want int32) {
 		t.Helper()
 		if err := p.Sync(); err != nil {
 			t.Fatal(err)
 		}
-		if requests != want {
-			t.Errorf("%s: %d reconcile requests, want %d", what, requests, want)
-		}
+		check(what, want)
 	}
 	step("first (full) sync", 1)
 	k.full = false
 	p.OnSlice(testSlice("s1", "udp", v1.ProtocolUDP, "10.128.0.2"), false)
-	step("endpoint replaced, cleanup works", 1)
+	step("endpoint replaced, cleanup works: nothing yet", 1)
+	clock.Step(conntrackRecheck)
+	check("a moment after the cleanup: a second look", 2)
 	ct.deleteUDPErr = errors.New("EINTR")
 	p.OnSlice(testSlice("s1", "udp", v1.ProtocolUDP, "10.128.0.3"), false)
-	step("endpoint replaced, cleanup fails", 2)
+	step("endpoint replaced, cleanup fails", 3)
+	clock.Step(conntrackRecheck)
+	check("and the second look", 4)
 }
 
 // incrementalKernel is a fakeKernel whose writes are full only when full
