@@ -37,7 +37,7 @@ func (h *harness) checks(o *outcome) []check {
 	if o.conntrackErr != nil {
 		staleValue = o.conntrackErr.Error()
 	}
-	checks = append(checks, check{"stale UDP conntrack entries to deleted endpoints at the end", staleValue, "0", o.conntrackErr == nil && len(o.stale) == 0})
+	checks = append(checks, check{"stale UDP conntrack entries to deleted endpoints at the end", staleValue, "0 within 2s", o.conntrackErr == nil && len(o.stale) == 0})
 	nbValue := fmt.Sprintf("yes (%d changes by it)", o.neighbour.changes)
 	if len(o.neighbourDiffs) > 0 {
 		nbValue = strings.Join(o.neighbourDiffs, "; ")

@@ -220,7 +220,17 @@ func (h *harness) soak() *outcome {
 	stopProbes()
 	pwg.Wait()
 	o.churn.lat.measureInFlight.Wait()
-	o.stale, o.conntrackEntries, o.conntrackErr = h.staleConntrack()
+	// The end state of conntrack, as of the end state of the rules: a UDP
+	// packet that crossed the old rules while the last ones were committed
+	// leaves an entry that rulegen's look one second after a cleanup
+	// removes (sync.Proxier.recheckConntrack); give it the 2 s the ruleset
+	// gets too.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		o.stale, o.conntrackEntries, o.conntrackErr = h.staleConntrack()
+		if o.conntrackErr == nil && len(o.stale) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	o.neighbourDiffs = nb.intact()
 	o.udpSent, o.udpAnswered = udpSent.Load(), udpAnswered.Load()
 	h.mu.Lock()
