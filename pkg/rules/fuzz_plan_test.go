@@ -29,8 +29,10 @@ func FuzzPlan(f *testing.F) {
 		st, cfg, _ := o.Model()
 		planners := map[rules.Family]*rules.Planner{rules.IPv4: rules.NewPlanner(rules.IPv4), rules.IPv6: rules.NewPlanner(rules.IPv6)}
 		reversed := reversedState(o)
+		firsts := map[rules.Family]*rules.Plan{}
 		for fam, pl := range planners {
 			p := pl.Plan(st, cfg)
+			firsts[fam] = p
 			checkPlan(t, "first plan", p, cfg)
 			if again := rules.NewPlan(st, cfg, fam); !reflect.DeepEqual(p, again) {
 				t.Errorf("%s: planning the same state twice gives two plans:\n%s\n%s", fam, dumpPlan(p), dumpPlan(again))
@@ -67,13 +69,63 @@ func FuzzPlan(f *testing.F) {
 			cfg = cfg2
 		}
 		for fam, pl := range planners {
+			prev := firsts[fam]
 			p := pl.Plan(st, cfg)
 			checkPlan(t, "after changes", p, cfg)
-			if fresh := rules.NewPlan(st, cfg, fam); !reflect.DeepEqual(p, fresh) {
+			if p.Base != 0 {
+				checkChanges(t, prev, p)
+			}
+			if fresh := rules.NewPlan(st, cfg, fam); !reflect.DeepEqual(decisions(p), decisions(fresh)) {
 				t.Errorf("%s: after changes, the reused planner and a fresh one disagree:\nreused: %s\nfresh:  %s", fam, dumpPlan(p), dumpPlan(fresh))
 			}
 		}
 	})
+}
+
+// decisions returns p without what tells one plan from the next of the
+// same Planner (Gen, Base, Changes): what two plans of the same state must
+// share.
+func decisions(p *rules.Plan) *rules.Plan {
+	c := *p
+	c.Gen, c.Base, c.Changes = 0, 0, nil
+	return &c
+}
+
+// checkChanges checks that p.Changes lists exactly the service ports whose
+// plan differs from prev's, each with its plan in prev and in p.
+func checkChanges(t *testing.T, prev, p *rules.Plan) {
+	t.Helper()
+	if p.Base != prev.Gen {
+		t.Errorf("%s: plan %d says it follows plan %d, but the previous plan was %d", p.Family, p.Gen, p.Base, prev.Gen)
+	}
+	before := map[rules.ServicePortName]*rules.ServicePlan{}
+	for _, s := range prev.Services {
+		before[s.Name] = s
+	}
+	now := map[rules.ServicePortName]*rules.ServicePlan{}
+	for _, s := range p.Services {
+		now[s.Name] = s
+	}
+	listed := map[rules.ServicePortName]bool{}
+	for i, c := range p.Changes {
+		if i > 0 && !p.Changes[i-1].Name.Less(c.Name) {
+			t.Errorf("%s: changes not sorted by name, each once: %s then %s", p.Family, p.Changes[i-1].Name, c.Name)
+		}
+		listed[c.Name] = true
+		if c.Old != before[c.Name] || c.New != now[c.Name] || c.Old == c.New {
+			t.Errorf("%s: change of %s says %p -> %p; the plans hold %p -> %p", p.Family, c.Name, c.Old, c.New, before[c.Name], now[c.Name])
+		}
+	}
+	for n, s := range now {
+		if before[n] != s && !listed[n] {
+			t.Errorf("%s: %s was planned again but is not in Changes", p.Family, n)
+		}
+	}
+	for n := range before {
+		if now[n] == nil && !listed[n] {
+			t.Errorf("%s: %s is gone but not in Changes", p.Family, n)
+		}
+	}
 }
 
 // reversedState is the state Model builds from o, built from the objects

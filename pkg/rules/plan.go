@@ -57,6 +57,30 @@ type Plan struct {
 	// on a tie, the first by namespace, name and port) keeps it, the other
 	// loses that destination only.
 	Conflicts []error
+	// WithHealthCheck are the Services with a healthCheckNodePort, by name.
+	WithHealthCheck []*ServicePlan
+	// NoLocalInternal and NoLocalExternal count the services that have
+	// endpoints, a Local policy for that traffic and no local endpoint (as
+	// kube-proxy counts its sync_proxy_rules_no_local_endpoints_total).
+	NoLocalInternal, NoLocalExternal int
+
+	// Gen numbers the plans of one Planner (1, 2, …). Base is the Gen of
+	// the plan this one was made after, when Changes lists every
+	// difference from it; 0 when the plan was made from scratch (the
+	// first, after a configuration change, or by NewPlan), and consumers
+	// must then compare Services as a whole. A consumer that remembers
+	// the Gen of the last plan it saw can follow the Changes alone: that
+	// is how a sync costs what changed and not the number of services.
+	Gen, Base uint64
+	// Changes are the service ports whose plan differs from plan Base's,
+	// by name: added (Old nil), removed (New nil) or planned again.
+	Changes []PortChange
+}
+
+// PortChange is a service port's plan before and after (see Plan.Changes).
+type PortChange struct {
+	Name     ServicePortName
+	Old, New *ServicePlan
 }
 
 // MayHairpin reports whether a connection from endpoint e could reach this
@@ -211,41 +235,57 @@ func NewPlan(st *State, cfg *Config, fam Family) *Plan {
 	return NewPlanner(fam).Plan(st, cfg)
 }
 
-// Planner plans one family again and again (the daemon's syncs), reusing
-// the plan of every service port that did not change since the previous
-// call: same State generation for its service, same node configuration,
-// and no destination conflict. A reused plan is the same *ServicePlan, so
-// the renderers can reuse what they made of it too; the cost of a sync then
-// grows with what changed, not with the number of services.
+// Planner plans one family again and again (the daemon's syncs). It keeps
+// what it decided, and plans again only the service ports of the services
+// State says changed since its last plan (State.ChangedSince), and the
+// ports whose hold on a destination those changes moved. A reused plan is
+// the same *ServicePlan, and each plan lists what differs from the
+// previous one (Plan.Changes), so the renderers can follow the changes
+// too: the cost of a sync grows with what changed, not with the number of
+// services. A change of the node configuration plans everything again.
 type Planner struct {
 	fam    Family
 	cfgKey string
-	cache  map[ServicePortName]planEntry
-	// byAge is the order in which the ports of agePorts claim their
-	// destinations: indexes into agePorts, oldest service first. It is
-	// kept while State.Ports returns the same slice (the set of ports did
-	// not change), so that a sync that changed only endpoints does not
-	// sort again.
-	agePorts []*ServicePort
-	byAge    []int
+	st     *State
+	since  uint64 // st.Counter() at the last plan
+	gen    uint64 // the last plan's Gen
+	ports  map[ServicePortName]*portEntry
+	bySvc  map[ServiceKey][]*portEntry
+	// claimants are the ports that claim each destination; the oldest
+	// (see older) holds it.
+	claimants                        map[claimKey][]*portEntry
+	conflicted                       map[ServicePortName]*portEntry
+	healthy                          map[ServicePortName]*ServicePlan // ports with a healthCheckNodePort
+	services                         []*ServicePlan                   // the last plan's Services
+	withHealth                       []*ServicePlan                   // the last plan's WithHealthCheck
+	noLocalInternal, noLocalExternal int
 }
 
-type planEntry struct {
-	gen     uint64
-	plan    *ServicePlan // nil: the port has nothing in this family
-	trimmed bool         // lost a destination to a conflict: always re-plan
+// portEntry is what the planner knows of one service port.
+type portEntry struct {
+	sp *ServicePort
+	// claims are the destinations the port claims in this family, in the
+	// order it claims them (see claimsOf).
+	claims    []claimKey
+	plan      *ServicePlan // nil: nothing in this family
+	conflicts []error
+}
+
+// older reports whether a's service port claims a destination before b's:
+// the older service first (metadata.creationTimestamp), then by name.
+func older(a, b *ServicePort) bool {
+	if c := a.Created.Compare(b.Created); c != 0 {
+		return c < 0
+	}
+	return comparePortNames(a.Name, b.Name) < 0
 }
 
 // NewPlanner returns a planner for one family.
 func NewPlanner(fam Family) *Planner { return &Planner{fam: fam} }
 
-// Plan returns the plan for the current state.
-func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
-	fam := pl.fam
-	if key := fmt.Sprintf("%+v|%v|%v|%v|%v|%+v|%v", cfg.Node, cfg.NodePortAddresses, cfg.NodePortPrimary, cfg.ClusterCIDRs, cfg.DetectLocalNodeCIDR, cfg.PodInterface, cfg.MasqueradeAll); key != pl.cfgKey {
-		pl.cfgKey, pl.cache = key, nil
-	}
-	p := &Plan{Family: fam, NodeName: cfg.Node.Name, MasqueradeAll: cfg.MasqueradeAll, Settings: cfg.settings(fam), Services: make([]*ServicePlan, 0, len(pl.cache))}
+// nodePlan returns a plan holding the node-wide decisions of cfg.
+func nodePlan(cfg *Config, fam Family) *Plan {
+	p := &Plan{Family: fam, NodeName: cfg.Node.Name, MasqueradeAll: cfg.MasqueradeAll, Settings: cfg.settings(fam)}
 	podCIDRs := cfg.ClusterCIDRs
 	switch {
 	case cfg.PodInterface.Name != "":
@@ -293,53 +333,222 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 		p.NodePortIPs = append(p.NodePortIPs, ip)
 	}
 	slices.SortFunc(p.NodePortIPs, netip.Addr.Compare)
-	ports := st.Ports()
-	claims := claims{owner: make(map[claimKey]ServicePortName, len(ports)+len(ports)/4)}
-	next := make(map[ServicePortName]planEntry, len(ports))
-	// Ports claim their destinations oldest first, so that the older
-	// service wins a conflict; the plan lists them by name.
-	planned := make([]*ServicePlan, len(ports))
-	for _, i := range pl.ageOrder(ports) {
-		sp := ports[i]
-		gen := st.Gen(sp.Name.ServiceKey)
-		if e, ok := pl.cache[sp.Name]; ok && e.gen == gen && !e.trimmed && (e.plan == nil || claims.free(e.plan)) {
-			if e.plan != nil {
-				claims.claim(e.plan)
-				planned[i] = e.plan
-			}
-			next[sp.Name] = e
-			continue
-		}
-		before := len(p.Conflicts)
-		s := planService(st, cfg, p, sp, claims)
-		next[sp.Name] = planEntry{gen: gen, plan: s, trimmed: len(p.Conflicts) > before}
-		planned[i] = s
-	}
-	for _, s := range planned {
-		if s != nil {
-			p.Services = append(p.Services, s)
-		}
-	}
-	pl.cache = next
 	return p
 }
 
-// ageOrder returns the indexes of ports (sorted by name), oldest service
-// first; ports of the same age keep their name order.
-func (pl *Planner) ageOrder(ports []*ServicePort) []int {
-	if len(ports) == 0 {
-		return nil
+// maxInPlace is how many changed ports a plan edits into a copy of the
+// previous Services; above it the list is collected and sorted anew.
+const maxInPlace = 64
+
+// Plan returns the plan for the current state.
+func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
+	p := nodePlan(cfg, pl.fam)
+	key := fmt.Sprintf("%+v|%v|%v|%v|%v|%+v|%v", cfg.Node, cfg.NodePortAddresses, cfg.NodePortPrimary, cfg.ClusterCIDRs, cfg.DetectLocalNodeCIDR, cfg.PodInterface, cfg.MasqueradeAll)
+	var keys []ServiceKey
+	incremental := false
+	if key == pl.cfgKey && st == pl.st {
+		keys, incremental = st.ChangedSince(pl.since)
 	}
-	if len(pl.agePorts) == len(ports) && &pl.agePorts[0] == &ports[0] {
-		return pl.byAge
+	pl.gen++
+	p.Gen = pl.gen
+	pl.cfgKey, pl.st, pl.since = key, st, st.Counter()
+	if !incremental {
+		pl.ports, pl.bySvc, pl.claimants = map[ServicePortName]*portEntry{}, map[ServiceKey][]*portEntry{}, map[claimKey][]*portEntry{}
+		pl.conflicted, pl.healthy, pl.services, pl.withHealth = map[ServicePortName]*portEntry{}, map[ServicePortName]*ServicePlan{}, nil, nil
+		pl.noLocalInternal, pl.noLocalExternal = 0, 0
+		ports := st.Ports()
+		for i, sp := range ports {
+			if i == 0 || sp.Name.ServiceKey != ports[i-1].Name.ServiceKey {
+				keys = append(keys, sp.Name.ServiceKey)
+			}
+		}
+	} else {
+		p.Base = pl.gen - 1
 	}
-	order := make([]int, len(ports))
-	for i := range order {
-		order[i] = i
+
+	// The ports of the changed services leave and come back with their
+	// claims; every claimant of a destination they claimed, before or
+	// now, is planned again (its hold on it may have changed).
+	old := map[ServicePortName]*ServicePlan{}
+	dirty := map[ServicePortName]*portEntry{}
+	mark := func(e *portEntry) {
+		if !incremental {
+			return
+		}
+		if _, ok := old[e.sp.Name]; !ok {
+			old[e.sp.Name] = e.plan
+		}
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return ports[a].Created.Compare(ports[b].Created) })
-	pl.agePorts, pl.byAge = ports, order
-	return order
+	touched := map[claimKey]bool{}
+	for _, sk := range keys {
+		for _, e := range pl.bySvc[sk] {
+			mark(e)
+			pl.drop(e, touched)
+		}
+		delete(pl.bySvc, sk)
+		for _, sp := range st.ServicePorts(sk) {
+			e := &portEntry{sp: sp, claims: claimsOf(sp, p)}
+			if _, ok := old[sp.Name]; !ok && incremental {
+				old[sp.Name] = nil
+			}
+			for _, k := range e.claims {
+				pl.claimants[k] = append(pl.claimants[k], e)
+				touched[k] = true
+			}
+			pl.ports[sp.Name] = e
+			pl.bySvc[sk] = append(pl.bySvc[sk], e)
+			dirty[sp.Name] = e
+		}
+	}
+	for k := range touched {
+		for _, e := range pl.claimants[k] {
+			if dirty[e.sp.Name] == nil {
+				mark(e)
+				dirty[e.sp.Name] = e
+			}
+		}
+	}
+	for _, e := range dirty {
+		pl.count(e.plan, -1)
+		delete(pl.conflicted, e.sp.Name)
+		delete(pl.healthy, e.sp.Name)
+		e.plan, e.conflicts = planService(st, cfg, p, e.sp, pl.holder)
+		pl.count(e.plan, 1)
+		if len(e.conflicts) > 0 {
+			pl.conflicted[e.sp.Name] = e
+		}
+		if e.plan != nil && e.plan.HealthCheckNodePort != 0 {
+			pl.healthy[e.sp.Name] = e.plan
+		}
+	}
+
+	var changes []PortChange
+	healthChanged := !incremental
+	if incremental {
+		changes = make([]PortChange, 0, len(old))
+		for name, o := range old {
+			var n *ServicePlan
+			if e := pl.ports[name]; e != nil {
+				n = e.plan
+			}
+			if o == nil && n == nil {
+				continue
+			}
+			changes = append(changes, PortChange{Name: name, Old: o, New: n})
+			healthChanged = healthChanged || (o != nil && o.HealthCheckNodePort != 0) || (n != nil && n.HealthCheckNodePort != 0)
+		}
+		slices.SortFunc(changes, func(a, b PortChange) int { return comparePortNames(a.Name, b.Name) })
+		p.Changes = changes
+	}
+	p.Services = pl.servicesAfter(changes, incremental)
+	if healthChanged {
+		pl.withHealth = make([]*ServicePlan, 0, len(pl.healthy))
+		for _, s := range pl.healthy {
+			pl.withHealth = append(pl.withHealth, s)
+		}
+		slices.SortFunc(pl.withHealth, func(a, b *ServicePlan) int { return comparePortNames(a.Name, b.Name) })
+	}
+	p.WithHealthCheck = pl.withHealth
+	p.NoLocalInternal, p.NoLocalExternal = pl.noLocalInternal, pl.noLocalExternal
+	if len(pl.conflicted) > 0 {
+		in := make([]*portEntry, 0, len(pl.conflicted))
+		for _, e := range pl.conflicted {
+			in = append(in, e)
+		}
+		slices.SortFunc(in, func(a, b *portEntry) int {
+			if older(a.sp, b.sp) {
+				return -1
+			}
+			return 1
+		})
+		for _, e := range in {
+			p.Conflicts = append(p.Conflicts, e.conflicts...)
+		}
+	}
+	return p
+}
+
+// drop forgets a port: its claims, its plan's counts, its conflicts.
+func (pl *Planner) drop(e *portEntry, touched map[claimKey]bool) {
+	for _, k := range e.claims {
+		cs := pl.claimants[k]
+		if i := slices.Index(cs, e); i >= 0 {
+			cs = slices.Delete(cs, i, i+1)
+		}
+		if len(cs) == 0 {
+			delete(pl.claimants, k)
+		} else {
+			pl.claimants[k] = cs
+		}
+		touched[k] = true
+	}
+	pl.count(e.plan, -1)
+	delete(pl.ports, e.sp.Name)
+	delete(pl.conflicted, e.sp.Name)
+	delete(pl.healthy, e.sp.Name)
+}
+
+// count adds a plan (by = 1) to the no-local-endpoints counts, or takes it
+// away (by = -1).
+func (pl *Planner) count(s *ServicePlan, by int) {
+	if s == nil {
+		return
+	}
+	if !s.HasEndpoints || len(s.LocalEndpoints) > 0 {
+		return
+	}
+	if s.InternalPolicyLocal {
+		pl.noLocalInternal += by
+	}
+	if s.ExternalPolicyLocal {
+		pl.noLocalExternal += by
+	}
+}
+
+// holder returns the port that holds destination k: its oldest claimant.
+func (pl *Planner) holder(k claimKey) *ServicePort {
+	var h *ServicePort
+	for _, e := range pl.claimants[k] {
+		if h == nil || older(e.sp, h) {
+			h = e.sp
+		}
+	}
+	return h
+}
+
+// servicesAfter returns the previous plan's Services with changes made,
+// sorted by name: a copy edited in place when the changes are few, else
+// every current plan collected and sorted.
+func (pl *Planner) servicesAfter(changes []PortChange, incremental bool) []*ServicePlan {
+	byName := func(a *ServicePlan, n ServicePortName) int { return comparePortNames(a.Name, n) }
+	if !incremental || len(changes) > maxInPlace {
+		out := make([]*ServicePlan, 0, len(pl.ports))
+		for _, e := range pl.ports {
+			if e.plan != nil {
+				out = append(out, e.plan)
+			}
+		}
+		slices.SortFunc(out, func(a, b *ServicePlan) int { return comparePortNames(a.Name, b.Name) })
+		pl.services = out
+		return out
+	}
+	if len(changes) == 0 {
+		return pl.services
+	}
+	out := slices.Clone(pl.services)
+	for _, c := range changes {
+		i, found := slices.BinarySearchFunc(out, c.Name, byName)
+		switch {
+		case c.New != nil && found:
+			out[i] = c.New
+		case c.New != nil:
+			out = slices.Insert(out, i, c.New)
+		case found:
+			out = slices.Delete(out, i, i+1)
+		}
+	}
+	pl.services = out
+	return out
 }
 
 // claimKey is a destination: address (zero for a nodePort), protocol, port.
@@ -349,62 +558,60 @@ type claimKey struct {
 	port  int32
 }
 
-type claims struct{ owner map[claimKey]ServicePortName }
-
-// eachDest calls f with each of a plan's destinations as a claim key,
-// until f returns false.
-func (s *ServicePlan) eachDest(f func(claimKey) bool) {
-	if s.ClusterIP.IsValid() && !f(claimKey{s.ClusterIP, s.Name.Protocol, s.Port}) {
-		return
-	}
-	for _, ip := range s.ExtIPs {
-		if !f(claimKey{ip, s.Name.Protocol, s.Port}) {
-			return
+// claimsOf returns the destinations a service port claims in the family
+// of p, in the order it claims them: none without a ClusterIP of the
+// family (it is not proxied there), else the ClusterIP, the external IPs
+// and LB IPs of the family, and the nodePort when the node has addresses
+// for nodePorts. A port claims them all even when it loses its ClusterIP
+// to an older one.
+func claimsOf(sp *ServicePort, p *Plan) []claimKey {
+	var cip netip.Addr
+	for _, ip := range sp.ClusterIPs {
+		if FamilyOf(ip) == p.Family {
+			cip = ip
 		}
 	}
-	for _, ip := range s.LBIPs {
-		if !f(claimKey{ip, s.Name.Protocol, s.Port}) {
-			return
+	if !cip.IsValid() {
+		return nil
+	}
+	out := []claimKey{{cip, sp.Name.Protocol, sp.Port}}
+	for _, ips := range [][]netip.Addr{sp.ExternalIPs, sp.LoadBalancerIPs} {
+		for _, ip := range ips {
+			if FamilyOf(ip) == p.Family {
+				out = append(out, claimKey{ip, sp.Name.Protocol, sp.Port})
+			}
 		}
 	}
-	if s.HasNodePort {
-		f(claimKey{netip.Addr{}, s.Name.Protocol, s.NodePort})
+	if sp.NodePort != 0 && len(p.NodePortIPs) > 0 {
+		out = append(out, claimKey{netip.Addr{}, sp.Name.Protocol, sp.NodePort})
 	}
+	return out
 }
 
-// free reports whether none of a plan's destinations is taken yet.
-func (c claims) free(s *ServicePlan) bool {
-	free := true
-	s.eachDest(func(k claimKey) bool {
-		_, taken := c.owner[k]
-		free = !taken
-		return free
-	})
-	return free
-}
-
-// claim takes every destination of a plan (known to be free).
-func (c claims) claim(s *ServicePlan) {
-	s.eachDest(func(k claimKey) bool { c.owner[k] = s.Name; return true })
-}
-
-// take claims the destinations of s, removing from s those another port
-// already holds, and reports each as a conflict.
-func (c claims) take(s *ServicePlan) []error {
+// take removes from s the destinations another port holds (holder says
+// which port holds each), and reports each as a conflict. A destination
+// s lists twice is held by s the first time only.
+func take(s *ServicePlan, holder func(claimKey) *ServicePort) []error {
 	var errs []error
+	var seen []claimKey
 	ok := func(field string, addr netip.Addr, port int32) bool {
 		k := claimKey{addr, s.Name.Protocol, port}
-		if o, taken := c.owner[k]; taken {
-			dest := fmt.Sprintf("%s %d/%s", addr, port, s.Name.Protocol)
-			if !addr.IsValid() {
-				dest = fmt.Sprintf("nodePort %d/%s", port, s.Name.Protocol)
-			}
-			errs = append(errs, &ObjectError{Kind: "Service", Namespace: s.Name.Namespace, Name: s.Name.Name, Field: field,
-				Reason: fmt.Sprintf("port %q: %s is already used by %s (the older service keeps it; on a tie, the first by name); this destination is skipped", s.Name.Port, dest, o)})
-			return false
+		h := holder(k)
+		if h != nil && h.Name == s.Name && !slices.Contains(seen, k) {
+			seen = append(seen, k)
+			return true
 		}
-		c.owner[k] = s.Name
-		return true
+		o := s.Name
+		if h != nil {
+			o = h.Name
+		}
+		dest := fmt.Sprintf("%s %d/%s", addr, port, s.Name.Protocol)
+		if !addr.IsValid() {
+			dest = fmt.Sprintf("nodePort %d/%s", port, s.Name.Protocol)
+		}
+		errs = append(errs, &ObjectError{Kind: "Service", Namespace: s.Name.Namespace, Name: s.Name.Name, Field: field,
+			Reason: fmt.Sprintf("port %q: %s is already used by %s (the older service keeps it; on a tie, the first by name); this destination is skipped", s.Name.Port, dest, o)})
+		return false
 	}
 	if s.ClusterIP.IsValid() && !ok("spec.clusterIPs", s.ClusterIP, s.Port) {
 		s.ClusterIP = netip.Addr{}
@@ -426,7 +633,9 @@ func (c claims) take(s *ServicePlan) []error {
 	return errs
 }
 
-func planService(st *State, cfg *Config, p *Plan, sp *ServicePort, c claims) *ServicePlan {
+// planService plans one service port, given which port holds each
+// destination, and returns its conflicts (the destinations it lost).
+func planService(st *State, cfg *Config, p *Plan, sp *ServicePort, holder func(claimKey) *ServicePort) (*ServicePlan, []error) {
 	fam := p.Family
 	s := &ServicePlan{ServicePort: sp}
 	for _, ip := range sp.ClusterIPs {
@@ -438,7 +647,7 @@ func planService(st *State, cfg *Config, p *Plan, sp *ServicePort, c claims) *Se
 		// Like kube-proxy, a service is proxied in the families of its
 		// cluster IPs only: a single-stack IPv4 service gets no IPv6
 		// nodePort, external or LB rules.
-		return nil
+		return nil, nil
 	}
 	s.ExtIPs = ofFamily(sp.ExternalIPs, fam)
 	s.LBIPs = ofFamily(sp.LoadBalancerIPs, fam)
@@ -455,9 +664,9 @@ func planService(st *State, cfg *Config, p *Plan, sp *ServicePort, c claims) *Se
 		allowFromNode = allowFromNode || r.Contains(p.NodeIP)
 	}
 	s.HasNodePort = sp.NodePort != 0 && len(p.NodePortIPs) > 0
-	p.Conflicts = append(p.Conflicts, c.take(s)...)
+	conflicts := take(s, holder)
 	if !s.ClusterIP.IsValid() {
-		return nil // its cluster IP went to another service: nothing left
+		return nil, conflicts // its cluster IP went to another service: nothing left
 	}
 	if s.Firewalled = len(s.Ranges) > 0 && len(s.LBIPs) > 0; s.Firewalled && allowFromNode {
 		for _, ip := range s.LBIPs {
@@ -466,7 +675,7 @@ func planService(st *State, cfg *Config, p *Plan, sp *ServicePort, c claims) *Se
 	}
 	s.All = st.Endpoints(sp, fam)
 	categorize(s, cfg.Node)
-	return s
+	return s, conflicts
 }
 
 func ofFamily(in []netip.Addr, fam Family) []netip.Addr {

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -112,11 +113,8 @@ func TestPlannerReusesUnchangedServices(t *testing.T) {
 		t.Fatalf("b should lose the external IP: %v", p1.Conflicts)
 	}
 	p2 := pl.Plan(st, cfg)
-	if p2.Services[0] != p1.Services[0] || p2.Services[2] != p1.Services[2] {
-		t.Error("unchanged services were planned again")
-	}
-	if p2.Services[1] == p1.Services[1] {
-		t.Error("a service that lost a destination must be re-planned")
+	if !slices.Equal(p2.Services, p1.Services) || len(p2.Changes) != 0 || p2.Base != p1.Gen || len(p2.Conflicts) != 1 {
+		t.Errorf("nothing changed, yet the services were planned again (changes %v) or the conflict was forgotten (%v)", p2.Changes, p2.Conflicts)
 	}
 	svc("c", "172.16.0.4")
 	p3 := pl.Plan(st, cfg)
@@ -226,28 +224,55 @@ func TestPlannerConflictAgeWithReuse(t *testing.T) {
 	}
 }
 
-// TestPlannerAgeOrderCached: a sync that changed only endpoints (State.Ports
-// returns the same slice) does not sort the ports by age again.
-func TestPlannerAgeOrderCached(t *testing.T) {
+// TestPlannerFollowsChanges: a plan after a change re-plans only the
+// changed service's ports and lists them, with what they were, in Changes;
+// a port that gains a destination another one gave up is listed too.
+func TestPlannerFollowsChanges(t *testing.T) {
 	st := NewState()
-	for i, name := range []string{"a", "b", "c"} {
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	set := func(name string, i int, ext string) {
 		key := ServiceKey{"ns", name}
-		st.SetService(key, []*ServicePort{{Name: ServicePortName{ServiceKey: key, Protocol: TCP}, Port: 80,
-			Created:    time.Date(2024, 1, 3-i, 0, 0, 0, 0, time.UTC),
-			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, 0, byte(i + 1)})}}})
+		sp := &ServicePort{Name: ServicePortName{ServiceKey: key, Protocol: TCP}, Port: 80, Created: t0.Add(time.Duration(i) * time.Hour),
+			ClusterIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 96, 0, byte(i + 1)})}}
+		if ext != "" {
+			sp.ExternalIPs = []netip.Addr{netip.MustParseAddr(ext)}
+		}
+		st.SetService(key, []*ServicePort{sp})
 	}
+	for i, name := range []string{"a", "b", "c"} {
+		set(name, i, "")
+	}
+	cfg := &Config{Node: Node{Name: "n"}}
 	pl := NewPlanner(IPv4)
-	first := pl.ageOrder(st.Ports())
-	if want := []int{2, 1, 0}; !slices.Equal(first, want) {
-		t.Fatalf("age order %v, want %v (c is the oldest)", first, want)
+	first := pl.Plan(st, cfg)
+	if first.Base != 0 || first.Changes != nil || len(first.Services) != 3 {
+		t.Fatalf("a first plan is made from scratch: base %d, changes %v, %d services", first.Base, first.Changes, len(first.Services))
 	}
-	st.SetSlice(&Slice{Name: "a-1", Service: ServiceKey{"ns", "a"}, Family: IPv4})
-	if again := pl.ageOrder(st.Ports()); &again[0] != &first[0] {
-		t.Error("an endpoint-only change sorted the ports again")
+	names := func(cs []PortChange) []string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, fmt.Sprintf("%s %v>%v", c.Name.Name, c.Old != nil, c.New != nil))
+		}
+		return out
 	}
-	st.DeleteService(ServiceKey{"ns", "c"})
-	if got := pl.ageOrder(st.Ports()); !slices.Equal(got, []int{1, 0}) {
-		t.Errorf("after a service change, age order %v, want [1 0]", got)
+	st.SetSlice(&Slice{Name: "b-1", Service: ServiceKey{"ns", "b"}, Family: IPv4})
+	p := pl.Plan(st, cfg)
+	if p.Base != first.Gen || !slices.Equal(names(p.Changes), []string{"b true>true"}) || p.Services[0] != first.Services[0] || p.Services[2] != first.Services[2] {
+		t.Errorf("an endpoint change of b: changes %v, base %d (want %d)", names(p.Changes), p.Base, first.Gen)
+	}
+	set("a", 0, "172.16.0.9")
+	set("c", 2, "172.16.0.9") // younger than a: loses the external IP
+	p = pl.Plan(st, cfg)
+	if !slices.Equal(names(p.Changes), []string{"a true>true", "c true>true"}) || len(p.Conflicts) != 1 || len(p.Services[2].ExtIPs) != 0 {
+		t.Errorf("a and c changed: changes %v, conflicts %v", names(p.Changes), p.Conflicts)
+	}
+	st.DeleteService(ServiceKey{"ns", "a"})
+	p = pl.Plan(st, cfg)
+	if !slices.Equal(names(p.Changes), []string{"a true>false", "c true>true"}) || len(p.Conflicts) != 0 || len(p.Services) != 2 || len(p.Services[1].ExtIPs) != 1 {
+		t.Errorf("a deleted: c gets the external IP; changes %v, conflicts %v", names(p.Changes), p.Conflicts)
+	}
+	if again := pl.Plan(st, cfg); len(again.Changes) != 0 || !slices.Equal(again.Services, p.Services) {
+		t.Errorf("nothing changed: changes %v", names(again.Changes))
 	}
 }
 

@@ -20,6 +20,13 @@ type State struct {
 	gen     map[ServiceKey]uint64
 	counter uint64
 	sorted  []*ServicePort // Ports(), cached until the set of ports changes
+	// log lists the services changed, in the order of their changes
+	// (counter values logFloor+1 onwards), so that a Planner finds what
+	// changed since its last plan without walking every service. It is
+	// cut in half when it outgrows the number of services: a Planner
+	// further behind than what is left plans everything (see ChangedSince).
+	log      []ServiceKey
+	logFloor uint64
 }
 
 // NewState returns an empty State.
@@ -31,11 +38,44 @@ func NewState() *State {
 // service left with neither ports nor slices loses its entry.
 func (s *State) touch(key ServiceKey) {
 	s.counter++
+	s.log = append(s.log, key)
+	if len(s.log) > minLog && len(s.log) > 2*len(s.gen) {
+		drop := len(s.log) / 2
+		s.log = append(s.log[:0:0], s.log[drop:]...)
+		s.logFloor += uint64(drop)
+	}
 	if _, ok := s.services[key]; !ok && s.slices[key] == nil {
 		delete(s.gen, key)
 		return
 	}
 	s.gen[key] = s.counter
+}
+
+// minLog is the length below which the change log is never cut.
+const minLog = 4096
+
+// Counter returns the number of changes recorded so far: pass it to
+// ChangedSince later to learn what changed after this moment.
+func (s *State) Counter() uint64 { return s.counter }
+
+// ChangedSince returns the services changed after the moment Counter
+// returned since, each once, in no particular order, and true; or false
+// when the log no longer reaches back that far (the caller must then look
+// at every service). Its cost is the number of changes, not of services.
+func (s *State) ChangedSince(since uint64) ([]ServiceKey, bool) {
+	if since < s.logFloor || since > s.counter {
+		return nil, false
+	}
+	recent := s.log[since-s.logFloor:]
+	out := make([]ServiceKey, 0, len(recent))
+	seen := make(map[ServiceKey]bool, len(recent))
+	for _, k := range recent {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out, true
 }
 
 // Gen returns a number that changes whenever the service or one of its
