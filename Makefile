@@ -23,7 +23,7 @@ PROXIES ?=
 # Seeds are in each package's testdata/fuzz/<name>; a failing input the
 # fuzzer finds is written there too (keep it as a regression seed).
 FUZZTIME     ?= 30s
-FUZZ_TARGETS := pkg/manifest:FuzzLoad pkg/rules:FuzzConvert pkg/rules:FuzzPlan pkg/rules/trace:FuzzTrace test/property:FuzzRender
+FUZZ_TARGETS := pkg/manifest:FuzzLoad pkg/rules:FuzzConvert pkg/rules:FuzzPlan pkg/rules/trace:FuzzTrace test/property:FuzzRender pkg/sync:FuzzRenderChanges
 
 # make soak: how long, how many services x endpoints, changes per second,
 # the share of refused kernel transactions (docs/reliability.md has the rest).
@@ -77,7 +77,7 @@ test: deps kube-bins ## run every test: unit, golden, fuzz seeds and 3 s of each
 test-unit: ## fast tests only (no kernel, no cluster)
 	$(GO) test -count=1 -short $(PKGS)
 
-fuzz: ## run each fuzz target for FUZZTIME=30s: manifest loader, converters, planner, trace, both renderers (FuzzRender loads its output with nft/iptables-restore as root)
+fuzz: ## run each fuzz target for FUZZTIME=30s: manifest loader, converters, planner, trace, both renderers, the daemon's renderer following changes (FuzzRender loads its output with nft/iptables-restore as root)
 	@GO=$(GO) hack/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
 
 bench: ## Go benchmarks of the pure parts: render 1k/10k/50k services x 10 endpoints, one endpoint change at 1k/10k/50k (ns/op, B/op, allocs/op)

@@ -79,7 +79,9 @@ func (f *faultyKernel) Apply(d *sync.Desired) (sync.Written, error) {
 // renderer keeps it). Dropping the same element each time keeps it missing
 // through incremental updates too.
 func dropOneElement(r *rn.Ruleset) *rn.Ruleset {
+	r.Materialize()
 	out := *r
+	out.Delta = nil // the copy is written by comparing element lists
 	out.Sets = slices.Clone(r.Sets)
 	best := -1
 	for i, s := range out.Sets {

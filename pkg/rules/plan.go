@@ -255,6 +255,8 @@ type Planner struct {
 	// (see older) holds it.
 	claimants                        map[claimKey][]*portEntry
 	conflicted                       map[ServicePortName]*portEntry
+	conflicts                        []error // the last plan's Conflicts
+	conflictsDirty                   bool
 	healthy                          map[ServicePortName]*ServicePlan // ports with a healthCheckNodePort
 	services                         []*ServicePlan                   // the last plan's Services
 	withHealth                       []*ServicePlan                   // the last plan's WithHealthCheck
@@ -410,12 +412,14 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	}
 	for _, e := range dirty {
 		pl.count(e.plan, -1)
+		pl.conflictsDirty = pl.conflictsDirty || len(e.conflicts) > 0
 		delete(pl.conflicted, e.sp.Name)
 		delete(pl.healthy, e.sp.Name)
 		e.plan, e.conflicts = planService(st, cfg, p, e.sp, pl.holder)
 		pl.count(e.plan, 1)
 		if len(e.conflicts) > 0 {
 			pl.conflicted[e.sp.Name] = e
+			pl.conflictsDirty = true
 		}
 		if e.plan != nil && e.plan.HealthCheckNodePort != 0 {
 			pl.healthy[e.sp.Name] = e.plan
@@ -450,7 +454,8 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	}
 	p.WithHealthCheck = pl.withHealth
 	p.NoLocalInternal, p.NoLocalExternal = pl.noLocalInternal, pl.noLocalExternal
-	if len(pl.conflicted) > 0 {
+	if pl.conflictsDirty || !incremental {
+		// In the order a sequential planner meets them: oldest port first.
 		in := make([]*portEntry, 0, len(pl.conflicted))
 		for _, e := range pl.conflicted {
 			in = append(in, e)
@@ -461,10 +466,13 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 			}
 			return 1
 		})
+		pl.conflicts = nil
 		for _, e := range in {
-			p.Conflicts = append(p.Conflicts, e.conflicts...)
+			pl.conflicts = append(pl.conflicts, e.conflicts...)
 		}
+		pl.conflictsDirty = false
 	}
+	p.Conflicts = pl.conflicts
 	return p
 }
 
@@ -483,6 +491,7 @@ func (pl *Planner) drop(e *portEntry, touched map[claimKey]bool) {
 		touched[k] = true
 	}
 	pl.count(e.plan, -1)
+	pl.conflictsDirty = pl.conflictsDirty || len(e.conflicts) > 0
 	delete(pl.ports, e.sp.Name)
 	delete(pl.conflicted, e.sp.Name)
 	delete(pl.healthy, e.sp.Name)

@@ -205,18 +205,7 @@ func (m *Metrics) observeSync(f rules.Family, d time.Duration, end time.Time, w 
 // iptables): services that have endpoints, a Local policy for that
 // traffic, and no local endpoint.
 func (m *Metrics) observeNoLocal(plan *rules.Plan) {
-	var internal, external int
-	for _, s := range plan.Services {
-		if !s.HasEndpoints || len(s.LocalEndpoints) > 0 {
-			continue
-		}
-		if s.InternalPolicyLocal {
-			internal++
-		}
-		if s.ExternalPolicyLocal {
-			external++
-		}
-	}
+	internal, external := plan.NoLocalInternal, plan.NoLocalExternal
 	fam := ipFamily(plan.Family)
 	m.noLocal.WithLabelValues("internal", fam).Set(float64(internal))
 	m.noLocal.WithLabelValues("external", fam).Set(float64(external))

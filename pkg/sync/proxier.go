@@ -658,41 +658,49 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 	}
 	var specs []ConntrackSpec
 	for _, d := range desired {
-		prev := map[rules.ServicePortName]*rules.ServicePlan{} // the UDP ports of the last applied plan
-		if old := p.applied[d.Plan.Family]; old != nil {
-			for _, s := range old.Plan.Services {
-				if s.Name.Protocol == rules.UDP {
-					prev[s.Name] = s
+		f := d.Plan.Family
+		// The UDP ports that changed since the last applied plan, before
+		// and after: the plan's Changes when it follows that plan, else
+		// every port of both.
+		type change struct{ old, now *rules.ServicePlan }
+		var changes []change
+		old := p.applied[f]
+		if old != nil && d.Plan.Base != 0 && d.Plan.Base == old.Plan.Gen {
+			for _, c := range d.Plan.Changes {
+				if c.Name.Protocol == rules.UDP {
+					changes = append(changes, change{c.Old, c.New})
 				}
 			}
-		}
-		for _, s := range d.Plan.Services {
-			if s.Name.Protocol != rules.UDP {
-				continue
-			}
-			o := prev[s.Name]
-			delete(prev, s.Name) // what is left at the end is gone
-			now := s.UsedEndpoints()
-			dests := serviceDests(s)
-			if o == nil || len(o.UsedEndpoints()) == 0 {
-				if len(now) > 0 && o != nil {
-					for _, dst := range dests {
-						specs = append(specs, ConntrackSpec{Family: d.Plan.Family, OrigDst: dst.addr, OrigPort: dst.port})
+		} else {
+			prev := map[rules.ServicePortName]*rules.ServicePlan{}
+			if old != nil {
+				for _, s := range old.Plan.Services {
+					if s.Name.Protocol == rules.UDP {
+						prev[s.Name] = s
 					}
 				}
-				continue
 			}
-			for _, e := range o.UsedEndpoints() {
-				if slices.ContainsFunc(now, func(n rules.Endpoint) bool { return n.IP == e.IP && n.Port == e.Port }) {
-					continue
+			for _, s := range d.Plan.Services {
+				if s.Name.Protocol == rules.UDP {
+					changes = append(changes, change{prev[s.Name], s})
+					delete(prev, s.Name)
 				}
-				for _, dst := range dests {
-					specs = append(specs, ConntrackSpec{Family: d.Plan.Family, OrigDst: dst.addr, OrigPort: dst.port, ReplySrc: e.IP})
-				}
+			}
+			for _, s := range prev {
+				changes = append(changes, change{s, nil})
 			}
 		}
-		if len(prev) > 0 {
-			specs = append(specs, goneDests(d.Plan.Family, prev, d)...)
+		var gone, now []*rules.ServicePlan
+		for _, c := range changes {
+			if c.now == nil {
+				gone = append(gone, c.old)
+				continue
+			}
+			now = append(now, c.now)
+			specs = append(specs, udpChangeSpecs(f, c.old, c.now)...)
+		}
+		if len(gone) > 0 {
+			specs = append(specs, goneDests(f, gone, now)...)
 		}
 	}
 	if len(specs) == 0 {
@@ -738,21 +746,52 @@ func (p *Proxier) recheckConntrack() {
 	}()
 }
 
+// udpChangeSpecs returns the specs of the entries a UDP port's change from
+// o (nil: new) to s makes stale: those to an endpoint it no longer uses,
+// or, when it has endpoints again after none, every entry to its
+// destinations (made while it rejected).
+func udpChangeSpecs(f rules.Family, o, s *rules.ServicePlan) []ConntrackSpec {
+	if o == s {
+		return nil
+	}
+	var specs []ConntrackSpec
+	now := s.UsedEndpoints()
+	dests := serviceDests(s)
+	if o == nil || len(o.UsedEndpoints()) == 0 {
+		if len(now) > 0 && o != nil {
+			for _, dst := range dests {
+				specs = append(specs, ConntrackSpec{Family: f, OrigDst: dst.addr, OrigPort: dst.port})
+			}
+		}
+		return specs
+	}
+	for _, e := range o.UsedEndpoints() {
+		if slices.ContainsFunc(now, func(n rules.Endpoint) bool { return n.IP == e.IP && n.Port == e.Port }) {
+			continue
+		}
+		for _, dst := range dests {
+			specs = append(specs, ConntrackSpec{Family: f, OrigDst: dst.addr, OrigPort: dst.port, ReplySrc: e.IP})
+		}
+	}
+	return specs
+}
+
 // goneDests returns, for the UDP service ports gone since the last applied
 // plan (a deleted service, a port renamed, renumbered or made TCP), a spec
 // for each destination of theirs (ClusterIP, external and LB IPs with the
-// port; the nodePort) that no UDP port of now has: every entry sent there
-// is stale, whoever answered it, since nothing rewrites new packets there
-// any more. A destination a port of now took over keeps its entries: the
-// endpoint check of that port (and the reconcile) judge them. Called only
-// when a port went, so that a sync without deletions pays nothing.
-func goneDests(f rules.Family, gone map[rules.ServicePortName]*rules.ServicePlan, now *Desired) []ConntrackSpec {
+// port; the nodePort) that no UDP port of now (the changed ones) has:
+// every entry sent there is stale, whoever answered it, since nothing
+// rewrites new packets there any more. A destination a port took over
+// keeps its entries: the endpoint check of that port (and the reconcile)
+// judge them. A port that takes over a destination is itself a change
+// (the planner planned it again), so the changed ports are enough to
+// look at. Called only when a port went, so that a sync without deletions
+// pays nothing.
+func goneDests(f rules.Family, gone, now []*rules.ServicePlan) []ConntrackSpec {
 	taken := map[dest]bool{}
-	for _, s := range now.Plan.Services {
-		if s.Name.Protocol == rules.UDP {
-			for _, d := range serviceDests(s) {
-				taken[d] = true
-			}
+	for _, s := range now {
+		for _, d := range serviceDests(s) {
+			taken[d] = true
 		}
 	}
 	var specs []ConntrackSpec
@@ -803,11 +842,8 @@ func (p *Proxier) updateHealthChecks(desired []*Desired) {
 	for _, d := range desired {
 		addrs = append(addrs, d.Plan.NodePortIPs...)
 		local := map[int32]map[netip.Addr]bool{} // per health check port, this family's local ready endpoint IPs
-		for _, s := range d.Plan.Services {
+		for _, s := range d.Plan.WithHealthCheck {
 			port := s.HealthCheckNodePort
-			if port == 0 {
-				continue
-			}
 			hc := want[port]
 			hc.Service = s.Name.ServiceKey
 			want[port] = hc

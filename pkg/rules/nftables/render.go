@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/rulegen/rulegen/pkg/rules"
 )
@@ -137,40 +136,66 @@ func AffinitySet(n rules.ServicePortName, e rules.Endpoint) string {
 }
 
 // Render turns a plan into rulegen's table for the plan's family. It is a
-// pure function: the same plan always gives the same ruleset.
-func Render(p *rules.Plan) *Ruleset { return NewRenderer().Render(p) }
+// pure function: the same plan always gives the same ruleset, complete
+// (Materialize is not needed) and without a Delta.
+func Render(p *rules.Plan) *Ruleset {
+	r := NewRenderer().Render(p)
+	r.Materialize()
+	r.Delta = nil
+	return r
+}
 
-// Renderer renders plans again and again (the daemon's syncs), reusing the
-// chains and elements it made for every *ServicePlan it sees again (a
-// rules.Planner hands out the same *ServicePlan for an unchanged service).
-// The output is identical to Render's.
+// Renderer renders plans again and again (the daemon's syncs). It keeps
+// what each service port contributed to the table (its fragment) and the
+// element store (store.go), so that after a plan that lists its Changes
+// from the plan rendered before (rules.Plan.Base) it renders those ports
+// alone, and says which elements changed (Ruleset.Delta): the cost of a
+// render grows with what changed, not with the number of services. Any
+// other plan is compared with the previous one port by port (by plan
+// pointer: a rules.Planner hands out the same *ServicePlan for an
+// unchanged port). The table is the one Render makes of the same plan.
+// Not safe for concurrent use.
 type Renderer struct {
-	cache  map[*rules.ServicePlan]*fragment
-	chains int // how many chains the last render had (to size the next)
+	gen     uint64 // the Gen of the last plan rendered
+	version uint64 // renders made (see Materialize)
+	frags   map[*rules.ServicePlan]*fragment
+	stores  map[string]*setStore
+	// counts holds, per kind of map of endpoints, how many destinations
+	// have each endpoint count (the maps that exist).
+	counts  map[string]map[int]int
+	touched map[touchKey]before
+	nodeIPs []netip.Addr // the nodeport-ips set's addresses
+	// The fragments with session affinity, and the sets and chains they
+	// make, sorted (rebuilt when one of them changed).
+	affinity       map[*rules.ServicePlan]*fragment
+	affinityDirty  bool
+	affinitySets   []*Set
+	affinityChains []*Chain
+	last           *Ruleset
 }
 
-// NewRenderer returns a renderer with an empty cache.
-func NewRenderer() *Renderer { return &Renderer{} }
+// NewRenderer returns a renderer that has rendered nothing yet.
+func NewRenderer() *Renderer {
+	rd := &Renderer{frags: map[*rules.ServicePlan]*fragment{}, stores: map[string]*setStore{}, counts: map[string]map[int]int{},
+		touched: map[touchKey]before{}, affinity: map[*rules.ServicePlan]*fragment{}}
+	for _, d := range shared {
+		rd.stores[d.name] = &setStore{key: d.key, isMap: d.isMap, entries: map[elemKey][]contrib{}}
+	}
+	for _, k := range endpointKinds {
+		rd.stores[k.prefix] = &setStore{key: k.key, isMap: true, entries: map[elemKey][]contrib{}}
+		rd.counts[k.prefix] = map[int]int{}
+	}
+	return rd
+}
 
-// fragment is what one service port contributes to the table: elements of
-// shared sets and maps (by name; a map of endpoints is created for the
-// first fragment that needs it) and, for session affinity only, chains and
-// sets of its own.
+// fragment is what one service port contributes to the table: items of
+// shared sets and maps and, for session affinity only, chains and sets of
+// its own.
 type fragment struct {
-	// rewritten: rules.PrintableService changed the service.
-	rewritten bool
-	elements  []setElements
-	affinity  []*Set
-	chains    []*Chain
-}
-
-// setElements are elements of one shared set or map.
-type setElements struct {
-	set      string
-	key      KeyType
-	isMap    bool
-	kind     string // a map of endpoints' prefix (Prefix…)
-	elements []Element
+	owner    rules.ServicePortName
+	items    []item
+	affinity []*Set
+	chains   []*Chain
 }
 
 // shared describes every shared set but the maps of endpoints, in the
@@ -197,6 +222,46 @@ var shared = []struct {
 	{SetHairpin, KeyAddrPair, false},
 }
 
+// endpointKinds are the kinds of maps of endpoints, in the order the
+// table lists them, with the chain whose rules look them up.
+var endpointKinds = []struct {
+	prefix   string
+	key      KeyType
+	nodePort bool
+	chain    string
+}{
+	{PrefixEndpoints, KeyAddrProtoPortSlot, false, ChainDispatch},
+	{PrefixNodePortEndpoints, KeyProtoPortSlot, true, ChainDispatch},
+	{PrefixShortCircuitEndpoints, KeyAddrProtoPortSlot, false, ChainShortCircuit},
+	{PrefixShortCircuitNodePorts, KeyProtoPortSlot, true, ChainShortCircuit},
+}
+
+// update replaces the fragment of plan old (nil: none) by one of plan s
+// (nil: none).
+func (rd *Renderer) update(p *rules.Plan, old, s *rules.ServicePlan) {
+	if f := rd.frags[old]; old != nil && f != nil {
+		rd.edit(f.owner, f.items, false)
+		delete(rd.frags, old)
+		if rd.affinity[old] != nil {
+			delete(rd.affinity, old)
+			rd.affinityDirty = true
+		}
+	}
+	if s == nil {
+		return
+	}
+	f := &fragment{owner: s.Name}
+	if c := rules.PrintableService(s, p.Family); c != nil {
+		f = renderService(p, c)
+	}
+	rd.edit(f.owner, f.items, true)
+	rd.frags[s] = f
+	if len(f.chains) > 0 || len(f.affinity) > 0 {
+		rd.affinity[s] = f
+		rd.affinityDirty = true
+	}
+}
+
 // Render renders a plan. Whatever the plan holds, the ruleset is one nft
 // accepts and says nothing the plan did not: names are made safe (see
 // ClusterChain), and a service port or address no rule can express is left
@@ -204,140 +269,97 @@ var shared = []struct {
 // range, an address of the other family; an IPv6 zone is dropped). The
 // converters reject such input with an error; the renderer does not rely
 // on them.
+//
+// The ruleset's sets have no Elements until Materialize is called (before
+// the next Render); its Delta lists what changed since the ruleset
+// rendered before (nil for the first).
 func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	p = rules.PrintablePlan(p)
-	next := make(map[*rules.ServicePlan]*fragment, len(p.Services))
-	r := &Ruleset{Family: p.Family}
-	sets := make(map[string]*Set, len(shared)+8)
+	rd.version++
+	if p.Base != 0 && p.Base == rd.gen && rd.last != nil {
+		for _, c := range p.Changes {
+			rd.update(p, c.Old, c.New)
+		}
+	} else {
+		now := make(map[*rules.ServicePlan]bool, len(p.Services))
+		for _, s := range p.Services {
+			now[s] = true
+		}
+		for s := range rd.frags {
+			if !now[s] {
+				rd.update(p, s, nil)
+			}
+		}
+		for _, s := range p.Services {
+			if rd.frags[s] == nil {
+				rd.update(p, nil, s)
+			}
+		}
+	}
+	rd.gen = p.Gen
+	if !slices.Equal(rd.nodeIPs, p.NodePortIPs) {
+		ips := func(in []netip.Addr) []item {
+			var out []item
+			for _, ip := range in {
+				out = append(out, item{set: SetNodePortIPs, key: elemKey{addr: ip}})
+			}
+			return out
+		}
+		rd.edit(rules.ServicePortName{}, ips(rd.nodeIPs), false)
+		rd.edit(rules.ServicePortName{}, ips(p.NodePortIPs), true)
+		rd.nodeIPs = slices.Clone(p.NodePortIPs)
+	}
+	r := &Ruleset{Family: p.Family, src: rd, version: rd.version}
+	if d := rd.delta(); rd.last != nil {
+		rd.last.Delta = nil // only the newest ruleset keeps its delta (and the one before)
+		r.Delta = &Delta{Base: rd.last, Sets: d}
+	}
+	rd.last = r
 	for _, d := range shared {
-		sets[d.name] = &Set{Name: d.name, Key: d.key, IsMap: d.isMap}
-	}
-	for _, ip := range p.NodePortIPs {
-		sets[SetNodePortIPs].Elements = append(sets[SetNodePortIPs].Elements, Element{Addr: ip})
-	}
-	var affinity []*Set
-	var svcChains []*Chain
-
-	frags := make([]*fragment, len(p.Services))
-	size := map[string]int{}
-	rewritten := false
-	for i, s := range p.Services {
-		f := rd.cache[s]
-		if f == nil {
-			if c := rules.PrintableService(s, p.Family); c != nil {
-				f = renderService(p, c)
-				f.rewritten = c != s
-			} else {
-				f = &fragment{}
-			}
-		}
-		next[s] = f
-		frags[i] = f
-		rewritten = rewritten || f.rewritten
-		for _, e := range f.elements {
-			size[e.set] += len(e.elements)
-		}
-	}
-	rd.cache = next
-	// A map of endpoints holds a destination's slots for the first service
-	// (by name) that has it. The planner gives each destination to one
-	// service; two can only share one when their addresses differed by a
-	// zone alone, which PrintableService drops (rewriting the service):
-	// only then is every destination checked.
-	type dest struct {
-		kind  string
-		addr  netip.Addr
-		proto rules.Protocol
-		port  uint16
-	}
-	claimed := map[dest]bool{}
-	for _, f := range frags {
-		for _, e := range f.elements {
-			set := sets[e.set]
-			if set == nil {
-				set = &Set{Name: e.set, Key: e.key, IsMap: e.isMap}
-				sets[e.set] = set
-			}
-			if set.Elements == nil {
-				set.Elements = make([]Element, 0, size[e.set])
-			}
-			if !e.key.Slotted() || !rewritten {
-				set.Elements = append(set.Elements, e.elements...)
-				continue
-			}
-			// A destination's slots are consecutive.
-			for i := 0; i < len(e.elements); {
-				j := i + 1
-				at := e.elements[i]
-				for j < len(e.elements) && e.elements[j].Addr == at.Addr && e.elements[j].Port == at.Port {
-					j++
-				}
-				d := dest{e.kind, at.Addr, at.Proto, at.Port}
-				if !claimed[d] {
-					claimed[d] = true
-					set.Elements = append(set.Elements, e.elements[i:j]...)
-				}
-				i = j
-			}
-		}
-		affinity = append(affinity, f.affinity...)
-		svcChains = append(svcChains, f.chains...)
-	}
-	rd.chains = len(svcChains)
-
-	for _, s := range sets {
-		if s.Key.Slotted() {
-			continue // in service order, each destination's slots in order
-		}
-		// Sorted by key, then value: when two elements share a key (two
-		// services whose addresses differed only by a zone), the one kept
-		// does not depend on the input order.
-		slices.SortFunc(s.Elements, func(a, b Element) int {
-			if c := compareElements(a, b); c != 0 {
-				return c
-			}
-			return cmp.Or(cmp.Compare(a.Verdict.Kind, b.Verdict.Kind), cmp.Compare(a.Verdict.Chain, b.Verdict.Chain))
-		})
-		s.Elements = slices.CompactFunc(s.Elements, func(a, b Element) bool { return compareElements(a, b) == 0 })
-	}
-	for _, d := range shared {
-		r.Sets = append(r.Sets, sets[d.name])
+		r.Sets = append(r.Sets, &Set{Name: d.name, Key: d.key, IsMap: d.isMap})
 	}
 	// The maps of endpoints, by kind, then endpoint count; and the rules
 	// that look them up, in the same order.
 	var dispatch, shortCircuit []Rule
-	for _, kind := range []struct {
-		prefix   string
-		key      KeyType
-		nodePort bool
-		rules    *[]Rule
-	}{
-		{PrefixEndpoints, KeyAddrProtoPortSlot, false, &dispatch},
-		{PrefixNodePortEndpoints, KeyProtoPortSlot, true, &dispatch},
-		{PrefixShortCircuitEndpoints, KeyAddrProtoPortSlot, false, &shortCircuit},
-		{PrefixShortCircuitNodePorts, KeyProtoPortSlot, true, &shortCircuit},
-	} {
-		var ks []int
-		for name := range sets {
-			if rest, ok := strings.CutPrefix(name, kind.prefix); ok {
-				if k, err := strconv.Atoi(rest); err == nil {
-					ks = append(ks, k)
-				}
-			}
+	for _, kind := range endpointKinds {
+		ks := make([]int, 0, len(rd.counts[kind.prefix]))
+		for k := range rd.counts[kind.prefix] {
+			ks = append(ks, k)
 		}
 		slices.Sort(ks)
 		for _, k := range ks {
-			m := sets[EndpointMap(kind.prefix, k)]
+			m := &Set{Name: EndpointMap(kind.prefix, k), Key: kind.key, IsMap: true}
 			r.Sets = append(r.Sets, m)
 			var rule Rule
 			if kind.nodePort {
 				rule = Rule{AddrInSet{Set: SetNodePortIPs}}
 			}
-			*kind.rules = append(*kind.rules, append(rule, DNATLookup{Key: kind.key, Mod: k, Map: m.Name}))
+			rule = append(rule, DNATLookup{Key: kind.key, Mod: k, Map: m.Name})
+			if kind.chain == ChainDispatch {
+				dispatch = append(dispatch, rule)
+			} else {
+				shortCircuit = append(shortCircuit, rule)
+			}
 		}
 	}
-	slices.SortFunc(affinity, func(a, b *Set) int { return cmp.Compare(a.Name, b.Name) })
-	r.Sets = append(r.Sets, affinity...)
+	if rd.affinityDirty {
+		// Per-service chains (session affinity only) stay grouped by
+		// service, in service order: stable, and a reader finds all of a
+		// service's chains together.
+		fs := make([]*fragment, 0, len(rd.affinity))
+		for _, f := range rd.affinity {
+			fs = append(fs, f)
+		}
+		slices.SortStableFunc(fs, func(a, b *fragment) int { return comparePortNames(a.owner, b.owner) })
+		rd.affinitySets, rd.affinityChains = nil, nil
+		for _, f := range fs {
+			rd.affinitySets = append(rd.affinitySets, f.affinity...)
+			rd.affinityChains = append(rd.affinityChains, f.chains...)
+		}
+		slices.SortFunc(rd.affinitySets, func(a, b *Set) int { return cmp.Compare(a.Name, b.Name) })
+		rd.affinityDirty = false
+	}
+	r.Sets = append(r.Sets, rd.affinitySets...)
 
 	newConn := func(chain string) Rule { return Rule{CtStateNew{}, Verdict{Kind: Jump, Chain: chain}} }
 	// The mark meaning "masquerade" is --iptables-masquerade-bit's, like
@@ -397,11 +419,19 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 			{Masquerade{}},
 		}},
 	}
-	// Per-service chains (session affinity only) stay grouped by service,
-	// in service order: stable, and a reader finds all of a service's
-	// chains together.
-	r.Chains = append(r.Chains, svcChains...)
+	r.Chains = append(r.Chains, rd.affinityChains...)
 	return r
+}
+
+// comparePortNames orders service port names as rules.ServicePortName.Less.
+func comparePortNames(a, b rules.ServicePortName) int {
+	switch {
+	case a.Less(b):
+		return -1
+	case b.Less(a):
+		return 1
+	}
+	return 0
 }
 
 // dropUnallocated returns the rules that drop new connections to an
@@ -480,31 +510,24 @@ func compareElements(a, b Element) int {
 // renderService renders one service port's elements (and, with session
 // affinity, its chains).
 func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
-	f := &fragment{}
-	byName := map[string]*setElements{}
-	add := func(set string, key KeyType, e Element) {
-		se := byName[set]
-		if se == nil {
-			se = &setElements{set: set, key: key, isMap: key.Slotted()}
-			byName[set] = se
-		}
-		se.elements = append(se.elements, e)
+	f := &fragment{owner: s.Name}
+	add := func(set string, _ KeyType, e Element) {
+		f.items = append(f.items, item{set: set, key: elemKey{addr: e.Addr, prefix: e.Prefix, proto: e.Proto, port: e.Port}, value: value{verdict: e.Verdict}})
 	}
 	proto := s.Name.Protocol
 	dst := func(ip netip.Addr, port int32) Element { return Element{Addr: ip, Proto: proto, Port: uint16(port)} }
 	nodePort := func() Element { return Element{Proto: proto, Port: uint16(s.NodePort)} }
 	// endpoints adds the slots of a destination to the map of its kind for
 	// len(eps) endpoints.
-	endpoints := func(prefix string, key KeyType, at Element, eps []rules.Endpoint) {
+	endpoints := func(prefix string, _ KeyType, at Element, eps []rules.Endpoint) {
 		if len(eps) == 0 {
 			return
 		}
-		name := EndpointMap(prefix, len(eps))
+		targets := make([]netip.AddrPort, len(eps))
 		for i, e := range eps {
-			at.Slot, at.Target = uint32(i), netip.AddrPortFrom(e.IP, uint16(e.Port))
-			add(name, key, at)
+			targets[i] = netip.AddrPortFrom(e.IP, uint16(e.Port))
 		}
-		byName[name].kind = prefix
+		f.items = append(f.items, item{set: prefix, key: elemKey{addr: at.Addr, proto: at.Proto, port: at.Port}, value: value{targets: targets}})
 	}
 	verdictSets := func(v rules.Verdict) (ipSet, npSet string) {
 		switch v {
@@ -592,14 +615,6 @@ func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
 				}
 			}
 		}
-	}
-	names := make([]string, 0, len(byName))
-	for n := range byName {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		f.elements = append(f.elements, *byName[n])
 	}
 	return f
 }

@@ -29,6 +29,14 @@ type Ruleset struct {
 	Family rules.Family
 	Sets   []*Set
 	Chains []*Chain
+	// Delta, when set, is what changed in the elements since the ruleset
+	// its Renderer made before (see Renderer.Render).
+	Delta *Delta
+	// src is the Renderer whose store holds the elements until
+	// Materialize lists them (nil when they are listed); version is its
+	// render count at this ruleset.
+	src     *Renderer
+	version uint64
 }
 
 // TableFamily returns the nft family keyword: "ip" or "ip6".
@@ -509,6 +517,7 @@ func (e *Element) write(b *strings.Builder, key KeyType, isMap bool) {
 // family atomically: the table is created if missing, deleted and created
 // anew in one transaction, so no packet ever sees a half-written table.
 func (r *Ruleset) Script() string {
+	r.Materialize()
 	var b strings.Builder
 	b.Grow(256 + 100*r.size())
 	fam := r.TableFamily()

@@ -9,37 +9,57 @@ import (
 	"github.com/rulegen/rulegen/pkg/rules"
 )
 
-// Scale returns a state with n ClusterIP services (every fourth a NodePort)
+// Scale returns a state with n ClusterIP services (every fourth a NodePort,
+// numbered from 30000 up: beyond the default range from 11,072 services on,
+// as a cluster that size would configure it)
 // in 10.96.0.0/12, each with e ready endpoints in 10.128.0.0/9 spread over
 // nodes node-0..node-9, and the config of node-0. Addresses never repeat up to
 // n = 1,000,000 and n*e = 8,000,000.
 func Scale(n, e int) (*rules.State, *rules.Config) {
 	st := rules.NewState()
 	for i := range n {
-		key := rules.ServiceKey{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("svc-%d", i)}
-		p := &rules.ServicePort{
-			Name:       rules.ServicePortName{ServiceKey: key, Port: "http", Protocol: rules.TCP},
-			ClusterIPs: []netip.Addr{addr(10<<24 | 96<<16 + uint32(i) + 1)},
-			Port:       80,
-			TargetPort: "8080",
-		}
-		if i%4 == 0 {
-			p.NodePort = int32(30000 + (i/4)%2768) // unique up to 11,072 NodePort services
-		}
-		sl := &rules.Slice{Name: key.Name + "-1", Service: key, Family: rules.IPv4,
-			Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}
-		for j := range e {
-			sl.Endpoints = append(sl.Endpoints, rules.Endpoint{
-				IP: addr(10<<24 | 128<<16 + uint32(i*e+j) + 1), Ready: true, Serving: true, NodeName: fmt.Sprintf("node-%d", j%10)})
-		}
-		st.SetService(key, []*rules.ServicePort{p})
-		st.SetSlice(sl)
+		Restore(st, i, e)
 	}
 	cfg := &rules.Config{
 		Node:         rules.Node{Name: "node-0", IPs: []netip.Addr{netip.MustParseAddr("192.168.1.10")}},
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/9")},
 	}
 	return st, cfg
+}
+
+// Restore sets service i of a Scale state with e endpoints back to what
+// Scale made (or adds it, for i >= n).
+func Restore(st *rules.State, i, e int) {
+	key := ServiceKey(i)
+	p := &rules.ServicePort{
+		Name:       rules.ServicePortName{ServiceKey: key, Port: "http", Protocol: rules.TCP},
+		ClusterIPs: []netip.Addr{addr(10<<24 | 96<<16 + uint32(i) + 1)},
+		Port:       80,
+		TargetPort: "8080",
+	}
+	if i%4 == 0 {
+		p.NodePort = int32(30000 + (i/4)%35536) // unique up to 142,144 services
+	}
+	sl := &rules.Slice{Name: key.Name + "-1", Service: key, Family: rules.IPv4,
+		Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}
+	for j := range e {
+		sl.Endpoints = append(sl.Endpoints, rules.Endpoint{
+			IP: addr(10<<24 | 128<<16 + uint32(i*e+j) + 1), Ready: true, Serving: true, NodeName: fmt.Sprintf("node-%d", j%10)})
+	}
+	st.SetService(key, []*rules.ServicePort{p})
+	st.SetSlice(sl)
+}
+
+// ServiceKey is the name of service i of a Scale state.
+func ServiceKey(i int) rules.ServiceKey {
+	return rules.ServiceKey{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("svc-%d", i)}
+}
+
+// Delete deletes service i of a Scale state and its EndpointSlice.
+func Delete(st *rules.State, i int) {
+	key := ServiceKey(i)
+	st.DeleteService(key)
+	st.DeleteSlice(key, key.Name+"-1")
 }
 
 func addr(v uint32) netip.Addr {

@@ -146,9 +146,15 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 		return Stats{}, err
 	}
 	prev := w.applied[r.Family]
-	full := prev == nil || !sameBase(prev, r) || !sameSetTypes(prev, r)
+	// A ruleset whose Delta starts from the one written last is written
+	// by its Delta; otherwise both element lists are compared, which
+	// needs both listed (a ruleset of a Renderer that has moved on since
+	// cannot be: then the table is replaced).
+	byDelta := prev != nil && r.Delta != nil && r.Delta.Base == prev
+	full := prev == nil || !sameBase(prev, r) || !sameSetTypes(prev, r) || (!byDelta && (!prev.Materialized() || !r.Materialized()))
 	size := 64 << 10
 	if full {
+		r.Materialize()
 		size = estimate(r)
 	}
 	snd := newSender(w.netns, size)
@@ -158,10 +164,13 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 		return Stats{}, fmt.Errorf("opening netlink: %w", err)
 	}
 	b := &batch{conn: c, snd: snd, read: w.conn, fam: r.Family, table: &gnft.Table{Name: rn.TableName, Family: family(r.Family)}, sets: map[string]*gnft.Set{}}
-	if full {
+	switch {
+	case full:
 		b.full(r)
-	} else {
-		b.diff(prev, r)
+	case byDelta:
+		b.diff(prev, r, r.Delta)
+	default:
+		b.diff(prev, r, nil)
 	}
 	if b.err == nil {
 		b.err = c.Flush() // the last chunk
@@ -301,6 +310,9 @@ func (b *batch) addSet(s *rn.Set) {
 }
 
 func (b *batch) addElements(s *rn.Set) {
+	if len(s.Elements) == 0 {
+		return
+	}
 	gs := b.sets[s.Name]
 	for _, c := range chunks(elements(b.fam, s, 0, len(s.Elements))) {
 		b.fail(b.conn.SetAddElements(gs, c))
@@ -365,8 +377,10 @@ func sameRules(a, b *rn.Chain) bool {
 }
 
 // diff sends what changed from prev to next, ordered so that nothing is
-// deleted while the transaction still references it.
-func (b *batch) diff(prev, next *rn.Ruleset) {
+// deleted while the transaction still references it. The elements that
+// changed are delta's when it is set, else found by comparing the two
+// element lists.
+func (b *batch) diff(prev, next *rn.Ruleset, delta *rn.Delta) {
 	f := next.Family
 	oldSets := map[string]*rn.Set{}
 	for _, s := range prev.Sets {
@@ -417,6 +431,12 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 		}
 	}
 	for _, s := range created {
+		if delta != nil {
+			s = withElements(s, nil)
+			if d := delta.Sets[s.Name]; d != nil {
+				s.Elements = d.Add
+			}
+		}
 		b.addElements(s)
 	}
 	for _, t := range write {
@@ -429,7 +449,15 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 			continue
 		}
 		gs := b.sets[s.Name]
-		del, add := elementDiff(f, o, s)
+		var del, add []gnft.SetElement
+		switch {
+		case delta == nil:
+			del, add = elementDiff(f, o, s)
+		case delta.Sets[s.Name] != nil:
+			d := delta.Sets[s.Name]
+			del = elements(f, withElements(s, d.Del), 0, len(d.Del))
+			add = elements(f, withElements(s, d.Add), 0, len(d.Add))
+		}
 		for _, c := range chunks(del) {
 			b.fail(b.conn.SetDeleteElements(gs, c))
 		}
@@ -456,6 +484,11 @@ func (b *batch) diff(prev, next *rn.Ruleset) {
 			b.conn.DelSet(newSet(b.table, f, s))
 		}
 	}
+}
+
+// withElements returns a set like s holding els.
+func withElements(s *rn.Set, els []rn.Element) *rn.Set {
+	return &rn.Set{Name: s.Name, Key: s.Key, IsMap: s.IsMap, Timeout: s.Timeout, Elements: els}
 }
 
 // maxPatchRules bounds the chains patchRules edits rule by rule (its

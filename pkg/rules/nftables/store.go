@@ -1,0 +1,306 @@
+package nftables
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+)
+
+// The element store: what a Renderer keeps between renders so that a
+// render costs what changed.
+//
+// Every service port's fragment contributes items to the shared sets and
+// maps; the store holds, per set and key, every contribution (usually
+// one: the planner gives each destination to one service port, and only a
+// ClusterIP shared by a service's ports, or a pod that is an endpoint of
+// several services, is contributed more than once). What the table holds
+// for a key is the chosen contribution (see choose). A map of endpoints is
+// stored per destination, whatever its endpoint count: the value is the
+// endpoints slot by slot, and the count picks the map (endpoints-K) it is
+// written to.
+//
+// A render removes the items of the fragments that changed and adds the
+// new ones, noting the chosen value of each key it touched before the
+// first edit; comparing that with the chosen value after gives the
+// elements to delete and to add (Delta), without looking at anything
+// else. Materialize lists a set's elements from the store when a whole
+// table is needed (a full write, the text, trace).
+
+// elemKey is an element's key: every Element field but the verdict and the
+// target (a map of endpoints is keyed by destination, Slot 0).
+type elemKey struct {
+	addr   netip.Addr
+	prefix netip.Prefix
+	proto  rules.Protocol
+	port   uint16
+}
+
+// value is what one contribution puts at a key.
+type value struct {
+	verdict Verdict
+	targets []netip.AddrPort // a map of endpoints: the endpoint of each slot
+}
+
+func (v value) equal(o value) bool {
+	return v.verdict == o.verdict && slices.Equal(v.targets, o.targets)
+}
+
+// contrib is one service port's contribution at a key.
+type contrib struct {
+	owner rules.ServicePortName
+	value
+}
+
+// item is one contribution of a fragment: set (a set's name, or for a map
+// of endpoints its kind, the Prefix… constant), key and value.
+type item struct {
+	set string
+	key elemKey
+	value
+}
+
+// setStore holds the contributions to one set or map, or to every map of
+// endpoints of one kind.
+type setStore struct {
+	key     KeyType
+	isMap   bool
+	entries map[elemKey][]contrib
+}
+
+// choose returns the contribution the table holds at a key: for a map of
+// endpoints, the first service port by name holds the destination (two
+// can only share one when their addresses differed by a zone alone, which
+// PrintableService drops); for a verdict map the smallest verdict, so that
+// the result does not depend on the order of the changes; for a set, any
+// (they hold no value).
+func (s *setStore) choose(cs []contrib) (contrib, bool) {
+	if len(cs) == 0 {
+		return contrib{}, false
+	}
+	best := cs[0]
+	for _, c := range cs[1:] {
+		switch {
+		case s.key.Slotted():
+			if c.owner.Less(best.owner) {
+				best = c
+			}
+		case s.isMap:
+			if cmp.Or(cmp.Compare(c.verdict.Kind, best.verdict.Kind), cmp.Compare(c.verdict.Chain, best.verdict.Chain)) < 0 {
+				best = c
+			}
+		}
+	}
+	return best, true
+}
+
+// touchKey names a key of a store.
+type touchKey struct {
+	set string
+	key elemKey
+}
+
+// before is a touched key's chosen value before the render's first edit.
+type before struct {
+	present bool
+	c       contrib
+}
+
+// edit adds (add) or removes one fragment's items, noting what each
+// touched key held before the first edit of this render.
+func (rd *Renderer) edit(owner rules.ServicePortName, items []item, add bool) {
+	for _, it := range items {
+		st := rd.stores[it.set]
+		tk := touchKey{it.set, it.key}
+		cs := st.entries[it.key]
+		if _, seen := rd.touched[tk]; !seen {
+			c, ok := st.choose(cs)
+			rd.touched[tk] = before{ok, c}
+		}
+		if add {
+			st.entries[it.key] = append(cs, contrib{owner, it.value})
+			continue
+		}
+		for i := range cs {
+			if cs[i].owner == owner && cs[i].equal(it.value) {
+				cs = slices.Delete(cs, i, i+1)
+				break
+			}
+		}
+		if len(cs) == 0 {
+			delete(st.entries, it.key)
+		} else {
+			st.entries[it.key] = cs
+		}
+	}
+}
+
+// SetDelta is what changed in one set or map: elements to delete, then to
+// add. An element whose value changed is deleted and added.
+type SetDelta struct {
+	Del, Add []Element
+}
+
+// Delta is what changed in the elements of the table from the ruleset
+// Base, rendered just before by the same Renderer, per set name. A set
+// that Base did not have is new: all its elements are in Add. A set Base
+// had and this ruleset has not is gone (its elements may be listed in
+// Del). Chains are not in the Delta: they are few, and a writer compares
+// them as they are.
+type Delta struct {
+	Base *Ruleset
+	Sets map[string]*SetDelta
+}
+
+// Elements returns how many elements the delta deletes and adds.
+func (d *Delta) Elements() int {
+	n := 0
+	for _, s := range d.Sets {
+		n += len(s.Del) + len(s.Add)
+	}
+	return n
+}
+
+// delta compares every touched key's value before and after this render's
+// edits, and keeps the count of destinations of each map of endpoints.
+func (rd *Renderer) delta() map[string]*SetDelta {
+	out := map[string]*SetDelta{}
+	of := func(set string) *SetDelta {
+		d := out[set]
+		if d == nil {
+			d = &SetDelta{}
+			out[set] = d
+		}
+		return d
+	}
+	for tk, b := range rd.touched {
+		st := rd.stores[tk.set]
+		a, ok := st.choose(st.entries[tk.key])
+		if b.present == ok && (!ok || b.c.equal(a.value)) {
+			continue
+		}
+		if !st.key.Slotted() {
+			if b.present {
+				d := of(tk.set)
+				d.Del = append(d.Del, element(tk.key, b.c.value, 0))
+			}
+			if ok {
+				d := of(tk.set)
+				d.Add = append(d.Add, element(tk.key, a.value, 0))
+			}
+			continue
+		}
+		// A map of endpoints: the slots of the destination move from the
+		// map of its old count to that of its new one; with the same
+		// count, only the slots whose endpoint changed are rewritten.
+		counts := rd.counts[tk.set]
+		oldK, newK := 0, 0
+		if b.present {
+			oldK = len(b.c.targets)
+			counts[oldK]--
+			if counts[oldK] == 0 {
+				delete(counts, oldK)
+			}
+		}
+		if ok {
+			newK = len(a.targets)
+			counts[newK]++
+		}
+		for slot := range max(oldK, newK) {
+			var was, is netip.AddrPort
+			if slot < oldK {
+				was = b.c.targets[slot]
+			}
+			if slot < newK {
+				is = a.targets[slot]
+			}
+			if oldK == newK && was == is {
+				continue
+			}
+			if slot < oldK {
+				d := of(EndpointMap(tk.set, oldK))
+				d.Del = append(d.Del, element(tk.key, b.c.value, slot))
+			}
+			if slot < newK {
+				d := of(EndpointMap(tk.set, newK))
+				d.Add = append(d.Add, element(tk.key, a.value, slot))
+			}
+		}
+	}
+	// In key order, so that a transaction does not depend on map order
+	// (and the kernel lists an interval set as a full load would).
+	for _, d := range out {
+		slices.SortFunc(d.Del, compareElements)
+		slices.SortFunc(d.Add, compareElements)
+	}
+	if len(rd.touched) > 1024 {
+		// A map keeps its size: clearing one that held a whole table
+		// would cost that size at every render after.
+		rd.touched = map[touchKey]before{}
+	} else {
+		clear(rd.touched)
+	}
+	return out
+}
+
+// element returns the element at key k holding v (for a map of
+// endpoints, slot slot of it).
+func element(k elemKey, v value, slot int) Element {
+	e := Element{Addr: k.addr, Prefix: k.prefix, Proto: k.proto, Port: k.port, Verdict: v.verdict}
+	if v.targets != nil {
+		e.Slot, e.Target = uint32(slot), v.targets[slot]
+	}
+	return e
+}
+
+// Materialize fills in the elements of every set of r from the store of
+// the Renderer that made it. It must be called before that Renderer
+// renders again (it panics otherwise: the store has moved on); a ruleset
+// made by Render is complete already. Script, trace and a full write
+// call it; a writer following the Delta does not need it.
+func (r *Ruleset) Materialize() {
+	if r.src == nil {
+		return
+	}
+	rd := r.src
+	if rd.version != r.version {
+		panic("nftables: a ruleset's elements were asked for after its renderer rendered again")
+	}
+	r.src = nil
+	byName := map[string]*Set{}
+	for _, s := range r.Sets {
+		byName[s.Name] = s
+	}
+	for name, st := range rd.stores {
+		if st.key.Slotted() {
+			continue
+		}
+		s := byName[name]
+		s.Elements = make([]Element, 0, len(st.entries))
+		for k, cs := range st.entries {
+			c, _ := st.choose(cs)
+			s.Elements = append(s.Elements, element(k, c.value, 0))
+		}
+		slices.SortFunc(s.Elements, compareElements)
+	}
+	for _, kind := range endpointKinds {
+		st := rd.stores[kind.prefix]
+		for k, cs := range st.entries {
+			c, _ := st.choose(cs)
+			s := byName[EndpointMap(kind.prefix, len(c.targets))]
+			for slot := range c.targets {
+				s.Elements = append(s.Elements, element(k, c.value, slot))
+			}
+		}
+	}
+	for _, s := range r.Sets {
+		if s.Key.Slotted() {
+			slices.SortFunc(s.Elements, compareElements)
+		}
+	}
+}
+
+// Materialized reports whether r's elements are filled in (see
+// Materialize).
+func (r *Ruleset) Materialized() bool { return r.src == nil }

@@ -1,0 +1,148 @@
+package sync
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+	rn "github.com/rulegen/rulegen/pkg/rules/nftables"
+)
+
+// TestRendererFollowsChurn drives the daemon's Renderer through 400 rounds
+// of random changes to a small dual-stack cluster whose services share
+// external and LB IPs and nodePorts (conflicts come and go), use both
+// traffic policies, source ranges, session affinity, endpoints in every
+// state on this node and others, with counts from 0 to 40. After every
+// round each family's ruleset must equal a fresh render of the same state,
+// its Delta must turn the previous ruleset's elements into this one's,
+// and the plan must list its Changes (most rounds follow the previous
+// plan; some change the node configuration, which plans everything).
+// FuzzRenderChanges does the same with arbitrary API objects; this test
+// makes sure every round exercises the incremental paths.
+func TestRendererFollowsChurn(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 14))
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	v4 := func(a, b byte) netip.Addr { return netip.AddrFrom4([4]byte{10, a, 0, b}) }
+	v6 := func(a, b byte) netip.Addr { return netip.AddrFrom16([16]byte{0xfd, 0, 0, a, 15: b}) }
+	st := rules.NewState()
+	cfg := &rules.Config{Node: rules.Node{Name: "node-a", IPs: []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("fd00:1::10")}},
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/9"), netip.MustParsePrefix("fd00:128::/64")}}
+	const services = 24
+	setService := func(i int) {
+		key := rules.ServiceKey{Namespace: "ns", Name: fmt.Sprintf("svc-%d", i)}
+		if rng.IntN(6) == 0 {
+			st.DeleteService(key)
+			return
+		}
+		var ports []*rules.ServicePort
+		for j := range 1 + rng.IntN(2) {
+			p := &rules.ServicePort{Name: rules.ServicePortName{ServiceKey: key, Port: fmt.Sprintf("p%d", j), Protocol: []rules.Protocol{rules.TCP, rules.UDP}[rng.IntN(2)]},
+				Created: t0.Add(time.Duration(rng.IntN(5)) * time.Hour), Port: int32(80 + rng.IntN(2)), TargetPort: fmt.Sprintf("p%d", j),
+				ClusterIPs: []netip.Addr{v4(96, byte(i+1))}}
+			if rng.IntN(2) == 0 {
+				p.ClusterIPs = append(p.ClusterIPs, v6(96, byte(i+1)))
+			}
+			if rng.IntN(3) == 0 {
+				p.NodePort = int32(30000 + rng.IntN(6))
+			}
+			for range rng.IntN(3) {
+				p.ExternalIPs = append(p.ExternalIPs, []netip.Addr{v4(200, byte(rng.IntN(4))), v6(200, byte(rng.IntN(4)))}[rng.IntN(2)])
+			}
+			for range rng.IntN(2) {
+				p.LoadBalancerIPs = append(p.LoadBalancerIPs, v4(201, byte(rng.IntN(4))))
+			}
+			if rng.IntN(3) == 0 {
+				p.SourceRanges = []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("172.16.0.0/12")}[:1+rng.IntN(2)]
+			}
+			p.ExternalPolicyLocal = rng.IntN(3) == 0
+			p.InternalPolicyLocal = rng.IntN(5) == 0
+			if p.ExternalPolicyLocal && rng.IntN(2) == 0 {
+				p.HealthCheckNodePort = int32(32000 + i)
+			}
+			if rng.IntN(6) == 0 {
+				p.AffinitySeconds = int32(10 + rng.IntN(2)*10)
+			}
+			ports = append(ports, p)
+		}
+		st.SetService(key, ports)
+	}
+	setSlice := func(i int) {
+		key := rules.ServiceKey{Namespace: "ns", Name: fmt.Sprintf("svc-%d", i)}
+		fam := []rules.Family{rules.IPv4, rules.IPv6}[rng.IntN(2)]
+		name := fmt.Sprintf("svc-%d-%s-%d", i, fam, rng.IntN(2))
+		if rng.IntN(5) == 0 {
+			st.DeleteSlice(key, name)
+			return
+		}
+		sl := &rules.Slice{Name: name, Service: key, Family: fam}
+		for j := range 2 {
+			sl.Ports = append(sl.Ports, rules.SlicePort{Name: fmt.Sprintf("p%d", j), Protocol: []rules.Protocol{rules.TCP, rules.UDP}[rng.IntN(2)], Port: 8080})
+		}
+		n := []int{0, 1, 2, 3, 10, 40}[rng.IntN(6)]
+		for range n {
+			e := rules.Endpoint{Ready: rng.IntN(4) > 0, NodeName: []string{"node-a", "node-b", ""}[rng.IntN(3)]}
+			e.Serving = e.Ready || rng.IntN(2) == 0
+			e.Terminating = !e.Ready && rng.IntN(2) == 0
+			b := byte(rng.IntN(60))
+			if fam == rules.IPv4 {
+				e.IP = v4(128, b)
+			} else {
+				e.IP = v6(128, b)
+			}
+			sl.Endpoints = append(sl.Endpoints, e)
+		}
+		st.SetSlice(sl)
+	}
+	for i := range services {
+		setService(i)
+		setSlice(i)
+		setSlice(i)
+	}
+	r := NewRenderer(NFTables)
+	prev := map[rules.Family]map[string][]rn.Element{}
+	followed := 0
+	for round := range 400 {
+		if round > 0 {
+			for range 1 + rng.IntN(3) {
+				if i := rng.IntN(services); rng.IntN(2) == 0 {
+					setService(i)
+				} else {
+					setSlice(i)
+				}
+			}
+			if rng.IntN(40) == 0 {
+				cfg.MasqueradeAll = !cfg.MasqueradeAll // a configuration change: everything planned again
+			}
+		}
+		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+			d := r.Render(st, cfg, fam)
+			got := d.NFTables
+			if d.Plan.Base != 0 {
+				followed++
+			}
+			delta := got.Delta
+			got.Materialize()
+			want := Render(st, cfg, NFTables, fam).NFTables
+			if g, w := got.Script(), want.Script(); g != w {
+				t.Fatalf("round %d, %s: the daemon's ruleset differs from a fresh render:\n%s\n----\n%s", round, fam, g, w)
+			}
+			now := map[string][]rn.Element{}
+			for _, s := range got.Sets {
+				now[s.Name] = s.Elements
+			}
+			if old := prev[fam]; old != nil {
+				if delta == nil {
+					t.Fatalf("round %d, %s: no delta", round, fam)
+				}
+				checkDelta(t, round, fam, old, now, delta)
+			}
+			prev[fam] = now
+		}
+	}
+	if followed < 700 {
+		t.Errorf("only %d of 800 plans followed the previous one: the incremental path is not exercised", followed)
+	}
+}

@@ -1,0 +1,110 @@
+package sync
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/rulegen/rulegen/pkg/rules"
+	rn "github.com/rulegen/rulegen/pkg/rules/nftables"
+	"github.com/rulegen/rulegen/pkg/rules/rulestest"
+)
+
+// FuzzRenderChanges renders arbitrary clusters (rulestest.ObjectsFromBytes)
+// the daemon's way, through three rounds of changes taken from the rest of
+// the input: one Renderer per family, whose planner follows the State's
+// changes and whose nftables renderer follows the plan's. After every
+// round the ruleset must be the one a fresh render of the same state
+// gives (the text of both), and the previous ruleset's elements with the
+// round's Delta applied must be this one's, set by set: what the writer
+// sends is what the table must become.
+func FuzzRenderChanges(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte("\x05\x03\x02\x07\x01\x09\x04\x02\x08\x06\x01\x03\x05\x07\x09\x02\x04\x06\x08"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b := rulestest.NewBytes(data)
+		o := rulestest.ObjectsFromBytes(b)
+		st, cfg, _ := o.Model()
+		r := NewRenderer(NFTables)
+		prev := map[rules.Family]map[string][]rn.Element{}
+		for round := range 3 {
+			if round > 0 {
+				o2 := rulestest.ObjectsFromBytes(b)
+				for _, svc := range o.Services {
+					if b.IntN(3) == 0 {
+						st.DeleteService(rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name})
+					}
+				}
+				for _, es := range o.Slices {
+					if key, ok := rules.ServiceNameOf(es); ok && b.IntN(3) == 0 {
+						st.DeleteSlice(key, es.Name)
+					}
+				}
+				for _, svc := range o2.Services {
+					ports, _ := rules.ConvertService(svc)
+					st.SetService(rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}, ports)
+				}
+				for _, es := range o2.Slices {
+					if sl, _ := rules.ConvertSlice(es); sl != nil {
+						st.SetSlice(sl)
+					}
+				}
+				if b.IntN(4) == 0 {
+					_, cfg, _ = o2.Model()
+				}
+				o.Services = append(o.Services, o2.Services...)
+				o.Slices = append(o.Slices, o2.Slices...)
+			}
+			for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+				got := r.Render(st, cfg, fam).NFTables
+				delta := got.Delta
+				got.Materialize()
+				want := Render(st, cfg, NFTables, fam).NFTables
+				if g, w := got.Script(), want.Script(); g != w {
+					t.Fatalf("round %d, %s: the daemon's ruleset differs from a fresh render:\n%s\n----\n%s", round, fam, g, w)
+				}
+				now := map[string][]rn.Element{}
+				for _, s := range got.Sets {
+					now[s.Name] = s.Elements
+				}
+				if old := prev[fam]; old != nil {
+					if delta == nil {
+						t.Fatalf("round %d, %s: no delta after a first render", round, fam)
+					}
+					checkDelta(t, round, fam, old, now, delta)
+				}
+				prev[fam] = now
+			}
+		}
+	})
+}
+
+// checkDelta checks that old with delta applied is now, set by set.
+func checkDelta(t *testing.T, round int, fam rules.Family, old, now map[string][]rn.Element, delta *rn.Delta) {
+	t.Helper()
+	for name, els := range now {
+		have := slices.Clone(old[name])
+		if d := delta.Sets[name]; d != nil {
+			for _, e := range d.Del {
+				i := slices.Index(have, e)
+				if i < 0 {
+					t.Fatalf("round %d, %s: set %s: the delta deletes %+v, which it does not hold", round, fam, name, e)
+				}
+				have = slices.Delete(have, i, i+1)
+			}
+			for _, e := range d.Add {
+				if slices.Contains(have, e) {
+					t.Fatalf("round %d, %s: set %s: the delta adds %+v, which it holds already", round, fam, name, e)
+				}
+				have = append(have, e)
+			}
+		}
+		if len(have) != len(els) {
+			t.Fatalf("round %d, %s: set %s: %d elements after the delta, the ruleset has %d", round, fam, name, len(have), len(els))
+		}
+		for _, e := range els {
+			if !slices.Contains(have, e) {
+				t.Fatalf("round %d, %s: set %s: %+v is missing after the delta", round, fam, name, e)
+			}
+		}
+	}
+}
