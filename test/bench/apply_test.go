@@ -130,7 +130,8 @@ func changes(n int) []change {
 // (planner and nftables renderer following the changes) and the nftables
 // writer's transaction. Each iteration times the change one way; the
 // change back is synced outside the timer. The daemon-one-change figure
-// of docs/performance.md is endpoint-removed.
+// of docs/performance.md is endpoint-removed. "cold" is the first sync
+// of a daemon: everything planned, rendered and written at once.
 func BenchmarkDaemonChange(b *testing.B) {
 	netnstest.Require(b, "nft")
 	for _, n := range sizes(1000, 10000) {
@@ -144,9 +145,17 @@ func BenchmarkDaemonChange(b *testing.B) {
 				b.Fatalf("%+v %v", s, err)
 			}
 		}
-		if _, err := w.Apply(r.Render(st, cfg, rules.IPv4).NFTables); err != nil {
-			b.Fatal(err)
-		}
+		// A cold start's sync: a new renderer (planner and store built
+		// from scratch) and a full write.
+		b.Run(fmt.Sprintf("cold/services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				r = sync.NewRenderer(sync.NFTables)
+				w.Invalidate()
+				if s, err := w.Apply(r.Render(st, cfg, rules.IPv4).NFTables); err != nil || !s.Full {
+					b.Fatalf("%+v %v", s, err)
+				}
+			}
+		})
 		mid := n / 2
 		for _, ch := range []struct {
 			name     string
