@@ -355,10 +355,10 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	p.Gen = pl.gen
 	pl.cfgKey, pl.st, pl.since = key, st, st.Counter()
 	if !incremental {
-		pl.ports, pl.bySvc, pl.claimants = map[ServicePortName]*portEntry{}, map[ServiceKey][]*portEntry{}, map[claimKey][]*portEntry{}
+		ports := st.Ports()
+		pl.ports, pl.bySvc, pl.claimants = make(map[ServicePortName]*portEntry, len(ports)), make(map[ServiceKey][]*portEntry, len(ports)), make(map[claimKey][]*portEntry, len(ports)*5/4)
 		pl.conflicted, pl.healthy, pl.services, pl.withHealth = map[ServicePortName]*portEntry{}, map[ServicePortName]*ServicePlan{}, nil, nil
 		pl.noLocalInternal, pl.noLocalExternal = 0, 0
-		ports := st.Ports()
 		for i, sp := range ports {
 			if i == 0 || sp.Name.ServiceKey != ports[i-1].Name.ServiceKey {
 				keys = append(keys, sp.Name.ServiceKey)
@@ -372,7 +372,7 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 	// claims; every claimant of a destination they claimed, before or
 	// now, is planned again (its hold on it may have changed).
 	old := map[ServicePortName]*ServicePlan{}
-	dirty := map[ServicePortName]*portEntry{}
+	dirty := make(map[ServicePortName]*portEntry, len(keys))
 	mark := func(e *portEntry) {
 		if !incremental {
 			return
@@ -381,7 +381,7 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 			old[e.sp.Name] = e.plan
 		}
 	}
-	touched := map[claimKey]bool{}
+	touched := make(map[claimKey]bool, len(keys))
 	for _, sk := range keys {
 		for _, e := range pl.bySvc[sk] {
 			mark(e)

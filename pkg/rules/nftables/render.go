@@ -164,7 +164,10 @@ type Renderer struct {
 	// have each endpoint count (the maps that exist).
 	counts  map[string]map[int]int
 	touched map[touchKey]before
-	nodeIPs []netip.Addr // the nodeport-ips set's addresses
+	// tracking: this render notes what it changes (there is a ruleset
+	// before it to make a Delta from).
+	tracking bool
+	nodeIPs  []netip.Addr // the nodeport-ips set's addresses
 	// The fragments with session affinity, and the sets and chains they
 	// make, sorted (rebuilt when one of them changed).
 	affinity       map[*rules.ServicePlan]*fragment
@@ -276,6 +279,7 @@ func (rd *Renderer) update(p *rules.Plan, old, s *rules.ServicePlan) {
 func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	p = rules.PrintablePlan(p)
 	rd.version++
+	rd.tracking = rd.last != nil
 	if p.Base != 0 && p.Base == rd.gen && rd.last != nil {
 		for _, c := range p.Changes {
 			rd.update(p, c.Old, c.New)
@@ -310,9 +314,11 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 		rd.nodeIPs = slices.Clone(p.NodePortIPs)
 	}
 	r := &Ruleset{Family: p.Family, src: rd, version: rd.version}
-	if d := rd.delta(); rd.last != nil {
+	if rd.tracking {
 		rd.last.Delta = nil // only the newest ruleset keeps its delta (and the one before)
-		r.Delta = &Delta{Base: rd.last, Sets: d}
+		r.Delta = &Delta{Base: rd.last, Sets: rd.delta()}
+	} else {
+		rd.recount()
 	}
 	rd.last = r
 	for _, d := range shared {

@@ -112,11 +112,13 @@ type before struct {
 func (rd *Renderer) edit(owner rules.ServicePortName, items []item, add bool) {
 	for _, it := range items {
 		st := rd.stores[it.set]
-		tk := touchKey{it.set, it.key}
 		cs := st.entries[it.key]
-		if _, seen := rd.touched[tk]; !seen {
-			c, ok := st.choose(cs)
-			rd.touched[tk] = before{ok, c}
+		if rd.tracking {
+			tk := touchKey{it.set, it.key}
+			if _, seen := rd.touched[tk]; !seen {
+				c, ok := st.choose(cs)
+				rd.touched[tk] = before{ok, c}
+			}
 		}
 		if add {
 			st.entries[it.key] = append(cs, contrib{owner, it.value})
@@ -160,6 +162,19 @@ func (d *Delta) Elements() int {
 		n += len(s.Del) + len(s.Add)
 	}
 	return n
+}
+
+// recount counts the destinations of each endpoint count from the store
+// (after a first render, which tracks no changes).
+func (rd *Renderer) recount() {
+	for _, k := range endpointKinds {
+		counts := map[int]int{}
+		for _, cs := range rd.stores[k.prefix].entries {
+			c, _ := rd.stores[k.prefix].choose(cs)
+			counts[len(c.targets)]++
+		}
+		rd.counts[k.prefix] = counts
+	}
 }
 
 // delta compares every touched key's value before and after this render's
@@ -272,33 +287,41 @@ func (r *Ruleset) Materialize() {
 	for _, s := range r.Sets {
 		byName[s.Name] = s
 	}
+	// The keys sorted, then each key's element (or a destination's slots,
+	// in slot order): sorting the keys of a map of endpoints is sorting
+	// destinations, not every slot of each.
 	for name, st := range rd.stores {
-		if st.key.Slotted() {
+		keys := make([]elemKey, 0, len(st.entries))
+		for k := range st.entries {
+			keys = append(keys, k)
+		}
+		slices.SortFunc(keys, compareKeys)
+		if !st.key.Slotted() {
+			s := byName[name]
+			s.Elements = make([]Element, 0, len(keys))
+			for _, k := range keys {
+				c, _ := st.choose(st.entries[k])
+				s.Elements = append(s.Elements, element(k, c.value, 0))
+			}
 			continue
 		}
-		s := byName[name]
-		s.Elements = make([]Element, 0, len(st.entries))
-		for k, cs := range st.entries {
-			c, _ := st.choose(cs)
-			s.Elements = append(s.Elements, element(k, c.value, 0))
-		}
-		slices.SortFunc(s.Elements, compareElements)
-	}
-	for _, kind := range endpointKinds {
-		st := rd.stores[kind.prefix]
-		for k, cs := range st.entries {
-			c, _ := st.choose(cs)
-			s := byName[EndpointMap(kind.prefix, len(c.targets))]
+		for _, k := range keys {
+			c, _ := st.choose(st.entries[k])
+			s := byName[EndpointMap(name, len(c.targets))]
+			if s.Elements == nil {
+				s.Elements = make([]Element, 0, len(c.targets)*rd.counts[name][len(c.targets)])
+			}
 			for slot := range c.targets {
 				s.Elements = append(s.Elements, element(k, c.value, slot))
 			}
 		}
 	}
-	for _, s := range r.Sets {
-		if s.Key.Slotted() {
-			slices.SortFunc(s.Elements, compareElements)
-		}
-	}
+}
+
+// compareKeys orders keys as compareElements orders their elements.
+func compareKeys(a, b elemKey) int {
+	return cmp.Or(a.addr.Compare(b.addr), cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port),
+		a.prefix.Addr().Compare(b.prefix.Addr()), cmp.Compare(a.prefix.Bits(), b.prefix.Bits()))
 }
 
 // Materialized reports whether r's elements are filled in (see
