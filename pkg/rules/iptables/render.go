@@ -100,6 +100,26 @@ type Ruleset struct {
 	Family rules.Family
 	Tables []*Table // nat, filter
 	Jumps  []Jump   // the jumps Restore inserts (see jumps.go)
+	// Patches edit chains in place (a writer's incremental update; Render
+	// makes none).
+	Patches []Patch
+}
+
+// Patch edits one chain in place instead of replacing it: the rules Del
+// are deleted (by their text: each must be in the chain once), then each
+// of Ins is inserted at its position, in order. A chain of one rule per
+// service (RG-SERVICES) then costs a commit the few rules that changed,
+// not every rule of the chain again.
+type Patch struct {
+	Table, Chain string
+	Del          []string
+	Ins          []Insert
+}
+
+// Insert is a rule inserted at position At (1-based) of a chain.
+type Insert struct {
+	At   int
+	Rule string
 }
 
 // line builds the text of one rule.
@@ -530,6 +550,19 @@ func (r *Ruleset) Restore(stale map[string][]string) string {
 				b.WriteByte(' ')
 				b.WriteString(rule)
 				b.WriteByte('\n')
+			}
+		}
+		// Patched chains, after the chains their new rules may jump to
+		// were filled, and before the stale ones are deleted.
+		for _, p := range r.Patches {
+			if p.Table != t.Name {
+				continue
+			}
+			for _, rule := range p.Del {
+				b.WriteString("-D " + p.Chain + " " + rule + "\n")
+			}
+			for _, in := range p.Ins {
+				b.WriteString("-I " + p.Chain + " " + strconv.Itoa(in.At) + " " + in.Rule + "\n")
 			}
 		}
 		// A stale chain may still be jumped to by a chain flushed above; the

@@ -295,7 +295,14 @@ func (w *Writer) plan(r *ri.Ruleset) (Stats, string, error) {
 			}
 			nt := &ri.Table{Name: t.Name}
 			for _, c := range t.Chains {
-				if o, ok := old[c.Name]; !ok || !slices.Equal(o, c.Rules) {
+				o, ok := old[c.Name]
+				if ok && slices.Equal(o, c.Rules) {
+					delete(old, c.Name)
+					continue
+				}
+				if p, patch := patchOf(t.Name, c.Name, o, c.Rules); ok && patch {
+					changed.Patches = append(changed.Patches, p)
+				} else {
 					nt.Chains = append(nt.Chains, c)
 				}
 				delete(old, c.Name)
@@ -314,11 +321,75 @@ func (w *Writer) plan(r *ri.Ruleset) (Stats, string, error) {
 		}
 		st.Deleted += len(stale[t.Name])
 	}
+	for _, p := range changed.Patches {
+		st.Chains++
+		st.Rules += len(p.Del) + len(p.Ins)
+	}
 	st.Jumps = len(changed.Jumps)
-	if st.Chains == 0 && st.Deleted == 0 && st.Jumps == 0 {
+	if st.Chains == 0 && st.Deleted == 0 && st.Jumps == 0 && len(changed.Patches) == 0 {
 		return st, "", nil
 	}
 	return st, changed.Restore(stale), nil
+}
+
+// minPatch is the length from which a changed chain is patched in place
+// (see ri.Patch) rather than replaced, when few of its rules changed.
+const minPatch = 64
+
+// patchOf returns the patch that turns chain o into n, or false when the
+// chain is better replaced: it is short, many of its rules changed, a rule
+// is in it twice (a rule is deleted by its text), or the rules kept are
+// not in the same order on both sides (chains of one rule per service
+// are in service order, so they are). Deleting the rules gone, then
+// inserting each new rule at its place in n, in order, gives n.
+func patchOf(table, chain string, o, n []string) (ri.Patch, bool) {
+	p := ri.Patch{Table: table, Chain: chain}
+	if len(o) < minPatch {
+		return p, false
+	}
+	limit := max(8, len(o)/16)
+	inOld := make(map[string]bool, len(o))
+	for _, r := range o {
+		if inOld[r] {
+			return p, false
+		}
+		inOld[r] = true
+	}
+	inNew := make(map[string]bool, len(n))
+	for i, r := range n {
+		if inNew[r] {
+			return p, false
+		}
+		inNew[r] = true
+		if !inOld[r] {
+			p.Ins = append(p.Ins, ri.Insert{At: i + 1, Rule: r})
+		}
+	}
+	for _, r := range o {
+		if !inNew[r] {
+			p.Del = append(p.Del, r)
+		}
+	}
+	if len(p.Del)+len(p.Ins) > limit {
+		return p, false
+	}
+	// The rules kept, in order, must be the same on both sides.
+	i, j := 0, 0
+	for {
+		for i < len(o) && !inNew[o[i]] {
+			i++
+		}
+		for j < len(n) && !inOld[n[j]] {
+			j++
+		}
+		if i == len(o) || j == len(n) {
+			return p, i == len(o) && j == len(n)
+		}
+		if o[i] != n[j] {
+			return p, false
+		}
+		i, j = i+1, j+1
+	}
 }
 
 func chainsOf(r *ri.Ruleset, table string) []*ri.Chain {

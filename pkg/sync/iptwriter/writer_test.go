@@ -3,6 +3,7 @@ package iptwriter
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -255,4 +256,74 @@ func stripSave(s string) string {
 		keep = append(keep, l)
 	}
 	return strings.Join(keep, "\n")
+}
+
+// TestPatchLongChains: with many services, adding, deleting or changing
+// one patches the chains of one rule per service (RG-SERVICES,
+// RG-NODEPORTS, RG-FILTER, …) in place instead of writing them again, and
+// afterwards every RG- chain the kernel holds is exactly the rendered one,
+// rule for rule and in order (both iptables flavours).
+func TestPatchLongChains(t *testing.T) {
+	netnstest.Require(t, "iptables-nft-restore", "iptables-legacy-restore")
+	for _, mode := range []Mode{NFT, Legacy} {
+		t.Run(string(mode), func(t *testing.T) {
+			ns := netnstest.New(t, "ipt-patch")
+			ref := netnstest.New(t, "ipt-ref")
+			var w *Writer
+			if err := ns.Do(func() (err error) { w, err = New(rules.IPv4, mode); return }); err != nil {
+				t.Fatal(err)
+			}
+			const n = 300
+			st, cfg := rulestest.Scale(n, 2)
+			// chains returns the rules of every RG- chain of a table as
+			// iptables-save lists them, per chain, in order.
+			chains := func(ns *netnstest.NS, table string) map[string][]string {
+				out := ns.MustRun(nil, "iptables-"+string(mode)+"-save", "-t", table)
+				got := map[string][]string{}
+				for _, l := range strings.Split(out, "\n") {
+					if rest, ok := strings.CutPrefix(l, "-A RG-"); ok {
+						chain, rule, _ := strings.Cut(rest, " ")
+						got["RG-"+chain] = append(got["RG-"+chain], rule)
+					}
+				}
+				return got
+			}
+			check := func(what string, wantFull bool, maxRules int) {
+				t.Helper()
+				r := ri.Render(rules.NewPlan(st, cfg, rules.IPv4))
+				var s Stats
+				if err := ns.Do(func() (err error) { s, err = w.Apply(r); return }); err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				if s.Full != wantFull || (!wantFull && s.Rules > maxRules) {
+					t.Errorf("%s: %+v, want full=%v and at most %d rules sent", what, s, wantFull, maxRules)
+				}
+				// The same ruleset loaded whole (iptables-restore flushes
+				// the tables it is given) is what the kernel must hold.
+				ref.MustRun([]byte(r.Restore(nil)), "iptables-"+string(mode)+"-restore")
+				for _, tb := range r.Tables {
+					want, got := chains(ref, tb.Name), chains(ns, tb.Name)
+					for _, c := range tb.Chains {
+						if !slices.Equal(got[c.Name], want[c.Name]) {
+							t.Errorf("%s: %s chain %s in the kernel:\n%s\nloaded whole:\n%s", what, tb.Name, c.Name,
+								strings.Join(got[c.Name], "\n"), strings.Join(want[c.Name], "\n"))
+						}
+					}
+					if len(got) != len(want) {
+						t.Errorf("%s: %s: %d RG- chains with rules in the kernel, %d loaded whole", what, tb.Name, len(got), len(want))
+					}
+				}
+			}
+			check("initial", true, 0)
+			rulestest.Restore(st, n, 2) // a new NodePort service (n is a multiple of 4)
+			check("a service added", false, 12)
+			rulestest.Delete(st, n/2)
+			check("a service deleted", false, 12)
+			rulestest.Delete(st, 7)
+			rulestest.Delete(st, n-1)
+			check("two services deleted", false, 16)
+			rulestest.DropEndpoint(st, 9)
+			check("an endpoint gone", false, 12)
+		})
+	}
 }
