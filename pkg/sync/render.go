@@ -56,17 +56,18 @@ func Render(st *rules.State, cfg *rules.Config, b Backend, fam rules.Family) *De
 }
 
 // Renderer renders repeatedly for the daemon: it keeps a rules.Planner and
-// an nftables renderer per family, so that a sync re-plans and re-renders
-// only the services that changed. Not safe for concurrent use.
+// a renderer of the backend per family, so that a sync re-plans and
+// re-renders only the services that changed. Not safe for concurrent use.
 type Renderer struct {
 	backend  Backend
 	planners map[rules.Family]*rules.Planner
 	nft      map[rules.Family]*nftables.Renderer
+	ipt      map[rules.Family]*iptables.Renderer
 }
 
 // NewRenderer returns a renderer for a backend.
 func NewRenderer(b Backend) *Renderer {
-	return &Renderer{backend: b, planners: map[rules.Family]*rules.Planner{}, nft: map[rules.Family]*nftables.Renderer{}}
+	return &Renderer{backend: b, planners: map[rules.Family]*rules.Planner{}, nft: map[rules.Family]*nftables.Renderer{}, ipt: map[rules.Family]*iptables.Renderer{}}
 }
 
 // Render is like the package's Render, reusing unchanged services.
@@ -78,7 +79,12 @@ func (r *Renderer) Render(st *rules.State, cfg *rules.Config, fam rules.Family) 
 	}
 	d := &Desired{Plan: pl.Plan(st, cfg)}
 	if r.backend == IPTables {
-		d.IPTables = iptables.Render(d.Plan)
+		ir := r.ipt[fam]
+		if ir == nil {
+			ir = iptables.NewRenderer()
+			r.ipt[fam] = ir
+		}
+		d.IPTables = ir.Render(d.Plan)
 		return d
 	}
 	nr := r.nft[fam]

@@ -17,7 +17,9 @@ import (
 // traffic policies, source ranges, session affinity, endpoints in every
 // state on this node and others, with counts from 0 to 40. After every
 // round each family's ruleset must equal a fresh render of the same state,
-// its Delta must turn the previous ruleset's elements into this one's,
+// its Delta must turn the previous ruleset's elements into this one's (and
+// the iptables renderer, reusing what it rendered, must write what a fresh
+// render writes),
 // and the plan must list its Changes (most rounds follow the previous
 // plan; some change the node configuration, which plans everything).
 // FuzzRenderChanges does the same with arbitrary API objects; this test
@@ -102,6 +104,7 @@ func TestRendererFollowsChurn(t *testing.T) {
 		setSlice(i)
 	}
 	r := NewRenderer(NFTables)
+	ri := NewRenderer(IPTables)
 	prev := map[rules.Family]map[string][]rn.Element{}
 	followed := 0
 	for round := range 400 {
@@ -128,6 +131,9 @@ func TestRendererFollowsChurn(t *testing.T) {
 			want := Render(st, cfg, NFTables, fam).NFTables
 			if g, w := got.Script(), want.Script(); g != w {
 				t.Fatalf("round %d, %s: the daemon's ruleset differs from a fresh render:\n%s\n----\n%s", round, fam, g, w)
+			}
+			if g, w := ri.Render(st, cfg, fam).IPTables.Restore(nil), Render(st, cfg, IPTables, fam).IPTables.Restore(nil); g != w {
+				t.Fatalf("round %d, %s: the daemon's iptables rules differ from a fresh render:\n%s\n----\n%s", round, fam, g, w)
 			}
 			now := map[string][]rn.Element{}
 			for _, s := range got.Sets {

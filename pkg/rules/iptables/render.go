@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
@@ -242,9 +243,31 @@ func (b *builder) add(chain string, l *line) {
 // protocol, a port out of range, an address of the other family; an IPv6
 // zone is dropped). The converters reject such input with an error; the
 // renderer does not rely on them.
-func Render(p *rules.Plan) *Ruleset {
+func Render(p *rules.Plan) *Ruleset { return NewRenderer().Render(p) }
+
+// Renderer renders plans again and again (the daemon's syncs), reusing what
+// it made of every *ServicePlan it sees again (a rules.Planner hands out
+// the same *ServicePlan for an unchanged port): a sync then builds the
+// rules of the changed ports only, and the chains are assembled from the
+// same strings, which the writer compares cheaply. The output is the one
+// Render makes. Not safe for concurrent use.
+type Renderer struct {
+	cache map[*rules.ServicePlan]*fragment
+	env   string // what the cached fragments depend on besides their port
+}
+
+// NewRenderer returns a renderer with nothing cached.
+func NewRenderer() *Renderer { return &Renderer{} }
+
+// Render renders a plan (see the package's Render).
+func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	p = rules.PrintablePlan(p)
-	nat, filter, per := newBuilder(), newBuilder(), newBuilder()
+	// A fragment depends on the plan's family, node, pod detection and
+	// masquerade-all besides its port.
+	if env := fmt.Sprintf("%v|%s|%v|%+v|%v", p.Family, p.NodeName, p.ClusterCIDR, p.PodInterface, p.MasqueradeAll); env != rd.env {
+		rd.env, rd.cache = env, nil
+	}
+	nat, filter := newBuilder(), newBuilder()
 	for _, c := range []string{ChainServices, ChainNodePorts, ChainPostrouting, ChainMarkMasq, ChainHairpin} {
 		nat.chain(c)
 	}
@@ -271,7 +294,83 @@ func Render(p *rules.Plan) *Ruleset {
 		filter.add(ChainBlockLocalnet, new(line).comment("block incoming localnet connections").w("-d", rules.IPv4Loopback.String(), "! -s", rules.IPv4Loopback.String(), "-m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"))
 	}
 	healthChecks := map[int32]bool{}
+	hairpin := map[netip.Addr]bool{}
+	var per []*Chain
+	next := make(map[*rules.ServicePlan]*fragment, len(p.Services))
+	for _, s := range p.Services {
+		f := rd.cache[s]
+		if f == nil {
+			f = renderService(p, s)
+		}
+		next[s] = f
+		for _, r := range f.shared {
+			if r.chain == ChainFilter || r.chain == ChainNodePortFilter {
+				filter.chain(r.chain).Rules = append(filter.chain(r.chain).Rules, r.rule)
+			} else {
+				nat.chain(r.chain).Rules = append(nat.chain(r.chain).Rules, r.rule)
+			}
+		}
+		per = append(per, f.per...)
+		for _, ip := range f.hairpin {
+			hairpin[ip] = true
+		}
+		if hc := f.healthCheck; hc != 0 && !healthChecks[hc] {
+			healthChecks[hc] = true
+			filter.chain(ChainHealthChecks).Rules = append(filter.chain(ChainHealthChecks).Rules, f.healthRule)
+		}
+	}
+	rd.cache = next
+	pods := slices.SortedFunc(maps.Keys(hairpin), netip.Addr.Compare)
+	for _, ip := range pods {
+		nat.add(ChainHairpin, new(line).addr("-s", ip).addr("-d", ip).w("-j", ChainMarkMasq))
+	}
+	for _, ip := range p.NodePortIPs {
+		if len(nat.byName[ChainNodePorts].Rules) > 0 {
+			nat.add(ChainServices, new(line).comment("rulegen service nodeports").addr("-d", ip).w("-j", ChainNodePorts))
+		}
+		if len(filter.byName[ChainNodePortFilter].Rules) > 0 {
+			filter.add(ChainFilter, new(line).comment("rulegen service nodeports").addr("-d", ip).w("-j", ChainNodePortFilter))
+		}
+	}
+	for _, pr := range localhost {
+		if len(nat.byName[ChainNodePorts].Rules) > 0 {
+			nat.add(ChainServices, new(line).comment("rulegen service nodeports on localhost").w("-d", pr.String(), "-j", ChainNodePorts))
+		}
+		if len(filter.byName[ChainNodePortFilter].Rules) > 0 {
+			filter.add(ChainFilter, new(line).comment("rulegen service nodeports on localhost").w("-d", pr.String(), "-j", ChainNodePortFilter))
+		}
+	}
+	// Per-service chains stay grouped by service, in service order.
+	natTable := &Table{Name: "nat", Chains: append(nat.chains, per...)}
+	return &Ruleset{Family: p.Family, Tables: []*Table{natTable, {Name: "filter", Chains: filter.chains}}, Jumps: Jumps()}
+}
 
+// fragment is what one service port contributes to the ruleset: rules of
+// the shared chains (in order), its own chains, the pods to hairpin and
+// its health check port.
+type fragment struct {
+	shared      []sharedRule
+	per         []*Chain
+	hairpin     []netip.Addr
+	healthCheck int32
+	healthRule  string
+}
+
+// sharedRule is a rule of a shared chain (RG-SERVICES, RG-NODEPORTS,
+// RG-FILTER, RG-NODEPORTS-FILTER).
+type sharedRule struct{ chain, rule string }
+
+type sharedRules struct{ f *fragment }
+
+func (b sharedRules) add(chain string, l *line) {
+	b.f.shared = append(b.f.shared, sharedRule{chain, l.String()})
+}
+
+// renderService renders one service port of a printable plan.
+func renderService(p *rules.Plan, s *rules.ServicePlan) *fragment {
+	f := &fragment{}
+	shared := sharedRules{f}
+	per := newBuilder()
 	mask := "255.255.255.255"
 	if p.Family == rules.IPv6 {
 		mask = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
@@ -298,175 +397,151 @@ func Render(p *rules.Plan) *Ruleset {
 		} else {
 			l.w("-j DROP")
 		}
-		filter.add(chain, l)
+		shared.add(chain, l)
 	}
-	hairpin := map[netip.Addr]bool{}
-	for _, s := range p.Services {
-		if s = rules.PrintableService(s, p.Family); s == nil {
-			continue
+	if s = rules.PrintableService(s, p.Family); s == nil {
+		return f
+	}
+	name := s.Name
+	desc := name.String()
+	proto := name.Protocol
+	internal := ClusterChain(name)
+	if s.InternalPolicyLocal {
+		internal = LocalChain(name)
+	}
+	ext := ExternalChain(name)
+	if s.ClusterIP.IsValid() {
+		if len(s.InternalEndpoints()) > 0 {
+			shared.add(ChainServices, new(line).comment(desc, " cluster IP").addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", internal))
 		}
-		name := s.Name
-		desc := name.String()
-		proto := name.Protocol
-		internal := ClusterChain(name)
-		if s.InternalPolicyLocal {
-			internal = LocalChain(name)
-		}
-		ext := ExternalChain(name)
-		if s.ClusterIP.IsValid() {
-			if len(s.InternalEndpoints()) > 0 {
-				nat.add(ChainServices, new(line).comment(desc, " cluster IP").addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", internal))
-			}
-			filterRule(ChainFilter, desc, s.ClusterIP, proto, s.Port, s.InternalVerdict())
-		}
-		if s.NeedsExternalChain() {
-			for _, ip := range s.ExtIPs {
-				nat.add(ChainServices, new(line).comment(desc, " external IP").addr("-d", ip).port(proto, s.Port).w("-j", ext))
-			}
-			lb := ext
-			if s.Firewalled {
-				lb = FirewallChain(name)
-			}
-			for _, ip := range s.LBIPs {
-				nat.add(ChainServices, new(line).comment(desc, " loadbalancer IP").addr("-d", ip).port(proto, s.Port).w("-j", lb))
-			}
-			if s.HasNodePort {
-				nat.add(ChainNodePorts, new(line).comment(desc).port(proto, s.NodePort).w("-j", ext))
-			}
-		}
+		filterRule(ChainFilter, desc, s.ClusterIP, proto, s.Port, s.InternalVerdict())
+	}
+	if s.NeedsExternalChain() {
 		for _, ip := range s.ExtIPs {
-			filterRule(ChainFilter, desc, ip, proto, s.Port, s.ExternalVerdict())
+			shared.add(ChainServices, new(line).comment(desc, " external IP").addr("-d", ip).port(proto, s.Port).w("-j", ext))
+		}
+		lb := ext
+		if s.Firewalled {
+			lb = FirewallChain(name)
 		}
 		for _, ip := range s.LBIPs {
-			if s.FirewallRejects() {
-				// No endpoints: reject the allowed sources, drop the others.
-				for _, rg := range s.Ranges {
-					filter.add(ChainFilter, new(line).comment(desc, " has no endpoints").w("-s", rg.String()).addr("-d", ip).port(proto, s.Port).w("-j REJECT"))
-				}
-				filter.add(ChainFilter, new(line).comment(desc, " source not in loadBalancerSourceRanges").addr("-d", ip).port(proto, s.Port).w("-j DROP"))
-				continue
-			}
-			filterRule(ChainFilter, desc, ip, proto, s.Port, s.LBVerdict())
+			shared.add(ChainServices, new(line).comment(desc, " loadbalancer IP").addr("-d", ip).port(proto, s.Port).w("-j", lb))
 		}
 		if s.HasNodePort {
-			filterRule(ChainNodePortFilter, desc, netip.Addr{}, proto, s.NodePort, s.ExternalVerdict())
+			shared.add(ChainNodePorts, new(line).comment(desc).port(proto, s.NodePort).w("-j", ext))
 		}
-		// kube-proxy (syncProxyRules, "Capture healthCheckNodePorts")
-		// accepts the health check port whether or not the node has local
-		// endpoints; one rule per port here (kube-proxy writes one per
-		// service port, the same rule again for each).
-		if hc := s.HealthCheckNodePort; hc > 0 && hc <= 65535 && !healthChecks[hc] {
-			healthChecks[hc] = true
-			filter.add(ChainHealthChecks, new(line).comment(name.ServiceKey.String(), " health check node port").w("-p tcp -m tcp --dport", strconv.Itoa(int(hc)), "-j ACCEPT"))
+	}
+	for _, ip := range s.ExtIPs {
+		filterRule(ChainFilter, desc, ip, proto, s.Port, s.ExternalVerdict())
+	}
+	for _, ip := range s.LBIPs {
+		if s.FirewallRejects() {
+			// No endpoints: reject the allowed sources, drop the others.
+			for _, rg := range s.Ranges {
+				shared.add(ChainFilter, new(line).comment(desc, " has no endpoints").w("-s", rg.String()).addr("-d", ip).port(proto, s.Port).w("-j REJECT"))
+			}
+			shared.add(ChainFilter, new(line).comment(desc, " source not in loadBalancerSourceRanges").addr("-d", ip).port(proto, s.Port).w("-j DROP"))
+			continue // the next LB IP
 		}
+		filterRule(ChainFilter, desc, ip, proto, s.Port, s.LBVerdict())
+	}
+	if s.HasNodePort {
+		filterRule(ChainNodePortFilter, desc, netip.Addr{}, proto, s.NodePort, s.ExternalVerdict())
+	}
+	// kube-proxy (syncProxyRules, "Capture healthCheckNodePorts")
+	// accepts the health check port whether or not the node has local
+	// endpoints; one rule per port here (kube-proxy writes one per
+	// service port, the same rule again for each).
+	if hc := s.HealthCheckNodePort; hc > 0 && hc <= 65535 {
+		f.healthCheck = hc
+		f.healthRule = new(line).comment(name.ServiceKey.String(), " health check node port").w("-p tcp -m tcp --dport", strconv.Itoa(int(hc)), "-j ACCEPT").String()
+	}
 
-		used := s.UsedEndpoints()
-		var seps map[netip.AddrPort]string // endpoint chains: with session affinity only
+	used := s.UsedEndpoints()
+	var seps map[netip.AddrPort]string // endpoint chains: with session affinity only
+	if s.AffinitySeconds > 0 {
+		seps = make(map[netip.AddrPort]string, len(used))
+	}
+	for _, e := range used {
+		if seps != nil {
+			seps[netip.AddrPortFrom(e.IP, uint16(e.Port))] = EndpointChain(name, e)
+		}
+		if p.MayHairpin(e) {
+			f.hairpin = append(f.hairpin, e.IP)
+		}
+	}
+	dnat := func(l *line, e rules.Endpoint) *line {
+		return l.w("-p", string(proto), "-m", string(proto), "-j DNAT --to-destination", netip.AddrPortFrom(e.IP, uint16(e.Port)).String())
+	}
+	dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) {
+		per.chain(chain)
+		if isInternal && s.ClusterIP.IsValid() {
+			switch {
+			case p.MasqueradeAll:
+				per.add(chain, new(line).comment(desc, " cluster IP").addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", ChainMarkMasq))
+			case notPod != "":
+				per.add(chain, new(line).comment(desc, " cluster IP").w(notPod).addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", ChainMarkMasq))
+			}
+		}
 		if s.AffinitySeconds > 0 {
-			seps = make(map[netip.AddrPort]string, len(used))
-		}
-		for _, e := range used {
-			if seps != nil {
-				seps[netip.AddrPortFrom(e.IP, uint16(e.Port))] = EndpointChain(name, e)
-			}
-			if p.MayHairpin(e) {
-				hairpin[e.IP] = true
+			for _, e := range eps {
+				sep := seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]
+				per.add(chain, new(line).comment(desc, " -> ", e.String()).w("-m recent --name", sep, "--mask", mask, "--rsource --rcheck --seconds", strconv.Itoa(int(s.AffinitySeconds)), "--reap -j", sep))
 			}
 		}
-		dnat := func(l *line, e rules.Endpoint) *line {
-			return l.w("-p", string(proto), "-m", string(proto), "-j DNAT --to-destination", netip.AddrPortFrom(e.IP, uint16(e.Port)).String())
-		}
-		dispatch := func(chain string, eps []rules.Endpoint, isInternal bool) {
-			per.chain(chain)
-			if isInternal && s.ClusterIP.IsValid() {
-				switch {
-				case p.MasqueradeAll:
-					per.add(chain, new(line).comment(desc, " cluster IP").addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", ChainMarkMasq))
-				case notPod != "":
-					per.add(chain, new(line).comment(desc, " cluster IP").w(notPod).addr("-d", s.ClusterIP).port(proto, s.Port).w("-j", ChainMarkMasq))
-				}
+		for i, e := range eps {
+			l := new(line).comment(desc, " -> ", e.String())
+			if left := len(eps) - i; left > 1 {
+				l.w("-m statistic --mode random --probability", strconv.FormatFloat(1.0/float64(left), 'f', 10, 64))
 			}
 			if s.AffinitySeconds > 0 {
-				for _, e := range eps {
-					sep := seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]
-					per.add(chain, new(line).comment(desc, " -> ", e.String()).w("-m recent --name", sep, "--mask", mask, "--rsource --rcheck --seconds", strconv.Itoa(int(s.AffinitySeconds)), "--reap -j", sep))
-				}
-			}
-			for i, e := range eps {
-				l := new(line).comment(desc, " -> ", e.String())
-				if left := len(eps) - i; left > 1 {
-					l.w("-m statistic --mode random --probability", strconv.FormatFloat(1.0/float64(left), 'f', 10, 64))
-				}
-				if s.AffinitySeconds > 0 {
-					per.add(chain, l.w("-j", seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]))
-				} else {
-					per.add(chain, dnat(l, e))
-				}
-			}
-		}
-		if s.NeedsClusterChain() {
-			dispatch(ClusterChain(name), s.ClusterEndpoints, !s.InternalPolicyLocal)
-		}
-		if s.NeedsLocalChain() {
-			dispatch(LocalChain(name), s.LocalEndpoints, s.InternalPolicyLocal)
-		}
-		if s.NeedsExternalChain() {
-			per.chain(ext)
-			if !s.ExternalPolicyLocal {
-				per.add(ext, new(line).comment("masquerade traffic for ", desc, " external destinations").w("-j", ChainMarkMasq))
-				per.add(ext, new(line).w("-j", ClusterChain(name)))
+				per.add(chain, l.w("-j", seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]))
 			} else {
-				if s.ShortCircuit() {
-					cluster := ClusterChain(name)
-					if pod != "" {
-						per.add(ext, new(line).comment("pod traffic for ", desc, " external destinations").w(pod, "-j", cluster))
-					}
-					per.add(ext, new(line).comment("masquerade LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", ChainMarkMasq))
-					per.add(ext, new(line).comment("route LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", cluster))
-				}
-				if len(s.LocalEndpoints) > 0 {
-					per.add(ext, new(line).w("-j", LocalChain(name)))
-				}
-			}
-			if s.Firewalled {
-				fw := FirewallChain(name)
-				per.chain(fw)
-				for _, rg := range s.Ranges {
-					per.add(fw, new(line).comment(desc, " loadbalancer source range").w("-s", rg.String(), "-j", ext))
-				}
-			}
-		}
-		if s.AffinitySeconds > 0 {
-			for _, e := range used {
-				sep := seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]
-				per.add(sep, new(line).comment(desc).w("-m recent --name", sep, "--mask", mask, "--rsource --set"))
-				per.add(sep, dnat(new(line).comment(desc), e))
+				per.add(chain, dnat(l, e))
 			}
 		}
 	}
-	pods := slices.SortedFunc(maps.Keys(hairpin), netip.Addr.Compare)
-	for _, ip := range pods {
-		nat.add(ChainHairpin, new(line).addr("-s", ip).addr("-d", ip).w("-j", ChainMarkMasq))
+	if s.NeedsClusterChain() {
+		dispatch(ClusterChain(name), s.ClusterEndpoints, !s.InternalPolicyLocal)
 	}
-	for _, ip := range p.NodePortIPs {
-		if len(nat.byName[ChainNodePorts].Rules) > 0 {
-			nat.add(ChainServices, new(line).comment("rulegen service nodeports").addr("-d", ip).w("-j", ChainNodePorts))
+	if s.NeedsLocalChain() {
+		dispatch(LocalChain(name), s.LocalEndpoints, s.InternalPolicyLocal)
+	}
+	if s.NeedsExternalChain() {
+		per.chain(ext)
+		if !s.ExternalPolicyLocal {
+			per.add(ext, new(line).comment("masquerade traffic for ", desc, " external destinations").w("-j", ChainMarkMasq))
+			per.add(ext, new(line).w("-j", ClusterChain(name)))
+		} else {
+			if s.ShortCircuit() {
+				cluster := ClusterChain(name)
+				if pod != "" {
+					per.add(ext, new(line).comment("pod traffic for ", desc, " external destinations").w(pod, "-j", cluster))
+				}
+				per.add(ext, new(line).comment("masquerade LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", ChainMarkMasq))
+				per.add(ext, new(line).comment("route LOCAL traffic for ", desc, " external destinations").w("-m addrtype --src-type LOCAL -j", cluster))
+			}
+			if len(s.LocalEndpoints) > 0 {
+				per.add(ext, new(line).w("-j", LocalChain(name)))
+			}
 		}
-		if len(filter.byName[ChainNodePortFilter].Rules) > 0 {
-			filter.add(ChainFilter, new(line).comment("rulegen service nodeports").addr("-d", ip).w("-j", ChainNodePortFilter))
+		if s.Firewalled {
+			fw := FirewallChain(name)
+			per.chain(fw)
+			for _, rg := range s.Ranges {
+				per.add(fw, new(line).comment(desc, " loadbalancer source range").w("-s", rg.String(), "-j", ext))
+			}
 		}
 	}
-	for _, pr := range localhost {
-		if len(nat.byName[ChainNodePorts].Rules) > 0 {
-			nat.add(ChainServices, new(line).comment("rulegen service nodeports on localhost").w("-d", pr.String(), "-j", ChainNodePorts))
-		}
-		if len(filter.byName[ChainNodePortFilter].Rules) > 0 {
-			filter.add(ChainFilter, new(line).comment("rulegen service nodeports on localhost").w("-d", pr.String(), "-j", ChainNodePortFilter))
+	if s.AffinitySeconds > 0 {
+		for _, e := range used {
+			sep := seps[netip.AddrPortFrom(e.IP, uint16(e.Port))]
+			per.add(sep, new(line).comment(desc).w("-m recent --name", sep, "--mask", mask, "--rsource --set"))
+			per.add(sep, dnat(new(line).comment(desc), e))
 		}
 	}
-	// Per-service chains stay grouped by service, in service order.
-	natTable := &Table{Name: "nat", Chains: append(nat.chains, per.chains...)}
-	return &Ruleset{Family: p.Family, Tables: []*Table{natTable, {Name: "filter", Chains: filter.chains}}, Jumps: Jumps()}
+	f.per = per.chains
+	return f
 }
 
 // podMatch returns the match of pod traffic and that of other traffic, as
