@@ -179,9 +179,17 @@ func TestClientConnection(t *testing.T) {
 				t.Errorf("rest.Config: host %s, QPS %g, burst %d, content type %q, accept %q; want %s, %g, %d, %q, %q",
 					cfg.Host, cfg.QPS, cfg.Burst, cfg.ContentType, cfg.AcceptContentTypes, srv.URL, tc.qps, tc.burst, tc.ct, tc.accept)
 			}
-			client, _, err := newClient(o)
+			client, check, _, err := newClient(o)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The permission check of the start does not spend the
+			// informers' rate limit: its client has none.
+			if rl := check.AuthorizationV1().RESTClient().GetRateLimiter(); rl != nil {
+				t.Errorf("the permission check's client has a rate limiter (%T)", rl)
+			}
+			if rl := client.CoreV1().RESTClient().GetRateLimiter(); (rl != nil) != (tc.qps >= 0) {
+				t.Errorf("QPS %g: the client's rate limiter is %v", tc.qps, rl)
 			}
 			got = nil
 			if _, err := client.CoreV1().Services("").List(context.Background(), metav1.ListOptions{}); err != nil {

@@ -30,7 +30,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rulegen: %v\n", err)
 		return exitUsage
 	}
-	client, server, err := newClient(o)
+	client, check, server, err := newClient(o)
 	if err != nil {
 		log.Error("cannot create the API client", "error", err.Error())
 		return exitUsage
@@ -81,7 +81,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	}()
 	log.Info("starting", "version", versionString(), "node", s.cfg.Node.Name, "backend", s.backend, "minSyncPeriod", o.minSyncPeriod, "syncPeriod", o.syncPeriod)
 	log.Info("connecting to the API server", "server", server)
-	err = waitForAPIServer(ctx, defaultFirstContact, server, func(ctx context.Context) error { return sync.CheckPermissions(ctx, client) }, log)
+	err = waitForAPIServer(ctx, defaultFirstContact, server, func(ctx context.Context) error { return sync.CheckPermissions(ctx, check) }, log)
 	if err != nil && ctx.Err() != nil {
 		log.Info("stopped before the API server answered; rules stay in place")
 		return exitOK

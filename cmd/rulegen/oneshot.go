@@ -32,7 +32,7 @@ func loadState(o options, s settings, stdin io.Reader, stderr io.Writer) (st *ru
 		}
 		return st, errs, objs.WithSource, exitOK
 	}
-	client, _, err := newClient(o)
+	client, _, _, err := newClient(o)
 	if err != nil {
 		fmt.Fprintf(stderr, "rulegen: %v\n", err)
 		return nil, nil, where, exitUsage
