@@ -586,7 +586,7 @@ func (h *harness) profile(p proxy, when string) {
 		return
 	}
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: h.node.DialContext}}
-	resp, err := c.Get("http://127.0.0.1:10267/debug/pprof/heap")
+	resp, err := c.Get("http://127.0.0.1:10249/debug/pprof/heap")
 	if err != nil {
 		h.t.Logf("heap profile: %v", err)
 		return
