@@ -181,6 +181,69 @@ func BenchmarkDaemonChange(b *testing.B) {
 	}
 }
 
+// BenchmarkDaemonChangeIPTables is BenchmarkDaemonChange for the iptables
+// backend (iptables-nft; RULEGEN_BENCH_IPTABLES_MODE=legacy for
+// iptables-legacy): the state edited, the daemon's Renderer (reusing the
+// rules of unchanged services) and one iptables-restore, which patches the
+// chains of one rule per service in place.
+func BenchmarkDaemonChangeIPTables(b *testing.B) {
+	mode := iptwriter.NFT
+	if os.Getenv("RULEGEN_BENCH_IPTABLES_MODE") == "legacy" {
+		mode = iptwriter.Legacy
+	}
+	netnstest.Require(b, "iptables-"+string(mode)+"-restore")
+	for _, n := range sizes(1000, 10000) {
+		st, cfg := rulestest.Scale(n, 10)
+		ns := netnstest.New(b, "bench-daemon-ipt")
+		var w *iptwriter.Writer
+		if err := ns.Do(func() (err error) { w, err = iptwriter.New(rules.IPv4, mode); return }); err != nil {
+			b.Fatal(err)
+		}
+		r := sync.NewRenderer(sync.IPTables)
+		var last iptwriter.Stats
+		apply := func(b *testing.B) {
+			if err := ns.Do(func() (err error) { last, err = w.Apply(r.Render(st, cfg, rules.IPv4).IPTables); return }); err != nil {
+				b.Fatal(err)
+			}
+		}
+		apply(b) // the table the changes start from
+		b.Run(fmt.Sprintf("cold/services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				r = sync.NewRenderer(sync.IPTables)
+				w.Invalidate()
+				apply(b)
+			}
+		})
+		mid := n / 2
+		for _, ch := range []struct {
+			name     string
+			do, undo func()
+		}{
+			{"endpoint-replaced", func() { rulestest.ReplaceEndpoint(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
+			{"service-added", func() { rulestest.Restore(st, n, 10) }, func() { rulestest.Delete(st, n) }},
+			{"service-deleted", func() { rulestest.Delete(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
+			{"scaled-10-to-11", func() { rulestest.AddEndpoint(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
+		} {
+			b.Run(fmt.Sprintf("%s/services=%d", ch.name, n), func(b *testing.B) {
+				rules := 0
+				for b.Loop() {
+					ch.do()
+					apply(b)
+					rules = last.Rules
+					if last.Full {
+						b.Fatalf("a full update: %+v", last)
+					}
+					b.StopTimer()
+					ch.undo()
+					apply(b)
+					b.StartTimer()
+				}
+				b.ReportMetric(float64(rules), "rules-sent")
+			})
+		}
+	}
+}
+
 func BenchmarkApplyIPTables(b *testing.B) {
 	mode := iptwriter.NFT
 	if os.Getenv("RULEGEN_BENCH_IPTABLES_MODE") == "legacy" {

@@ -29,7 +29,21 @@ func Scale(n, e int) (*rules.State, *rules.Config) {
 
 // Restore sets service i of a Scale state with e endpoints back to what
 // Scale made (or adds it, for i >= n).
-func Restore(st *rules.State, i, e int) {
+func Restore(st *rules.State, i, e int) { restore(st, i, e, e) }
+
+// ScaleMixed is like Scale, but service i has i%kmax + 1 endpoints: every
+// endpoint count from 1 to kmax is in use (kmax at most 64 up to 125,000
+// services).
+func ScaleMixed(n, kmax int) (*rules.State, *rules.Config) {
+	st, cfg := Scale(0, 0)
+	for i := range n {
+		restore(st, i, i%kmax+1, kmax)
+	}
+	return st, cfg
+}
+
+// restore sets service i with e endpoints, numbered from i*stride.
+func restore(st *rules.State, i, e, stride int) {
 	key := ServiceKey(i)
 	p := &rules.ServicePort{
 		Name:       rules.ServicePortName{ServiceKey: key, Port: "http", Protocol: rules.TCP},
@@ -44,7 +58,7 @@ func Restore(st *rules.State, i, e int) {
 		Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}
 	for j := range e {
 		sl.Endpoints = append(sl.Endpoints, rules.Endpoint{
-			IP: addr(10<<24 | 128<<16 + uint32(i*e+j) + 1), Ready: true, Serving: true, NodeName: fmt.Sprintf("node-%d", j%10)})
+			IP: addr(10<<24 | 128<<16 + uint32(i*stride+j) + 1), Ready: true, Serving: true, NodeName: fmt.Sprintf("node-%d", j%10)})
 	}
 	st.SetService(key, []*rules.ServicePort{p})
 	st.SetSlice(sl)
