@@ -314,13 +314,22 @@ func (b *batch) addElements(s *rn.Set) {
 		return
 	}
 	gs := b.sets[s.Name]
-	for _, c := range chunks(elements(b.fam, s, 0, len(s.Elements))) {
-		b.fail(b.conn.SetAddElements(gs, c))
-		b.pending += len(c) / 64
+	// A window of elements at a time, each handed to the sender as bytes
+	// before the next is built: a map of 500,000 endpoints is never held
+	// as library elements all at once (about 200 bytes each).
+	for from := 0; from < len(s.Elements); from += elementWindow {
+		for _, c := range chunks(elements(b.fam, s, from, min(from+elementWindow, len(s.Elements)))) {
+			b.fail(b.conn.SetAddElements(gs, c))
+			b.pending += len(c) / 64
+		}
+		b.flushSome()
 	}
 	b.stats.Elements += len(s.Elements)
-	b.flushSome()
 }
+
+// elementWindow is how many elements addElements turns into library
+// elements at a time.
+const elementWindow = 8192
 
 // flushChunk is how many rules google/nftables holds before the batch code
 // hands them to the sender as bytes (the library's garbage for that many
