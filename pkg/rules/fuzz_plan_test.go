@@ -42,29 +42,7 @@ func FuzzPlan(f *testing.F) {
 			}
 		}
 		// A second batch: new and updated objects, some deleted ones.
-		o2 := rulestest.ObjectsFromBytes(b)
-		for _, svc := range o.Services {
-			if b.IntN(3) == 0 {
-				st.DeleteService(rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name})
-			}
-		}
-		for _, es := range o.Slices {
-			if b.IntN(3) == 0 {
-				if key, ok := rules.ServiceNameOf(es); ok {
-					st.DeleteSlice(key, es.Name)
-				}
-			}
-		}
-		_, cfg2, _ := o2.Model()
-		for _, svc := range o2.Services {
-			ports, _ := rules.ConvertService(svc)
-			st.SetService(rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}, ports)
-		}
-		for _, es := range o2.Slices {
-			if sl, _ := rules.ConvertSlice(es); sl != nil {
-				st.SetSlice(sl)
-			}
-		}
+		cfg2 := o.Change(st, b, rulestest.ObjectsFromBytes(b))
 		if b.Bool() {
 			cfg = cfg2
 		}

@@ -122,30 +122,13 @@ func TestRendererFollowsChurn(t *testing.T) {
 		}
 		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
 			d := r.Render(st, cfg, fam)
-			got := d.NFTables
 			if d.Plan.Base != 0 {
 				followed++
 			}
-			delta := got.Delta
-			got.Materialize()
-			want := Render(st, cfg, NFTables, fam).NFTables
-			if g, w := got.Script(), want.Script(); g != w {
-				t.Fatalf("round %d, %s: the daemon's ruleset differs from a fresh render:\n%s\n----\n%s", round, fam, g, w)
-			}
+			prev[fam] = checkRound(t, round, fam, d, st, cfg, prev[fam])
 			if g, w := ri.Render(st, cfg, fam).IPTables.Restore(nil), Render(st, cfg, IPTables, fam).IPTables.Restore(nil); g != w {
 				t.Fatalf("round %d, %s: the daemon's iptables rules differ from a fresh render:\n%s\n----\n%s", round, fam, g, w)
 			}
-			now := map[string][]rn.Element{}
-			for _, s := range got.Sets {
-				now[s.Name] = s.Elements
-			}
-			if old := prev[fam]; old != nil {
-				if delta == nil {
-					t.Fatalf("round %d, %s: no delta", round, fam)
-				}
-				checkDelta(t, round, fam, old, now, delta)
-			}
-			prev[fam] = now
 		}
 	}
 	if followed < 700 {

@@ -29,53 +29,43 @@ func FuzzRenderChanges(f *testing.F) {
 		for round := range 3 {
 			if round > 0 {
 				o2 := rulestest.ObjectsFromBytes(b)
-				for _, svc := range o.Services {
-					if b.IntN(3) == 0 {
-						st.DeleteService(rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name})
-					}
-				}
-				for _, es := range o.Slices {
-					if key, ok := rules.ServiceNameOf(es); ok && b.IntN(3) == 0 {
-						st.DeleteSlice(key, es.Name)
-					}
-				}
-				for _, svc := range o2.Services {
-					ports, _ := rules.ConvertService(svc)
-					st.SetService(rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}, ports)
-				}
-				for _, es := range o2.Slices {
-					if sl, _ := rules.ConvertSlice(es); sl != nil {
-						st.SetSlice(sl)
-					}
-				}
-				if b.IntN(4) == 0 {
-					_, cfg, _ = o2.Model()
+				if cfg2 := o.Change(st, b, o2); b.IntN(4) == 0 {
+					cfg = cfg2
 				}
 				o.Services = append(o.Services, o2.Services...)
 				o.Slices = append(o.Slices, o2.Slices...)
 			}
 			for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-				got := r.Render(st, cfg, fam).NFTables
-				delta := got.Delta
-				got.Materialize()
-				want := Render(st, cfg, NFTables, fam).NFTables
-				if g, w := got.Script(), want.Script(); g != w {
-					t.Fatalf("round %d, %s: the daemon's ruleset differs from a fresh render:\n%s\n----\n%s", round, fam, g, w)
-				}
-				now := map[string][]rn.Element{}
-				for _, s := range got.Sets {
-					now[s.Name] = s.Elements
-				}
-				if old := prev[fam]; old != nil {
-					if delta == nil {
-						t.Fatalf("round %d, %s: no delta after a first render", round, fam)
-					}
-					checkDelta(t, round, fam, old, now, delta)
-				}
-				prev[fam] = now
+				prev[fam] = checkRound(t, round, fam, r.Render(st, cfg, fam), st, cfg, prev[fam])
 			}
 		}
 	})
+}
+
+// checkRound checks one render of the daemon's Renderer, d, of state st:
+// its ruleset must be a fresh render's, and its Delta must turn prev (the
+// elements of the previous ruleset, nil for none) into its elements, which
+// it returns.
+func checkRound(t *testing.T, round int, fam rules.Family, d *Desired, st *rules.State, cfg *rules.Config, prev map[string][]rn.Element) map[string][]rn.Element {
+	t.Helper()
+	got := d.NFTables
+	delta := got.Delta
+	got.Materialize()
+	want := Render(st, cfg, NFTables, fam).NFTables
+	if g, w := got.Script(), want.Script(); g != w {
+		t.Fatalf("round %d, %s: the daemon's ruleset differs from a fresh render:\n%s\n----\n%s", round, fam, g, w)
+	}
+	now := map[string][]rn.Element{}
+	for _, s := range got.Sets {
+		now[s.Name] = s.Elements
+	}
+	if prev != nil {
+		if delta == nil {
+			t.Fatalf("round %d, %s: no delta after a first render", round, fam)
+		}
+		checkDelta(t, round, fam, prev, now, delta)
+	}
+	return now
 }
 
 // checkDelta checks that old with delta applied is now, set by set.

@@ -141,14 +141,7 @@ func renderAll(t *testing.T, sc scenario, reverse bool) (map[string]string, map[
 	}
 	st, convErrs := objs.BuildState()
 	errs = append(errs, convErrs...)
-	cfg := *sc.cfg
-	if n := objs.Node(cfg.Node.Name); n != nil {
-		node, err := rules.NodeFromObject(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Node.Zone = node.Zone
-	}
+	cfg := scenarioConfig(t, sc, objs)
 	out := map[string]string{}
 	for _, fam := range sc.families {
 		for _, b := range []sync.Backend{sync.NFTables, sync.IPTables} {
@@ -170,6 +163,21 @@ func renderAll(t *testing.T, sc scenario, reverse bool) (map[string]string, map[
 		}
 	}
 	return out, desired
+}
+
+// scenarioConfig is a scenario's node configuration, with the zone of its
+// Node object when the manifests hold one.
+func scenarioConfig(t *testing.T, sc scenario, objs *manifest.Objects) rules.Config {
+	t.Helper()
+	cfg := *sc.cfg
+	if n := objs.Node(cfg.Node.Name); n != nil {
+		node, err := rules.NodeFromObject(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Node.Zone = node.Zone
+	}
+	return cfg
 }
 
 func fileName(b sync.Backend, fam rules.Family) string {

@@ -144,14 +144,7 @@ func TestDaemonPathMatchesFull(t *testing.T) {
 				slices = append(slices, sliceID{sl.Service, sl.Name})
 			}
 		}
-		cfg := *sc.cfg
-		if n := objs.Node(cfg.Node.Name); n != nil {
-			node, err := rules.NodeFromObject(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.Node.Zone = node.Zone
-		}
+		cfg := scenarioConfig(t, sc, objs)
 		d := r.Render(st, &cfg, rules.IPv4)
 		if d.NFTables.Delta != nil && last != nil && d.NFTables.Delta.Base == last {
 			byDelta++

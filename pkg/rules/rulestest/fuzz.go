@@ -355,3 +355,33 @@ func (o *Objects) Model() (*rules.State, *rules.Config, int) {
 	}
 	return st, &cfg, refused
 }
+
+// Change applies to st a batch of changes as the informers would deliver
+// them: about a third of o's Services and EndpointSlices deleted (as b
+// draws), then every object of next set. It returns the configuration
+// next describes.
+func (o *Objects) Change(st *rules.State, b *Bytes, next *Objects) *rules.Config {
+	for _, svc := range o.Services {
+		if b.IntN(3) == 0 {
+			st.DeleteService(rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name})
+		}
+	}
+	for _, es := range o.Slices {
+		if b.IntN(3) == 0 {
+			if key, ok := rules.ServiceNameOf(es); ok {
+				st.DeleteSlice(key, es.Name)
+			}
+		}
+	}
+	_, cfg, _ := next.Model()
+	for _, svc := range next.Services {
+		ports, _ := rules.ConvertService(svc)
+		st.SetService(rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}, ports)
+	}
+	for _, es := range next.Slices {
+		if sl, _ := rules.ConvertSlice(es); sl != nil {
+			st.SetSlice(sl)
+		}
+	}
+	return cfg
+}
