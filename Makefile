@@ -83,8 +83,8 @@ fuzz: ## run each fuzz target for FUZZTIME=30s: manifest loader, converters, pla
 bench: ## Go benchmarks of the pure parts: render 1k/10k/50k services x 10 endpoints, one endpoint change at 1k/10k/50k (ns/op, B/op, allocs/op)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 5x ./pkg/...
 
-bench-apply: ## (root) kernel writes (full and one-endpoint syncs, both backends) and data-plane connect latency, in scratch namespaces
-	$(GO) test -run '^$$' -bench 'Apply|DaemonOneChange' -benchtime 3x -timeout 60m ./test/bench/
+bench-apply: ## (root) kernel writes (full and incremental, both backends), a daemon's sync per change end to end (DaemonChange) and data-plane connect latency, in scratch namespaces
+	$(GO) test -run '^$$' -bench 'Apply|DaemonChange' -benchtime 3x -timeout 60m ./test/bench/
 	$(GO) test -run '^$$' -bench DataPlane -benchtime 2000x -timeout 20m ./test/bench/
 
 bench-scale: kube-bins ## (root) rulegen vs kube-proxy side by side on a real API server: N=5000 E=10 CHANGES=10 [PROXIES=a,b]; prints the table
