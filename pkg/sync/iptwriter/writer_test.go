@@ -324,6 +324,13 @@ func TestPatchLongChains(t *testing.T) {
 			check("two services deleted", false, 16)
 			rulestest.DropEndpoint(st, 9)
 			check("an endpoint gone", false, 12)
+			// Several inserts and deletes in the same chains in one
+			// commit: two services back, one more gone, one new.
+			rulestest.Restore(st, 7, 2)
+			rulestest.Restore(st, n/2, 2)
+			rulestest.Delete(st, 100)
+			rulestest.Restore(st, n+4, 2)
+			check("two services back, one gone, one new", false, 40)
 		})
 	}
 }
