@@ -658,50 +658,12 @@ func (p *Proxier) cleanConntrack(desired []*Desired) {
 	}
 	var specs []ConntrackSpec
 	for _, d := range desired {
-		f := d.Plan.Family
-		// The UDP ports that changed since the last applied plan, before
-		// and after: the plan's Changes when it follows that plan, else
-		// every port of both.
-		type change struct{ old, now *rules.ServicePlan }
-		var changes []change
-		old := p.applied[f]
-		if old != nil && d.Plan.Base != 0 && d.Plan.Base == old.Plan.Gen {
-			for _, c := range d.Plan.Changes {
-				if c.Name.Protocol == rules.UDP {
-					changes = append(changes, change{c.Old, c.New})
-				}
-			}
-		} else {
-			prev := map[rules.ServicePortName]*rules.ServicePlan{}
-			if old != nil {
-				for _, s := range old.Plan.Services {
-					if s.Name.Protocol == rules.UDP {
-						prev[s.Name] = s
-					}
-				}
-			}
-			for _, s := range d.Plan.Services {
-				if s.Name.Protocol == rules.UDP {
-					changes = append(changes, change{prev[s.Name], s})
-					delete(prev, s.Name)
-				}
-			}
-			for _, s := range prev {
-				changes = append(changes, change{s, nil})
-			}
+		var old *rules.Plan
+		if a := p.applied[d.Plan.Family]; a != nil {
+			old = a.Plan
 		}
-		var gone, now []*rules.ServicePlan
-		for _, c := range changes {
-			if c.now == nil {
-				gone = append(gone, c.old)
-				continue
-			}
-			now = append(now, c.now)
-			specs = append(specs, udpChangeSpecs(f, c.old, c.now)...)
-		}
-		if len(gone) > 0 {
-			specs = append(specs, goneDests(f, gone, now)...)
-		}
+		follows := old != nil && d.Plan.Base != 0 && d.Plan.Base == old.Gen
+		specs = append(specs, udpStaleSpecs(old, d.Plan, follows)...)
 	}
 	if len(specs) == 0 {
 		return
@@ -744,6 +706,56 @@ func (p *Proxier) recheckConntrack() {
 		p.recheckPending.Store(false)
 		p.requestReconcile()
 	}()
+}
+
+// udpStaleSpecs returns the specs of the UDP conntrack entries that the
+// change from plan old (nil: none) to now makes stale. With follows (now
+// lists its Changes from old) it looks at the changed ports only;
+// otherwise at every UDP port of both plans. Both ways give the same specs
+// (TestRendererFollowsChurn compares them).
+func udpStaleSpecs(old, now *rules.Plan, follows bool) []ConntrackSpec {
+	f := now.Family
+	type change struct{ old, now *rules.ServicePlan }
+	var changes []change
+	if follows {
+		for _, c := range now.Changes {
+			if c.Name.Protocol == rules.UDP {
+				changes = append(changes, change{c.Old, c.New})
+			}
+		}
+	} else {
+		prev := map[rules.ServicePortName]*rules.ServicePlan{}
+		if old != nil {
+			for _, s := range old.Services {
+				if s.Name.Protocol == rules.UDP {
+					prev[s.Name] = s
+				}
+			}
+		}
+		for _, s := range now.Services {
+			if s.Name.Protocol == rules.UDP {
+				changes = append(changes, change{prev[s.Name], s})
+				delete(prev, s.Name)
+			}
+		}
+		for _, s := range prev {
+			changes = append(changes, change{s, nil})
+		}
+	}
+	var specs []ConntrackSpec
+	var gone, kept []*rules.ServicePlan
+	for _, c := range changes {
+		if c.now == nil {
+			gone = append(gone, c.old)
+			continue
+		}
+		kept = append(kept, c.now)
+		specs = append(specs, udpChangeSpecs(f, c.old, c.now)...)
+	}
+	if len(gone) > 0 {
+		specs = append(specs, goneDests(f, gone, kept)...)
+	}
+	return specs
 }
 
 // udpChangeSpecs returns the specs of the entries a UDP port's change from

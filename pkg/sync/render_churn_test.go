@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"testing"
 	"time"
 
@@ -20,8 +21,10 @@ import (
 // its Delta must turn the previous ruleset's elements into this one's (and
 // the iptables renderer, reusing what it rendered, must write what a fresh
 // render writes),
-// and the plan must list its Changes (most rounds follow the previous
-// plan; some change the node configuration, which plans everything).
+// the plan must equal a fresh plan of the same state and list its Changes
+// (most rounds follow the previous plan; some change the node
+// configuration, which plans everything), and the UDP conntrack cleanup
+// worked out from those Changes must be the one from both whole plans.
 // FuzzRenderChanges does the same with arbitrary API objects; this test
 // makes sure every round exercises the incremental paths.
 func TestRendererFollowsChurn(t *testing.T) {
@@ -106,6 +109,7 @@ func TestRendererFollowsChurn(t *testing.T) {
 	r := NewRenderer(NFTables)
 	ri := NewRenderer(IPTables)
 	prev := map[rules.Family]map[string][]rn.Element{}
+	plans := map[rules.Family]*rules.Plan{}
 	followed := 0
 	for round := range 400 {
 		if round > 0 {
@@ -116,14 +120,41 @@ func TestRendererFollowsChurn(t *testing.T) {
 					setSlice(i)
 				}
 			}
-			if rng.IntN(40) == 0 {
-				cfg.MasqueradeAll = !cfg.MasqueradeAll // a configuration change: everything planned again
+			// Configuration changes (everything planned again): what a
+			// fragment depends on besides its port (masquerade-all, the
+			// node's name for hairpin), and where nodePorts open.
+			switch rng.IntN(120) {
+			case 0:
+				cfg.MasqueradeAll = !cfg.MasqueradeAll
+			case 1:
+				cfg.Node.Name = map[string]string{"node-a": "node-b", "node-b": "node-a"}[cfg.Node.Name]
+			case 2:
+				if cfg.NodePortAddresses == nil {
+					cfg.NodePortAddresses = []netip.Prefix{netip.MustParsePrefix("fd00:1::/64")} // IPv6 only: IPv4 keeps every address
+				} else {
+					cfg.NodePortAddresses = nil
+				}
 			}
 		}
 		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
 			d := r.Render(st, cfg, fam)
+			old := plans[fam]
+			plans[fam] = d.Plan
 			if d.Plan.Base != 0 {
 				followed++
+				if d.Plan.Base != old.Gen {
+					t.Fatalf("round %d, %s: plan %d follows %d, but the previous plan was %d", round, fam, d.Plan.Gen, d.Plan.Base, old.Gen)
+				}
+				// The UDP conntrack cleanup from the Changes is the one from
+				// both whole plans.
+				if a, b := specSet(udpStaleSpecs(old, d.Plan, true)), specSet(udpStaleSpecs(old, d.Plan, false)); !reflect.DeepEqual(a, b) {
+					t.Fatalf("round %d, %s: stale UDP specs from the changes %v, from the whole plans %v", round, fam, a, b)
+				}
+			}
+			// What the planner kept between plans is what it decides from
+			// scratch.
+			if got, want := withoutHistory(d.Plan), withoutHistory(rules.NewPlan(st, cfg, fam)); !reflect.DeepEqual(got, want) {
+				t.Fatalf("round %d, %s: the planner's plan differs from a fresh one:\n%+v\n%+v", round, fam, got, want)
 			}
 			prev[fam] = checkRound(t, round, fam, d, st, cfg, prev[fam])
 			if g, w := ri.Render(st, cfg, fam).IPTables.Restore(nil), Render(st, cfg, IPTables, fam).IPTables.Restore(nil); g != w {
@@ -131,7 +162,24 @@ func TestRendererFollowsChurn(t *testing.T) {
 			}
 		}
 	}
-	if followed < 700 {
+	if followed < 650 {
 		t.Errorf("only %d of 800 plans followed the previous one: the incremental path is not exercised", followed)
 	}
+}
+
+// withoutHistory returns p without what tells one plan from the next of
+// the same Planner (Gen, Base, Changes).
+func withoutHistory(p *rules.Plan) *rules.Plan {
+	c := *p
+	c.Gen, c.Base, c.Changes = 0, 0, nil
+	return &c
+}
+
+// specSet returns specs as a set.
+func specSet(specs []ConntrackSpec) map[ConntrackSpec]bool {
+	out := map[ConntrackSpec]bool{}
+	for _, s := range specs {
+		out[s] = true
+	}
+	return out
 }
