@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"time"
@@ -79,19 +80,14 @@ func (n ServicePortName) String() string {
 	return n.ServiceKey.String() + ":" + n.Port
 }
 
-// Less orders ServicePortNames by namespace, name, port name and protocol.
-func (n ServicePortName) Less(o ServicePortName) bool {
-	if n.Namespace != o.Namespace {
-		return n.Namespace < o.Namespace
-	}
-	if n.Name != o.Name {
-		return n.Name < o.Name
-	}
-	if n.Port != o.Port {
-		return n.Port < o.Port
-	}
-	return n.Protocol < o.Protocol
+// Compare orders ServicePortNames by namespace, name, port name and
+// protocol: -1, 0 or +1.
+func (n ServicePortName) Compare(o ServicePortName) int {
+	return cmp.Or(cmp.Compare(n.Namespace, o.Namespace), cmp.Compare(n.Name, o.Name), cmp.Compare(n.Port, o.Port), cmp.Compare(n.Protocol, o.Protocol))
 }
+
+// Less reports whether n comes before o (see Compare).
+func (n ServicePortName) Less(o ServicePortName) bool { return n.Compare(o) < 0 }
 
 // ServicePort is everything rulegen needs to know about one port of a Service,
 // taken from the Service object. All address lists are sorted; they hold both

@@ -279,7 +279,7 @@ func older(a, b *ServicePort) bool {
 	if c := a.Created.Compare(b.Created); c != 0 {
 		return c < 0
 	}
-	return comparePortNames(a.Name, b.Name) < 0
+	return a.Name.Compare(b.Name) < 0
 }
 
 // NewPlanner returns a planner for one family.
@@ -441,7 +441,7 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 			changes = append(changes, PortChange{Name: name, Old: o, New: n})
 			healthChanged = healthChanged || (o != nil && o.HealthCheckNodePort != 0) || (n != nil && n.HealthCheckNodePort != 0)
 		}
-		slices.SortFunc(changes, func(a, b PortChange) int { return comparePortNames(a.Name, b.Name) })
+		slices.SortFunc(changes, func(a, b PortChange) int { return a.Name.Compare(b.Name) })
 		p.Changes = changes
 	}
 	p.Services = pl.servicesAfter(changes, incremental)
@@ -450,7 +450,7 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 		for _, s := range pl.healthy {
 			pl.withHealth = append(pl.withHealth, s)
 		}
-		slices.SortFunc(pl.withHealth, func(a, b *ServicePlan) int { return comparePortNames(a.Name, b.Name) })
+		slices.SortFunc(pl.withHealth, func(a, b *ServicePlan) int { return a.Name.Compare(b.Name) })
 	}
 	p.WithHealthCheck = pl.withHealth
 	p.NoLocalInternal, p.NoLocalExternal = pl.noLocalInternal, pl.noLocalExternal
@@ -529,7 +529,7 @@ func (pl *Planner) holder(k claimKey) *ServicePort {
 // sorted by name: a copy edited in place when the changes are few, else
 // every current plan collected and sorted.
 func (pl *Planner) servicesAfter(changes []PortChange, incremental bool) []*ServicePlan {
-	byName := func(a *ServicePlan, n ServicePortName) int { return comparePortNames(a.Name, n) }
+	byName := func(a *ServicePlan, n ServicePortName) int { return a.Name.Compare(n) }
 	if !incremental || len(changes) > maxInPlace {
 		out := make([]*ServicePlan, 0, len(pl.ports))
 		for _, e := range pl.ports {
@@ -537,7 +537,7 @@ func (pl *Planner) servicesAfter(changes []PortChange, incremental bool) []*Serv
 				out = append(out, e.plan)
 			}
 		}
-		slices.SortFunc(out, func(a, b *ServicePlan) int { return comparePortNames(a.Name, b.Name) })
+		slices.SortFunc(out, func(a, b *ServicePlan) int { return a.Name.Compare(b.Name) })
 		pl.services = out
 		return out
 	}

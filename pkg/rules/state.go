@@ -2,7 +2,6 @@ package rules
 
 import (
 	"slices"
-	"strings"
 )
 
 // State is the cluster state rulegen renders from: the ports of every usable
@@ -138,7 +137,7 @@ func (s *State) Ports() []*ServicePort {
 	for _, ps := range s.services {
 		out = append(out, ps...)
 	}
-	slices.SortFunc(out, func(a, b *ServicePort) int { return comparePortNames(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b *ServicePort) int { return a.Name.Compare(b.Name) })
 	s.sorted = out
 	return out
 }
@@ -194,17 +193,4 @@ func compareEndpoints(a, b Endpoint) int {
 		return c
 	}
 	return int(a.Port - b.Port)
-}
-
-func comparePortNames(a, b ServicePortName) int {
-	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.Name, b.Name); c != 0 {
-		return c
-	}
-	if c := strings.Compare(a.Port, b.Port); c != 0 {
-		return c
-	}
-	return strings.Compare(string(a.Protocol), string(b.Protocol))
 }

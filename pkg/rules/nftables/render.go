@@ -356,7 +356,7 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 		for _, f := range rd.affinity {
 			fs = append(fs, f)
 		}
-		slices.SortStableFunc(fs, func(a, b *fragment) int { return comparePortNames(a.owner, b.owner) })
+		slices.SortStableFunc(fs, func(a, b *fragment) int { return a.owner.Compare(b.owner) })
 		rd.affinitySets, rd.affinityChains = nil, nil
 		for _, f := range fs {
 			rd.affinitySets = append(rd.affinitySets, f.affinity...)
@@ -427,17 +427,6 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	}
 	r.Chains = append(r.Chains, rd.affinityChains...)
 	return r
-}
-
-// comparePortNames orders service port names as rules.ServicePortName.Less.
-func comparePortNames(a, b rules.ServicePortName) int {
-	switch {
-	case a.Less(b):
-		return -1
-	case b.Less(a):
-		return 1
-	}
-	return 0
 }
 
 // dropUnallocated returns the rules that drop new connections to an
