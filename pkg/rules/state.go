@@ -10,13 +10,7 @@ import (
 type State struct {
 	services map[ServiceKey][]*ServicePort
 	slices   map[ServiceKey]map[string]*Slice
-	// gen holds, per service, the value of counter at its last change (its
-	// ports or its slices), so that a Planner can reuse what it planned for
-	// an unchanged service. A service with neither ports nor slices has no
-	// entry (so churn does not grow the map); counter only grows, so a
-	// re-created service gets a number no earlier version had, and a plan
-	// cached for that earlier version is never reused.
-	gen     map[ServiceKey]uint64
+	// counter counts the changes recorded.
 	counter uint64
 	sorted  []*ServicePort // Ports(), cached until the set of ports changes
 	// log lists the services changed, in the order of their changes
@@ -30,24 +24,20 @@ type State struct {
 
 // NewState returns an empty State.
 func NewState() *State {
-	return &State{services: map[ServiceKey][]*ServicePort{}, slices: map[ServiceKey]map[string]*Slice{}, gen: map[ServiceKey]uint64{}}
+	return &State{services: map[ServiceKey][]*ServicePort{}, slices: map[ServiceKey]map[string]*Slice{}}
 }
 
-// touch records a change of a service. Call it after the change: a
-// service left with neither ports nor slices loses its entry.
+// touch records a change of a service in the change log, which is cut in
+// half when it is longer than minLog and twice the services and slice sets
+// held (so churn does not grow it).
 func (s *State) touch(key ServiceKey) {
 	s.counter++
 	s.log = append(s.log, key)
-	if len(s.log) > minLog && len(s.log) > 2*len(s.gen) {
+	if len(s.log) > minLog && len(s.log) > 2*(len(s.services)+len(s.slices)) {
 		drop := len(s.log) / 2
 		s.log = append(s.log[:0:0], s.log[drop:]...)
 		s.logFloor += uint64(drop)
 	}
-	if _, ok := s.services[key]; !ok && s.slices[key] == nil {
-		delete(s.gen, key)
-		return
-	}
-	s.gen[key] = s.counter
 }
 
 // minLog is the length below which the change log is never cut.
@@ -76,11 +66,6 @@ func (s *State) ChangedSince(since uint64) ([]ServiceKey, bool) {
 	}
 	return out, true
 }
-
-// Gen returns a number that changes whenever the service or one of its
-// EndpointSlices changes. It is never 0 for a service that has ports or
-// slices, and never returns to an earlier value.
-func (s *State) Gen(key ServiceKey) uint64 { return s.gen[key] }
 
 // SetService records the ports of a service, replacing any earlier version.
 // Setting no ports removes the service.
