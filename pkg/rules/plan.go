@@ -411,10 +411,7 @@ func (pl *Planner) Plan(st *State, cfg *Config) *Plan {
 		}
 	}
 	for _, e := range dirty {
-		pl.count(e.plan, -1)
-		pl.conflictsDirty = pl.conflictsDirty || len(e.conflicts) > 0
-		delete(pl.conflicted, e.sp.Name)
-		delete(pl.healthy, e.sp.Name)
+		pl.unplan(e)
 		e.plan, e.conflicts = planService(st, cfg, p, e.sp, pl.holder)
 		pl.count(e.plan, 1)
 		if len(e.conflicts) > 0 {
@@ -490,9 +487,15 @@ func (pl *Planner) drop(e *portEntry, touched map[claimKey]bool) {
 		}
 		touched[k] = true
 	}
+	pl.unplan(e)
+	delete(pl.ports, e.sp.Name)
+}
+
+// unplan takes a port's plan out of what the planner keeps of all plans:
+// the no-local counts, the conflicts, the ports with a health check.
+func (pl *Planner) unplan(e *portEntry) {
 	pl.count(e.plan, -1)
 	pl.conflictsDirty = pl.conflictsDirty || len(e.conflicts) > 0
-	delete(pl.ports, e.sp.Name)
 	delete(pl.conflicted, e.sp.Name)
 	delete(pl.healthy, e.sp.Name)
 }

@@ -769,7 +769,11 @@ func udpChangeSpecs(f rules.Family, o, s *rules.ServicePlan) []ConntrackSpec {
 	var specs []ConntrackSpec
 	now := s.UsedEndpoints()
 	dests := serviceDests(s)
-	if o == nil || len(o.UsedEndpoints()) == 0 {
+	var was []rules.Endpoint
+	if o != nil {
+		was = o.UsedEndpoints()
+	}
+	if len(was) == 0 {
 		if len(now) > 0 && o != nil {
 			for _, dst := range dests {
 				specs = append(specs, ConntrackSpec{Family: f, OrigDst: dst.addr, OrigPort: dst.port})
@@ -777,7 +781,7 @@ func udpChangeSpecs(f rules.Family, o, s *rules.ServicePlan) []ConntrackSpec {
 		}
 		return specs
 	}
-	for _, e := range o.UsedEndpoints() {
+	for _, e := range was {
 		if slices.ContainsFunc(now, func(n rules.Endpoint) bool { return n.IP == e.IP && n.Port == e.Port }) {
 			continue
 		}
