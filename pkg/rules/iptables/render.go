@@ -228,9 +228,12 @@ func (b *builder) chain(name string) *Chain {
 	return c
 }
 
-func (b *builder) add(chain string, l *line) {
+func (b *builder) add(chain string, l *line) { b.text(chain, l.String()) }
+
+// text appends a rule given as its text.
+func (b *builder) text(chain, rule string) {
 	c := b.chain(chain)
-	c.Rules = append(c.Rules, l.String())
+	c.Rules = append(c.Rules, rule)
 }
 
 // Render turns a plan into rulegen's nat and filter chains for the plan's
@@ -254,6 +257,7 @@ func Render(p *rules.Plan) *Ruleset { return NewRenderer().Render(p) }
 type Renderer struct {
 	cache map[*rules.ServicePlan]*fragment
 	env   string // what the cached fragments depend on besides their port
+	gen   uint64 // the Gen of the last plan rendered
 }
 
 // NewRenderer returns a renderer with nothing cached.
