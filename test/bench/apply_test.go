@@ -105,24 +105,35 @@ type change struct {
 	plan *rules.Plan
 }
 
+// edit is one kind of change of issue 14 to a state of n services x 10
+// endpoints (rulestest.Scale), made on service n/2 (or n, when one is
+// added), and the edit that undoes it.
+type edit struct {
+	name     string
+	do, undo func(st *rules.State, n int)
+}
+
+// edits are the changes issue 14 measures: one endpoint replaced by a new
+// pod, one service added, one deleted, one scaled from 10 to 11 endpoints.
+var edits = []edit{
+	{"endpoint-replaced", func(st *rules.State, n int) { rulestest.ReplaceEndpoint(st, n/2) }, restoreMid},
+	{"service-added", func(st *rules.State, n int) { rulestest.Restore(st, n, 10) }, func(st *rules.State, n int) { rulestest.Delete(st, n) }},
+	{"service-deleted", func(st *rules.State, n int) { rulestest.Delete(st, n/2) }, restoreMid},
+	{"scaled-10-to-11", func(st *rules.State, n int) { rulestest.AddEndpoint(st, n/2) }, restoreMid},
+}
+
+func restoreMid(st *rules.State, n int) { rulestest.Restore(st, n/2, 10) }
+
 // changes returns the base state of n services x 10 endpoints changed in
-// each way issue 14 measures: one endpoint replaced by a new pod, one
-// service added, one deleted, one scaled from 10 to 11 endpoints.
+// each way of edits, as plans.
 func changes(n int) []change {
-	plan := func(edit func(st *rules.State)) *rules.Plan {
+	var out []change
+	for _, e := range edits {
 		st, cfg := rulestest.Scale(n, 10)
-		edit(st)
-		return rules.NewPlan(st, cfg, rules.IPv4)
+		e.do(st, n)
+		out = append(out, change{e.name, rules.NewPlan(st, cfg, rules.IPv4)})
 	}
-	added, cfg := rulestest.Scale(n+1, 10)
-	return []change{
-		{"endpoint-replaced", plan(func(st *rules.State) { rulestest.ReplaceEndpoint(st, n/2) })},
-		{"service-added", rules.NewPlan(added, cfg, rules.IPv4)},
-		{"service-deleted", plan(func(st *rules.State) {
-			st.DeleteService(rules.ServiceKey{Namespace: fmt.Sprintf("ns%d", (n/2)%50), Name: fmt.Sprintf("svc-%d", n/2)})
-		})},
-		{"scaled-10-to-11", plan(func(st *rules.State) { rulestest.AddEndpoint(st, n/2) })},
-	}
+	return out
 }
 
 // BenchmarkDaemonChange is a daemon's sync after each change of issue 14,
@@ -156,23 +167,14 @@ func BenchmarkDaemonChange(b *testing.B) {
 				}
 			}
 		})
-		mid := n / 2
-		for _, ch := range []struct {
-			name     string
-			do, undo func()
-		}{
-			{"endpoint-removed", func() { rulestest.DropEndpoint(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
-			{"endpoint-replaced", func() { rulestest.ReplaceEndpoint(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
-			{"service-added", func() { rulestest.Restore(st, n, 10) }, func() { rulestest.Delete(st, n) }},
-			{"service-deleted", func() { rulestest.Delete(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
-			{"scaled-10-to-11", func() { rulestest.AddEndpoint(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
-		} {
+		removed := edit{"endpoint-removed", func(st *rules.State, n int) { rulestest.DropEndpoint(st, n/2) }, restoreMid}
+		for _, ch := range append([]edit{removed}, edits...) {
 			b.Run(fmt.Sprintf("%s/services=%d", ch.name, n), func(b *testing.B) {
 				for b.Loop() {
-					ch.do()
+					ch.do(st, n)
 					sync1(b)
 					b.StopTimer()
-					ch.undo()
+					ch.undo(st, n)
 					sync1(b)
 					b.StartTimer()
 				}
@@ -214,27 +216,18 @@ func BenchmarkDaemonChangeIPTables(b *testing.B) {
 				apply(b)
 			}
 		})
-		mid := n / 2
-		for _, ch := range []struct {
-			name     string
-			do, undo func()
-		}{
-			{"endpoint-replaced", func() { rulestest.ReplaceEndpoint(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
-			{"service-added", func() { rulestest.Restore(st, n, 10) }, func() { rulestest.Delete(st, n) }},
-			{"service-deleted", func() { rulestest.Delete(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
-			{"scaled-10-to-11", func() { rulestest.AddEndpoint(st, mid) }, func() { rulestest.Restore(st, mid, 10) }},
-		} {
+		for _, ch := range edits {
 			b.Run(fmt.Sprintf("%s/services=%d", ch.name, n), func(b *testing.B) {
 				rules := 0
 				for b.Loop() {
-					ch.do()
+					ch.do(st, n)
 					apply(b)
 					rules = last.Rules
 					if last.Full {
 						b.Fatalf("a full update: %+v", last)
 					}
 					b.StopTimer()
-					ch.undo()
+					ch.undo(st, n)
 					apply(b)
 					b.StartTimer()
 				}
