@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"cmp"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -26,8 +27,10 @@ const (
 	// masquerade marks first, then the per-service chains of services
 	// with session affinity, then ChainDispatch.
 	ChainServices = "services"
-	// ChainDispatch sends a new connection to an endpoint by looking its
-	// destination up in the maps of endpoints: one rule per map.
+	// ChainDispatch sends a new connection to an endpoint: it jumps to
+	// the count tree of each kind (ByCountChain), which goes to the chain
+	// of the destination's endpoint count, whose rule looks it up in the
+	// map of that count.
 	ChainDispatch = "dispatch"
 	// ChainShortCircuit does the same for connections from pods and from
 	// the node itself to external destinations of services under
@@ -90,8 +93,32 @@ const (
 )
 
 // EndpointMap names the map of endpoints of a kind for services with k
-// endpoints: prefix is one of the prefix… constants.
+// endpoints: prefix is one of the prefix… constants. The chain of the
+// same name holds the one rule that looks the map up.
 func EndpointMap(prefix string, k int) string { return prefix + strconv.Itoa(k) }
+
+// CountSet names the set of the destinations of a kind whose endpoint
+// count has bit b set (b = 3: the counts 8-15, 24-31, …).
+func CountSet(prefix string, b int) string { return prefix + "count-bit-" + strconv.Itoa(b) }
+
+// ByCountChain names the chain that sends a destination of a kind to the
+// chain of its endpoint count (see Renderer.byCount).
+func ByCountChain(prefix string) string { return prefix + "by-count" }
+
+// countRangeChain names a chain of the tree below ByCountChain: the one
+// for the counts lo to hi.
+func countRangeChain(prefix string, lo, hi int) string {
+	return prefix + "by-count-" + strconv.Itoa(lo) + "-" + strconv.Itoa(hi)
+}
+
+// destKey is the key of a destination of a map of endpoints of key k (k
+// without its slot).
+func destKey(k KeyType) KeyType {
+	if k == KeyProtoPortSlot {
+		return KeyProtoPort
+	}
+	return KeyAddrProtoPort
+}
 
 // Hook priorities (the numbers nft spells dstnat, srcnat and filter).
 const (
@@ -174,13 +201,21 @@ type Renderer struct {
 	affinityDirty  bool
 	affinitySets   []*Set
 	affinityChains []*Chain
-	last           *Ruleset
+	// byCount keeps, per kind of map of endpoints, the counts in use and
+	// the chains made for them, until the counts change.
+	trees map[string]countTree
+	last  *Ruleset
+}
+
+type countTree struct {
+	ks     []int
+	chains []*Chain
 }
 
 // NewRenderer returns a renderer that has rendered nothing yet.
 func NewRenderer() *Renderer {
 	rd := &Renderer{frags: map[*rules.ServicePlan]*fragment{}, stores: map[string]*setStore{}, counts: map[string]map[int]int{},
-		touched: map[touchKey]before{}, affinity: map[*rules.ServicePlan]*fragment{}}
+		touched: map[touchKey]before{}, affinity: map[*rules.ServicePlan]*fragment{}, trees: map[string]countTree{}}
 	for _, d := range shared {
 		rd.stores[d.name] = &setStore{key: d.key, isMap: d.isMap, entries: map[elemKey][]contrib{}}
 	}
@@ -324,28 +359,39 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 	for _, d := range shared {
 		r.Sets = append(r.Sets, &Set{Name: d.name, Key: d.key, IsMap: d.isMap})
 	}
-	// The maps of endpoints, by kind, then endpoint count; and the rules
-	// that look them up, in the same order.
+	// The maps of endpoints, by kind, then endpoint count, and each kind's
+	// count sets; the chains that pick a map by count (see byCount).
 	var dispatch, shortCircuit []Rule
+	var countChains []*Chain
 	for _, kind := range endpointKinds {
 		ks := make([]int, 0, len(rd.counts[kind.prefix]))
+		bitsUsed := 0
 		for k := range rd.counts[kind.prefix] {
 			ks = append(ks, k)
+			bitsUsed |= k
+		}
+		if len(ks) == 0 {
+			continue
 		}
 		slices.Sort(ks)
 		for _, k := range ks {
-			m := &Set{Name: EndpointMap(kind.prefix, k), Key: kind.key, IsMap: true}
-			r.Sets = append(r.Sets, m)
-			var rule Rule
-			if kind.nodePort {
-				rule = Rule{AddrInSet{Set: SetNodePortIPs}}
+			r.Sets = append(r.Sets, &Set{Name: EndpointMap(kind.prefix, k), Key: kind.key, IsMap: true})
+		}
+		for b := 0; bitsUsed>>b != 0; b++ {
+			if bitsUsed>>b&1 != 0 {
+				r.Sets = append(r.Sets, &Set{Name: CountSet(kind.prefix, b), Key: destKey(kind.key)})
 			}
-			rule = append(rule, DNATLookup{Key: kind.key, Mod: k, Map: m.Name})
-			if kind.chain == ChainDispatch {
-				dispatch = append(dispatch, rule)
-			} else {
-				shortCircuit = append(shortCircuit, rule)
-			}
+		}
+		countChains = append(countChains, rd.byCount(kind.prefix, kind.key, ks)...)
+		var rule Rule
+		if kind.nodePort {
+			rule = Rule{AddrInSet{Set: SetNodePortIPs}}
+		}
+		rule = append(rule, Verdict{Kind: Jump, Chain: ByCountChain(kind.prefix)})
+		if kind.chain == ChainDispatch {
+			dispatch = append(dispatch, rule)
+		} else {
+			shortCircuit = append(shortCircuit, rule)
 		}
 	}
 	if rd.affinityDirty {
@@ -425,8 +471,67 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 			{Masquerade{}},
 		}},
 	}
+	r.Chains = append(r.Chains, countChains...)
 	r.Chains = append(r.Chains, rd.affinityChains...)
 	return r
+}
+
+// byCount returns the chains that send a destination of a kind to the
+// map of its endpoint count ks (sorted, in use), without trying each
+// map: a binary tree on the bits of the count. ByCountChain(prefix) is
+// the root; where the counts below a chain differ first, at bit b from
+// the top, one rule looks the destination up in the count set of bit b
+// and goes to the chain of the counts with that bit (countRangeChain),
+// and the chain goes on with those without it; one count left is a goto
+// to its chain (named as its map), whose one rule is the dnat lookup. A
+// first packet thus makes at most one set lookup per bit of the largest
+// count, then one map lookup (7 and 1 for counts from 1 to 64; with one
+// count in use, only the map lookup), and a destination's place in the
+// tree is data: its count's bits in the count sets. The count chains
+// change only when a count comes into use or goes out of it, and the
+// dnat rule of a count never moves, so that a map is bound by a rule
+// once, when it is made (binding a map makes the kernel check every
+// element of it).
+func (rd *Renderer) byCount(prefix string, key KeyType, ks []int) []*Chain {
+	if t, ok := rd.trees[prefix]; ok && slices.Equal(t.ks, ks) {
+		return t.chains
+	}
+	dk := destKey(key)
+	root := &Chain{Name: ByCountChain(prefix)}
+	chains := []*Chain{root}
+	var fill func(c *Chain, ks []int)
+	fill = func(c *Chain, ks []int) {
+		for len(ks) > 1 {
+			// Sorted counts share their bits above the highest bit in
+			// which the smallest and the largest differ.
+			b := bits.Len(uint(ks[0]^ks[len(ks)-1])) - 1
+			split, _ := slices.BinarySearchFunc(ks, 1<<b, func(k, bit int) int {
+				if k&bit != 0 {
+					return 1
+				}
+				return -1
+			})
+			zeros, ones := ks[:split], ks[split:]
+			target := EndpointMap(prefix, ones[0])
+			if len(ones) > 1 {
+				lo := ones[0] >> b << b
+				sub := &Chain{Name: countRangeChain(prefix, lo, lo+1<<b-1)}
+				chains = append(chains, sub)
+				fill(sub, ones)
+				target = sub.Name
+			}
+			c.Rules = append(c.Rules, Rule{KeyInSet{Key: dk, Set: CountSet(prefix, b)}, Verdict{Kind: Goto, Chain: target}})
+			ks = zeros
+		}
+		c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: EndpointMap(prefix, ks[0])}})
+	}
+	fill(root, ks)
+	for _, k := range ks {
+		m := EndpointMap(prefix, k)
+		chains = append(chains, &Chain{Name: m, Rules: []Rule{{DNATLookup{Key: key, Mod: k, Map: m}}}})
+	}
+	rd.trees[prefix] = countTree{slices.Clone(ks), chains}
+	return chains
 }
 
 // dropUnallocated returns the rules that drop new connections to an

@@ -2,6 +2,7 @@ package nftables
 
 import (
 	"cmp"
+	"math/bits"
 	"net/netip"
 	"slices"
 
@@ -222,6 +223,16 @@ func (rd *Renderer) delta() map[string]*SetDelta {
 			newK = len(a.targets)
 			counts[newK]++
 		}
+		// The count sets of the bits in which the two counts differ.
+		for diff := oldK ^ newK; diff != 0; diff &= diff - 1 {
+			b := bits.TrailingZeros(uint(diff))
+			d := of(CountSet(tk.set, b))
+			if oldK>>b&1 != 0 {
+				d.Del = append(d.Del, element(tk.key, value{}, 0))
+			} else {
+				d.Add = append(d.Add, element(tk.key, value{}, 0))
+			}
+		}
 		for slot := range max(oldK, newK) {
 			var was, is netip.AddrPort
 			if slot < oldK {
@@ -313,6 +324,10 @@ func (r *Ruleset) Materialize() {
 			}
 			for slot := range c.targets {
 				s.Elements = append(s.Elements, element(k, c.value, slot))
+			}
+			for n := len(c.targets); n != 0; n &= n - 1 {
+				cs := byName[CountSet(name, bits.TrailingZeros(uint(n)))]
+				cs.Elements = append(cs.Elements, element(k, value{}, 0))
 			}
 		}
 	}

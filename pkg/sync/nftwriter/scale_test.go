@@ -1,6 +1,7 @@
 package nftwriter
 
 import (
+	"encoding/json"
 	"net/netip"
 	"os"
 	"strconv"
@@ -37,14 +38,29 @@ func TestIncrementalAtScale(t *testing.T) {
 		if s.Full != wantFull {
 			t.Errorf("%s: full=%v", what, s.Full)
 		}
-		// The kernel must hold exactly the elements of every map.
+		// The kernel must hold exactly the elements of every set and map.
 		for _, set := range r.Sets {
-			if !set.IsMap {
-				continue
+			kind := "set"
+			if set.IsMap {
+				kind = "map"
 			}
-			out := ns.MustRun(nil, "nft", "list", "map", "ip", "rulegen", set.Name)
-			if got := strings.Count(out, " : ") - 1; got != len(set.Elements) { // minus the "type … : verdict" line
-				t.Errorf("%s: map %s holds %d elements in the kernel, %d written", what, set.Name, got, len(set.Elements))
+			out := ns.MustRun(nil, "nft", "-j", "list", kind, "ip", "rulegen", set.Name)
+			var listing struct {
+				Nftables []map[string]struct {
+					Elem []json.RawMessage `json:"elem"`
+				} `json:"nftables"`
+			}
+			if err := json.Unmarshal([]byte(out), &listing); err != nil {
+				t.Fatalf("%s: nft -j list %s %s: %v", what, kind, set.Name, err)
+			}
+			got := -1
+			for _, o := range listing.Nftables {
+				if s, ok := o[kind]; ok {
+					got = len(s.Elem)
+				}
+			}
+			if got != len(set.Elements) {
+				t.Errorf("%s: %s %s holds %d elements in the kernel, %d written", what, kind, set.Name, got, len(set.Elements))
 			}
 		}
 	}
@@ -82,13 +98,14 @@ func TestIncrementalAtScale(t *testing.T) {
 	}
 }
 
-// TestNewEndpointCountPatchesDispatch: when a service's endpoint count
-// becomes one no other service has, the writer adds the new map and one
-// rule to the dispatch chain, without writing the chain's other rules
-// again (each would bind its map anew, and the kernel checks every
-// element of a map it binds); the kernel's chain is then the rendered one,
-// in order.
-func TestNewEndpointCountPatchesDispatch(t *testing.T) {
+// TestNewEndpointCountKeepsMapRules: when a service's endpoint count
+// becomes one no other service has, the writer adds the new map, its
+// chain and the count tree's new rules without writing any other count's
+// dnat rule again (each would bind its map anew, and the kernel checks
+// every element of a map it binds): every dnat rule that was in the
+// kernel before keeps its handle. After each step the kernel's chains of
+// the count tree are the rendered ones, in order.
+func TestNewEndpointCountKeepsMapRules(t *testing.T) {
 	netnstest.Require(t, "nft")
 	ns := netnstest.New(t, "patch")
 	w := New(ns.Fd())
@@ -96,14 +113,33 @@ func TestNewEndpointCountPatchesDispatch(t *testing.T) {
 	if _, err := w.Apply(rn.Render(rules.NewPlan(st, cfg, rules.IPv4))); err != nil {
 		t.Fatal(err)
 	}
+	// kernelChain lists a chain's rules and their handles.
+	kernelChain := func(name string) (rules []string, handles []string) {
+		out := ns.MustRun(nil, "nft", "-a", "list", "chain", "ip", "rulegen", name)
+		for _, l := range strings.Split(out, "\n") {
+			rule, handle, ok := strings.Cut(strings.TrimSpace(l), " # handle ")
+			if !ok || strings.HasPrefix(rule, "chain ") {
+				continue
+			}
+			rules, handles = append(rules, rule), append(handles, handle)
+		}
+		return rules, handles
+	}
+	dnatHandles := map[string]string{} // a count's chain: the handle of its dnat rule
 	tests := []struct {
 		name      string
 		change    func()
 		wantRules int
 	}{
-		{name: "10 to 9 endpoints: a rule for the new map", change: func() { rulestest.DropEndpoint(st, 3) }, wantRules: 1},
-		{name: "another service 10 to 11: one more", change: func() { rulestest.AddEndpoint(st, 9) }, wantRules: 1},
-		{name: "back to 10: the 9-endpoint rule goes, none added", change: func() { rulestest.AddEndpoint(st, 3) }, wantRules: 0},
+		// 10 and 9 differ first in bit 1: one lookup, a goto for 9, the
+		// 9-count chain's dnat rule; the root's "goto 10" is kept.
+		{name: "10 to 9 endpoints", change: func() { rulestest.DropEndpoint(st, 3) }, wantRules: 3},
+		// 11 joins 10 below bit 1 set: the root's "goto 10" goes to the
+		// 10-11 chain, which tests bit 0; the 11-count dnat rule.
+		{name: "another service 10 to 11", change: func() { rulestest.AddEndpoint(st, 9) }, wantRules: 4},
+		// 10 and 11 left: the root tests bit 0 itself (two rules) and
+		// the 10-11 chain and the 9-count chain go.
+		{name: "back to 10: the 9 count goes", change: func() { rulestest.AddEndpoint(st, 3) }, wantRules: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,24 +152,35 @@ func TestNewEndpointCountPatchesDispatch(t *testing.T) {
 			if s.Rules != tt.wantRules {
 				t.Errorf("%d rules sent, want %d", s.Rules, tt.wantRules)
 			}
-			var want []string
+			seen := map[string]bool{}
 			for _, c := range r.Chains {
-				if c.Name == rn.ChainDispatch {
-					for _, rule := range c.Rules {
-						want = append(want, rule.String(rules.IPv4))
+				if !strings.HasPrefix(c.Name, rn.PrefixEndpoints) && !strings.HasPrefix(c.Name, rn.PrefixNodePortEndpoints) && c.Name != rn.ChainDispatch {
+					continue
+				}
+				var want []string
+				for _, rule := range c.Rules {
+					want = append(want, rule.String(rules.IPv4))
+				}
+				got, handles := kernelChain(c.Name)
+				if strings.Join(got, "\n") != strings.Join(want, "\n") {
+					t.Errorf("kernel's chain %s:\n%s\nwant:\n%s", c.Name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+				}
+				if len(got) == 1 && strings.HasPrefix(got[0], "dnat") {
+					seen[c.Name] = true
+					if h, ok := dnatHandles[c.Name]; ok && h != handles[0] {
+						t.Errorf("chain %s: its dnat rule was written again (handle %s, was %s)", c.Name, handles[0], h)
 					}
+					dnatHandles[c.Name] = handles[0]
 				}
 			}
-			out := ns.MustRun(nil, "nft", "list", "chain", "ip", "rulegen", rn.ChainDispatch)
-			var got []string
-			for _, l := range strings.Split(out, "\n") {
-				if l = strings.TrimSpace(l); strings.HasPrefix(l, "dnat") || strings.HasPrefix(l, "ip daddr") {
-					got = append(got, l)
+			for name := range dnatHandles {
+				if !seen[name] {
+					delete(dnatHandles, name)
 				}
-			}
-			if strings.Join(got, "\n") != strings.Join(want, "\n") {
-				t.Errorf("kernel's dispatch chain:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 		})
+	}
+	if len(dnatHandles) < 2 {
+		t.Errorf("only %d count chains checked: %v", len(dnatHandles), dnatHandles)
 	}
 }

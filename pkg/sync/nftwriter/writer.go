@@ -426,10 +426,15 @@ func (b *batch) diff(prev, next *rn.Ruleset, delta *rn.Delta) {
 	newChains := make(map[string]bool, len(nextWin))
 	for _, c := range nextWin {
 		newChains[c.Name] = true
+		if _, ok := oldChains[c.Name]; !ok {
+			write = append(write, todo{c, b.conn.AddChain(b.chainObj(c))})
+		}
+	}
+	// Every new chain exists before a patched rule may jump to it.
+	for _, c := range nextWin {
 		o, ok := oldChains[c.Name]
 		switch {
 		case !ok:
-			write = append(write, todo{c, b.conn.AddChain(b.chainObj(c))})
 		case o != c && !sameRules(o, c): // a chain reused by the renderer is unchanged
 			if b.patchRules(o, c) {
 				continue
