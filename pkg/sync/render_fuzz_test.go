@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"cmp"
 	"slices"
 	"testing"
 
@@ -50,7 +51,29 @@ func checkRound(t *testing.T, round int, fam rules.Family, d *Desired, st *rules
 	t.Helper()
 	got := d.NFTables
 	delta := got.Delta
+	// What a full write streams from the store, before anything is
+	// listed: every set's elements, as Materialize lists them, and as
+	// many as Elements counts.
+	streamed := map[string][]rn.Element{}
+	count := got.Elements()
+	got.Stream(3, func(set string, els []rn.Element) {
+		if len(els) == 0 || len(els) > 3 {
+			t.Fatalf("round %d, %s: set %s: a window of %d elements", round, fam, set, len(els))
+		}
+		streamed[set] = append(streamed[set], els...)
+	})
 	got.Materialize()
+	total := 0
+	for _, s := range got.Sets {
+		total += len(s.Elements)
+		if st := streamed[s.Name]; len(st) != len(s.Elements) || !slices.Equal(slices.SortedFunc(slices.Values(st), compareElements), slices.SortedFunc(slices.Values(s.Elements), compareElements)) {
+			t.Fatalf("round %d, %s: set %s: streamed %d elements, listed %d, or not the same", round, fam, s.Name, len(st), len(s.Elements))
+		}
+		delete(streamed, s.Name)
+	}
+	if len(streamed) > 0 || total != count {
+		t.Fatalf("round %d, %s: elements streamed for sets the ruleset lacks (%d), or counted %d of %d", round, fam, len(streamed), count, total)
+	}
 	want := Render(st, cfg, NFTables, fam).NFTables
 	if g, w := got.Script(), want.Script(); g != w {
 		t.Fatalf("round %d, %s: the daemon's ruleset differs from a fresh render:\n%s\n----\n%s", round, fam, g, w)
@@ -66,6 +89,13 @@ func checkRound(t *testing.T, round int, fam rules.Family, d *Desired, st *rules
 		checkDelta(t, round, fam, prev, now, delta)
 	}
 	return now
+}
+
+// compareElements orders elements by every field (any total order will do).
+func compareElements(a, b rn.Element) int {
+	return cmp.Or(a.Addr.Compare(b.Addr), a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()),
+		cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port), cmp.Compare(a.Slot, b.Slot), a.Target.Compare(b.Target),
+		cmp.Compare(a.Verdict.Kind, b.Verdict.Kind), cmp.Compare(a.Verdict.Chain, b.Verdict.Chain))
 }
 
 // checkDelta checks that old with delta applied is now, set by set.

@@ -333,6 +333,99 @@ func (r *Ruleset) Materialize() {
 	}
 }
 
+// Stream hands every element of r to fn, set by set, at most window
+// elements at a time, without listing the table: a full write sends each
+// batch and drops it, so that the elements of a large table are never all
+// held as Elements at once (about 140 bytes each). The batches come in no
+// particular order (a set of ranges' in key order); fn must not keep els,
+// which is reused. Like Materialize, it must be called before r's
+// Renderer renders again (it panics otherwise); for a listed ruleset it
+// hands out its lists.
+func (r *Ruleset) Stream(window int, fn func(set string, els []Element)) {
+	if r.src == nil {
+		for _, s := range r.Sets {
+			for from := 0; from < len(s.Elements); from += window {
+				fn(s.Name, s.Elements[from:min(from+window, len(s.Elements))])
+			}
+		}
+		return
+	}
+	rd := r.src
+	if rd.version != r.version {
+		panic("nftables: a ruleset's elements were asked for after its renderer rendered again")
+	}
+	bufs := map[string][]Element{}
+	add := func(set string, e Element) {
+		b := append(bufs[set], e)
+		if len(b) >= window {
+			fn(set, b)
+			b = b[:0]
+		}
+		bufs[set] = b
+	}
+	for name, st := range rd.stores {
+		if st.key.Interval() {
+			// A set of ranges in key order, as a full load gives it.
+			keys := make([]elemKey, 0, len(st.entries))
+			for k := range st.entries {
+				keys = append(keys, k)
+			}
+			slices.SortFunc(keys, compareKeys)
+			for _, k := range keys {
+				c, _ := st.choose(st.entries[k])
+				add(name, element(k, c.value, 0))
+			}
+			continue
+		}
+		for k, cs := range st.entries {
+			c, _ := st.choose(cs)
+			if !st.key.Slotted() {
+				add(name, element(k, c.value, 0))
+				continue
+			}
+			m := EndpointMap(name, len(c.targets))
+			for slot := range c.targets {
+				add(m, element(k, c.value, slot))
+			}
+			for n := len(c.targets); n != 0; n &= n - 1 {
+				add(CountSet(name, bits.TrailingZeros(uint(n))), element(k, value{}, 0))
+			}
+		}
+	}
+	names := make([]string, 0, len(bufs))
+	for set, b := range bufs {
+		if len(b) > 0 {
+			names = append(names, set)
+		}
+	}
+	slices.Sort(names)
+	for _, set := range names {
+		fn(set, bufs[set])
+	}
+}
+
+// Elements returns how many elements r's sets hold, listed or not.
+func (r *Ruleset) Elements() int {
+	if r.src == nil {
+		n := 0
+		for _, s := range r.Sets {
+			n += len(s.Elements)
+		}
+		return n
+	}
+	n := 0
+	for name, st := range r.src.stores {
+		if !st.key.Slotted() {
+			n += len(st.entries)
+			continue
+		}
+		for k, c := range r.src.counts[name] {
+			n += (k + bits.OnesCount(uint(k))) * c
+		}
+	}
+	return n
+}
+
 // compareKeys orders keys as compareElements orders their elements.
 func compareKeys(a, b elemKey) int {
 	return cmp.Or(a.addr.Compare(b.addr), cmp.Compare(a.proto, b.proto), cmp.Compare(a.port, b.port),

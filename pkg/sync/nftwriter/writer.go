@@ -154,7 +154,6 @@ func (w *Writer) Apply(r *rn.Ruleset) (Stats, error) {
 	full := prev == nil || !sameBase(prev, r) || !sameSetTypes(prev, r) || (!byDelta && (!prev.Materialized() || !r.Materialized()))
 	size := 64 << 10
 	if full {
-		r.Materialize()
 		size = estimate(r)
 	}
 	snd := newSender(w.netns, size)
@@ -194,10 +193,7 @@ func estimate(r *rn.Ruleset) int {
 	for _, c := range r.Chains {
 		n += 200 + 420*len(c.Rules)
 	}
-	for _, s := range r.Sets {
-		n += 200 + 40*len(s.Elements)
-	}
-	return n
+	return n + 200*len(r.Sets) + 40*r.Elements()
 }
 
 // Delete removes rulegen's table of a family, if it exists.
@@ -327,6 +323,11 @@ func (b *batch) addElements(s *rn.Set) {
 	b.stats.Elements += len(s.Elements)
 }
 
+// streamWindow is how many elements of one set a full write takes from
+// the renderer's store at a time (a window per set is held meanwhile: a
+// table with every endpoint count from 1 to 64 has a few hundred sets).
+const streamWindow = 512
+
 // elementWindow is how many elements addElements turns into library
 // elements at a time.
 const elementWindow = 8192
@@ -371,9 +372,18 @@ func (b *batch) full(r *rn.Ruleset) {
 	for i, c := range r.Chains { // every chain first: rules may jump forward
 		chains[i] = b.conn.AddChain(b.chainObj(c))
 	}
+	// The elements streamed from the renderer's store (or the lists of a
+	// listed ruleset), a window at a time: each window is handed to the
+	// sender as bytes before the next is built, so that neither the
+	// table's Elements nor library elements for all of them are ever
+	// held at once.
+	byName := make(map[string]*rn.Set, len(r.Sets))
 	for _, s := range r.Sets {
-		b.addElements(s)
+		byName[s.Name] = s
 	}
+	r.Stream(streamWindow, func(set string, els []rn.Element) {
+		b.addElements(withElements(byName[set], els))
+	})
 	for i, c := range r.Chains {
 		b.addRules(c, chains[i])
 	}
