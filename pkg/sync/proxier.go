@@ -14,6 +14,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -237,7 +239,48 @@ func (p *Proxier) report(key string, err error) {
 
 // OnService records a Service added, updated or (deleted=true) deleted.
 func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
-	key := rules.ServiceKey{Namespace: svc.Namespace, Name: svc.Name}
+	c := ConvertedService{Service: serviceHeader(svc)}
+	if !deleted {
+		c.Ports, c.Err = rules.ConvertService(svc)
+	}
+	p.onService(&c, deleted)
+}
+
+// ConvertedService is a Service as the daemon's informer keeps it:
+// converted when it arrives (see Watch), with its name and namespace.
+type ConvertedService struct {
+	v1.Service // the header only (serviceHeader)
+	Ports      []*rules.ServicePort
+	Err        error
+}
+
+// DeepCopyObject makes ConvertedService a runtime.Object of its own type.
+// The converted ports are never changed once made, so they are shared.
+func (c *ConvertedService) DeepCopyObject() runtime.Object {
+	out := *c
+	out.Service = *c.Service.DeepCopy()
+	return &out
+}
+
+// serviceHeader returns what ConvertedService keeps of svc.
+func serviceHeader(svc *v1.Service) v1.Service {
+	return v1.Service{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, UID: svc.UID, ResourceVersion: svc.ResourceVersion}}
+}
+
+// convertService is the Service informer's transform (see convertSlice).
+func convertService(obj any) (any, error) {
+	svc, ok := obj.(*v1.Service)
+	if !ok {
+		return obj, nil
+	}
+	c := &ConvertedService{Service: serviceHeader(svc)}
+	c.Ports, c.Err = rules.ConvertService(svc)
+	return c, nil
+}
+
+// onService records a converted service (deleted: its removal).
+func (p *Proxier) onService(c *ConvertedService, deleted bool) {
+	key := rules.ServiceKey{Namespace: c.Namespace, Name: c.Name}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := p.state.ServicePorts(key)
@@ -246,9 +289,8 @@ func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
 		p.state.DeleteService(key)
 		p.report("Service "+key.String(), nil)
 	} else {
-		var err error
-		cur, err = rules.ConvertService(svc)
-		p.report("Service "+key.String(), err)
+		cur = c.Ports
+		p.report("Service "+key.String(), c.Err)
 		p.state.SetService(key, cur) // an invalid service is skipped: no ports
 	}
 	p.metrics.svcChanges.Inc()
@@ -265,6 +307,59 @@ func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
 // where it was filed, whatever labels the deleted copy (a tombstone, say)
 // carries.
 func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
+	var c ConvertedSlice
+	if !deleted {
+		c.Slice, c.Errs = rules.ConvertSlice(es)
+	}
+	c.EndpointSlice = sliceHeader(es)
+	p.onSlice(&c, deleted)
+}
+
+// ConvertedSlice is an EndpointSlice as the daemon's informer keeps it:
+// converted when it arrives (see Watch), with only the fields OnSlice
+// reads besides: its name, namespace, address type and trigger-time
+// annotation. Keeping the API object as well would hold every endpoint
+// twice.
+type ConvertedSlice struct {
+	discovery.EndpointSlice // the header only (sliceHeader)
+	Slice                   *rules.Slice
+	Errs                    []error
+}
+
+// DeepCopyObject makes ConvertedSlice a runtime.Object of its own type (the
+// embedded EndpointSlice's would copy the header alone). The converted
+// slice is never changed once made, so it is shared.
+func (c *ConvertedSlice) DeepCopyObject() runtime.Object {
+	out := *c
+	out.EndpointSlice = *c.EndpointSlice.DeepCopy()
+	return &out
+}
+
+// sliceHeader returns what ConvertedSlice keeps of es.
+func sliceHeader(es *discovery.EndpointSlice) discovery.EndpointSlice {
+	h := discovery.EndpointSlice{AddressType: es.AddressType, ObjectMeta: metav1.ObjectMeta{
+		Name: es.Name, Namespace: es.Namespace, UID: es.UID, ResourceVersion: es.ResourceVersion}}
+	if t, ok := es.Annotations[AnnotationTriggerTime]; ok {
+		h.Annotations = map[string]string{AnnotationTriggerTime: t}
+	}
+	return h
+}
+
+// convertSlice is the EndpointSlice informer's transform: it converts a
+// slice as it arrives, and the informer keeps the ConvertedSlice.
+func convertSlice(obj any) (any, error) {
+	es, ok := obj.(*discovery.EndpointSlice)
+	if !ok {
+		return obj, nil
+	}
+	c := &ConvertedSlice{EndpointSlice: sliceHeader(es)}
+	c.Slice, c.Errs = rules.ConvertSlice(es)
+	return c, nil
+}
+
+// onSlice records a converted slice (deleted: its removal).
+func (p *Proxier) onSlice(c *ConvertedSlice, deleted bool) {
+	es := &c.EndpointSlice
 	id := types.NamespacedName{Namespace: es.Namespace, Name: es.Name}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -272,9 +367,8 @@ func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
 	if deleted {
 		p.report("EndpointSlice "+id.String(), nil)
 	} else {
-		var errs []error
-		sl, errs = rules.ConvertSlice(es)
-		p.report("EndpointSlice "+id.String(), errors.Join(errs...))
+		sl = c.Slice
+		p.report("EndpointSlice "+id.String(), errors.Join(c.Errs...))
 	}
 	if old, ok := p.sliceOwner[id]; ok && (sl == nil || sl.Service != old) {
 		p.state.DeleteSlice(old, es.Name)

@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	v1 "k8s.io/api/core/v1"
-	discovery "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,8 +38,12 @@ const (
 // before its handlers have seen everything, and a first sync from half the
 // services would replace the node's rules with half of them. Handlers only
 // record the change; resync is off (the proxier resyncs the kernel itself).
-// Managed fields are dropped from cached objects (rulegen never reads them;
-// they are often the larger part of an object).
+// Services and EndpointSlices are converted as they arrive (convertService,
+// convertSlice), and the informers keep the conversion and a header (name,
+// namespace, version) instead of the API object, which would hold every
+// service and endpoint a second time; managed fields are dropped from the
+// other cached objects (rulegen never reads them; they are often the
+// larger part of an object).
 //
 // ServiceCIDR objects are watched too, but not waited for, as kube-proxy
 // does (its ServiceCIDRConfig runs beside the sync gate): the drop of
@@ -50,9 +53,11 @@ const (
 // logs its list errors and retries).
 func Watch(ctx context.Context, client kubernetes.Interface, p *Proxier) error {
 	strip := informers.WithTransform(stripManagedFields)
-	svcs := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
+	svcs := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(convertService),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = serviceSelector }))
-	slicesF := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
+	// EndpointSlices are converted as they arrive (convertSlice): the
+	// informer keeps the converted slice and a header, not the object.
+	slicesF := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTransform(convertSlice),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sliceSelector }))
 	nodes := informers.NewSharedInformerFactoryWithOptions(client, 0, strip,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = "metadata.name=" + p.opts.NodeName }))
@@ -60,11 +65,11 @@ func Watch(ctx context.Context, client kubernetes.Interface, p *Proxier) error {
 	si := svcs.Core().V1().Services().Informer()
 	ei := slicesF.Discovery().V1().EndpointSlices().Informer()
 	ni := nodes.Core().V1().Nodes().Informer()
-	sr, err := si.AddEventHandler(handler(func(o *v1.Service, del bool) { p.OnService(o, del) }))
+	sr, err := si.AddEventHandler(handler(func(o *ConvertedService, del bool) { p.onService(o, del) }))
 	if err != nil {
 		return err
 	}
-	er, err := ei.AddEventHandler(handler(func(o *discovery.EndpointSlice, del bool) { p.OnSlice(o, del) }))
+	er, err := ei.AddEventHandler(handler(func(o *ConvertedSlice, del bool) { p.onSlice(o, del) }))
 	if err != nil {
 		return err
 	}

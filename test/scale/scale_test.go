@@ -122,10 +122,10 @@ type result struct {
 	// api is, for each new service, the time from the create calls'
 	// start until the harness's watch saw its EndpointSlice: the part of
 	// newSvc that is the API server's, not the proxy's.
-	api           []time.Duration
-	rssKiB        int
-	objects       string
-	note          string
+	api     []time.Duration
+	rssKiB  int
+	objects string
+	note    string
 }
 
 type settings struct {
