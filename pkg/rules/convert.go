@@ -337,7 +337,13 @@ type Slice struct {
 	Service   ServiceKey
 	Family    Family
 	Ports     []SlicePort
-	Endpoints []Endpoint // Port unset: it comes from Ports
+	Endpoints []Endpoint // Port unset: it comes from Ports (but see planned)
+	// planned: the slice has one port, and Endpoints hold it and are
+	// sorted and unique as State.Endpoints returns a port's endpoints, so
+	// that for a service of this one slice it returns them as they are
+	// instead of a copy (ConvertSlice sets it; plans never change their
+	// endpoints).
+	planned bool
 }
 
 // ServiceNameOf returns the Service an EndpointSlice belongs to, from its
@@ -429,6 +435,7 @@ func ConvertSlice(es *discovery.EndpointSlice) (s *Slice, errs []error) {
 		}
 		s.Ports = append(s.Ports, SlicePort{Name: name, Protocol: proto, Port: *p.Port})
 	}
+	s.Endpoints = make([]Endpoint, 0, len(es.Endpoints))
 	for i, ep := range es.Endpoints {
 		e, field, err := convertEndpoint(ep, fam, es.AddressType)
 		if err != nil {
@@ -436,6 +443,27 @@ func ConvertSlice(es *discovery.EndpointSlice) (s *Slice, errs []error) {
 			continue
 		}
 		s.Endpoints = append(s.Endpoints, e)
+	}
+	if len(s.Endpoints) == 0 {
+		s.Endpoints = nil
+	} else if len(s.Ports) == 1 {
+		// The usual slice: one port. Its endpoints are made what
+		// State.Endpoints would make of them (the port set, sorted the
+		// same stable way), and, when no two are the same address, handed
+		// to the plans as they are.
+		for i := range s.Endpoints {
+			s.Endpoints[i].Port = s.Ports[0].Port
+		}
+		if !slices.IsSortedFunc(s.Endpoints, compareEndpoints) {
+			slices.SortStableFunc(s.Endpoints, compareEndpoints)
+		}
+		s.planned = true
+		for i := 1; i < len(s.Endpoints); i++ {
+			if compareEndpoints(s.Endpoints[i-1], s.Endpoints[i]) == 0 {
+				s.planned = false
+				break
+			}
+		}
 	}
 	return s, errs
 }

@@ -140,6 +140,13 @@ func (s *State) Endpoints(p *ServicePort, fam Family) []Endpoint {
 	if len(m) == 0 {
 		return nil
 	}
+	if len(m) == 1 {
+		for _, sl := range m {
+			if sl.planned && sl.Family == fam && sl.Ports[0].Name == p.Name.Port && sl.Ports[0].Protocol == p.Name.Protocol {
+				return slices.Clip(sl.Endpoints) // the same as below, made once (see Slice.planned); clipped: an append copies
+			}
+		}
+	}
 	var one [1]string
 	names := one[:0]
 	total := 0

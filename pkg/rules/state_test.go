@@ -3,7 +3,12 @@ package rules
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
+	"slices"
 	"testing"
+
+	discovery "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestStateForgetsDeletedServices: services created and deleted by the
@@ -90,6 +95,66 @@ func TestPlannerNeverReusesAPlanOfADeletedService(t *testing.T) {
 			tc.between(st)
 			if p := pl.Plan(st, cfg); len(p.Services) != 1 || p.Services[0].Port != 81 {
 				t.Errorf("after the service was re-created with port 81 the plan has %+v", p.Services[0])
+			}
+		})
+	}
+}
+
+// TestEndpointsOfAOnePortSlice: for a service of one slice with one port,
+// State.Endpoints hands out the converted slice's endpoints as they are
+// (ConvertSlice made them what it would make: the port set, sorted), and
+// they equal what it makes of the same slice otherwise; a slice with
+// twice the same address is copied and compacted as before.
+func TestEndpointsOfAOnePortSlice(t *testing.T) {
+	ready, notReady, port, name := true, false, int32(8080), "http"
+	tests := []struct {
+		name   string
+		ips    []string
+		shared bool
+	}{
+		{"sorted", []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"}, true},
+		{"unsorted", []string{"10.0.0.9", "10.0.0.1", "10.0.0.5", "10.0.0.2"}, true},
+		{"one address twice", []string{"10.0.0.2", "10.0.0.1", "10.0.0.2"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			es := &discovery.EndpointSlice{
+				ObjectMeta:  metav1.ObjectMeta{Name: "web-1", Namespace: "default", Labels: map[string]string{discovery.LabelServiceName: "web"}},
+				AddressType: discovery.AddressTypeIPv4,
+				Ports:       []discovery.EndpointPort{{Name: &name, Port: &port}},
+			}
+			for i, ip := range tt.ips {
+				c := &ready
+				if i%2 == 1 {
+					c = &notReady
+				}
+				es.Endpoints = append(es.Endpoints, discovery.Endpoint{Addresses: []string{ip}, Conditions: discovery.EndpointConditions{Ready: c}})
+			}
+			sl, errs := ConvertSlice(es)
+			if len(errs) != 0 {
+				t.Fatal(errs)
+			}
+			key := ServiceKey{Namespace: "default", Name: "web"}
+			sp := &ServicePort{Name: ServicePortName{ServiceKey: key, Port: "http", Protocol: TCP}, Port: 80}
+			st := NewState()
+			st.SetService(key, []*ServicePort{sp})
+			st.SetSlice(sl)
+			got := st.Endpoints(sp, IPv4)
+			if shared := len(got) > 0 && &got[0] == &sl.Endpoints[0]; shared != tt.shared {
+				t.Errorf("shared the slice's endpoints: %v, want %v", shared, tt.shared)
+			}
+			// The same slice, as if ConvertSlice had not prepared it.
+			plain := *sl
+			plain.planned = false
+			plain.Endpoints = slices.Clone(sl.Endpoints)
+			for i := range plain.Endpoints {
+				plain.Endpoints[i].Port = 0
+			}
+			st2 := NewState()
+			st2.SetService(key, []*ServicePort{sp})
+			st2.SetSlice(&plain)
+			if want := st2.Endpoints(sp, IPv4); !reflect.DeepEqual(got, want) {
+				t.Errorf("endpoints %#v, want %#v", got, want)
 			}
 		})
 	}
