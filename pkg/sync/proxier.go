@@ -211,8 +211,8 @@ func serviceFamilies(old, cur []*rules.ServicePort) []rules.Family {
 
 // sliceFamily is the family of an EndpointSlice's addresses (none for
 // FQDN slices, which kube-proxy ignores).
-func sliceFamily(es *discovery.EndpointSlice) []rules.Family {
-	switch es.AddressType {
+func sliceFamily(at discovery.AddressType) []rules.Family {
+	switch at {
 	case discovery.AddressTypeIPv4:
 		return []rules.Family{rules.IPv4}
 	case discovery.AddressTypeIPv6:
@@ -239,7 +239,7 @@ func (p *Proxier) report(key string, err error) {
 
 // OnService records a Service added, updated or (deleted=true) deleted.
 func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
-	c := ConvertedService{Service: serviceHeader(svc)}
+	c := ConvertedService{ObjectMeta: header(svc)}
 	if !deleted {
 		c.Ports, c.Err = rules.ConvertService(svc)
 	}
@@ -247,24 +247,26 @@ func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
 }
 
 // ConvertedService is a Service as the daemon's informer keeps it:
-// converted when it arrives (see Watch), with its name and namespace.
+// converted when it arrives (see Watch), with the metadata the informer
+// needs (name, namespace, uid, version).
 type ConvertedService struct {
-	v1.Service // the header only (serviceHeader)
-	Ports      []*rules.ServicePort
-	Err        error
+	metav1.TypeMeta
+	metav1.ObjectMeta // the header only (header)
+	Ports             []*rules.ServicePort
+	Err               error
 }
 
-// DeepCopyObject makes ConvertedService a runtime.Object of its own type.
-// The converted ports are never changed once made, so they are shared.
+// DeepCopyObject makes ConvertedService a runtime.Object. The converted
+// ports are never changed once made, so they are shared.
 func (c *ConvertedService) DeepCopyObject() runtime.Object {
 	out := *c
-	out.Service = *c.Service.DeepCopy()
+	out.ObjectMeta = *c.ObjectMeta.DeepCopy()
 	return &out
 }
 
-// serviceHeader returns what ConvertedService keeps of svc.
-func serviceHeader(svc *v1.Service) v1.Service {
-	return v1.Service{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, UID: svc.UID, ResourceVersion: svc.ResourceVersion}}
+// header returns the metadata a converted object keeps of o's.
+func header(o metav1.Object) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: o.GetName(), Namespace: o.GetNamespace(), UID: o.GetUID(), ResourceVersion: o.GetResourceVersion()}
 }
 
 // convertService is the Service informer's transform (see convertSlice).
@@ -273,7 +275,7 @@ func convertService(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	c := &ConvertedService{Service: serviceHeader(svc)}
+	c := &ConvertedService{ObjectMeta: header(svc)}
 	c.Ports, c.Err = rules.ConvertService(svc)
 	return c, nil
 }
@@ -311,38 +313,30 @@ func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
 	if !deleted {
 		c.Slice, c.Errs = rules.ConvertSlice(es)
 	}
-	c.EndpointSlice = sliceHeader(es)
+	c.ObjectMeta, c.AddressType, c.TriggerTime = header(es), es.AddressType, es.Annotations[AnnotationTriggerTime]
 	p.onSlice(&c, deleted)
 }
 
 // ConvertedSlice is an EndpointSlice as the daemon's informer keeps it:
-// converted when it arrives (see Watch), with only the fields OnSlice
-// reads besides: its name, namespace, address type and trigger-time
-// annotation. Keeping the API object as well would hold every endpoint
-// twice.
+// converted when it arrives (see Watch), with the metadata the informer
+// needs and what OnSlice reads besides: the address type and the
+// trigger-time annotation. Keeping the API object as well would hold
+// every endpoint twice.
 type ConvertedSlice struct {
-	discovery.EndpointSlice // the header only (sliceHeader)
-	Slice                   *rules.Slice
-	Errs                    []error
+	metav1.TypeMeta
+	metav1.ObjectMeta // the header only (header)
+	AddressType       discovery.AddressType
+	TriggerTime       string // the AnnotationTriggerTime annotation
+	Slice             *rules.Slice
+	Errs              []error
 }
 
-// DeepCopyObject makes ConvertedSlice a runtime.Object of its own type (the
-// embedded EndpointSlice's would copy the header alone). The converted
+// DeepCopyObject makes ConvertedSlice a runtime.Object. The converted
 // slice is never changed once made, so it is shared.
 func (c *ConvertedSlice) DeepCopyObject() runtime.Object {
 	out := *c
-	out.EndpointSlice = *c.EndpointSlice.DeepCopy()
+	out.ObjectMeta = *c.ObjectMeta.DeepCopy()
 	return &out
-}
-
-// sliceHeader returns what ConvertedSlice keeps of es.
-func sliceHeader(es *discovery.EndpointSlice) discovery.EndpointSlice {
-	h := discovery.EndpointSlice{AddressType: es.AddressType, ObjectMeta: metav1.ObjectMeta{
-		Name: es.Name, Namespace: es.Namespace, UID: es.UID, ResourceVersion: es.ResourceVersion}}
-	if t, ok := es.Annotations[AnnotationTriggerTime]; ok {
-		h.Annotations = map[string]string{AnnotationTriggerTime: t}
-	}
-	return h
 }
 
 // convertSlice is the EndpointSlice informer's transform: it converts a
@@ -352,15 +346,14 @@ func convertSlice(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	c := &ConvertedSlice{EndpointSlice: sliceHeader(es)}
+	c := &ConvertedSlice{ObjectMeta: header(es), AddressType: es.AddressType, TriggerTime: es.Annotations[AnnotationTriggerTime]}
 	c.Slice, c.Errs = rules.ConvertSlice(es)
 	return c, nil
 }
 
 // onSlice records a converted slice (deleted: its removal).
 func (p *Proxier) onSlice(c *ConvertedSlice, deleted bool) {
-	es := &c.EndpointSlice
-	id := types.NamespacedName{Namespace: es.Namespace, Name: es.Name}
+	id := types.NamespacedName{Namespace: c.Namespace, Name: c.Name}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var sl *rules.Slice
@@ -371,7 +364,7 @@ func (p *Proxier) onSlice(c *ConvertedSlice, deleted bool) {
 		p.report("EndpointSlice "+id.String(), errors.Join(c.Errs...))
 	}
 	if old, ok := p.sliceOwner[id]; ok && (sl == nil || sl.Service != old) {
-		p.state.DeleteSlice(old, es.Name)
+		p.state.DeleteSlice(old, c.Name)
 		delete(p.sliceOwner, id)
 	}
 	if sl != nil {
@@ -379,7 +372,7 @@ func (p *Proxier) onSlice(c *ConvertedSlice, deleted bool) {
 		p.sliceOwner[id] = sl.Service
 		// A trigger time from before the start is ignored, as kube-proxy
 		// does: after a restart it is the age of the slice, not a latency.
-		if t, err := time.Parse(time.RFC3339, es.Annotations[AnnotationTriggerTime]); err == nil && t.After(p.started) {
+		if t, err := time.Parse(time.RFC3339, c.TriggerTime); err == nil && t.After(p.started) {
 			if old, ok := p.triggers[id]; !ok || t.Before(old.at) {
 				p.triggers[id] = trigger{at: t, family: sl.Family}
 			}
@@ -391,7 +384,7 @@ func (p *Proxier) onSlice(c *ConvertedSlice, deleted bool) {
 	}
 	p.metrics.endpointChanges.Inc()
 	p.metrics.endpointPending.Inc()
-	p.changed(p.clock.Now(), sliceFamily(es)...)
+	p.changed(p.clock.Now(), sliceFamily(c.AddressType)...)
 	p.request()
 }
 
