@@ -337,7 +337,7 @@ type Slice struct {
 	Service   ServiceKey
 	Family    Family
 	Ports     []SlicePort
-	Endpoints []Endpoint // Port unset: it comes from Ports (but see planned)
+	Endpoints []Endpoint // Port unset (it comes from Ports) but in a slice of one port, where it is set
 	// planned: the slice has one port, and Endpoints hold it and are
 	// sorted and unique as State.Endpoints returns a port's endpoints, so
 	// that for a service of this one slice it returns them as they are

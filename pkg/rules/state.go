@@ -134,7 +134,9 @@ func (s *State) ServicePorts(key ServiceKey) []*ServicePort { return s.services[
 // endpoint of the service's slices of that family whose slice has a port with
 // the same name and protocol as the service port (this is how a named
 // targetPort resolves to a container port). An address:port listed in two
-// slices is kept once. The result is sorted by address and port.
+// slices is kept once. The result is sorted by address and port. It may
+// be the state's own memory (a service of one one-port slice): callers
+// must not change it.
 func (s *State) Endpoints(p *ServicePort, fam Family) []Endpoint {
 	m := s.slices[p.Name.ServiceKey]
 	if len(m) == 0 {

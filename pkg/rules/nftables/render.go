@@ -105,6 +105,11 @@ func CountSet(prefix string, b int) string { return prefix + "count-bit-" + strc
 // chain of its endpoint count (see Renderer.byCount).
 func ByCountChain(prefix string) string { return prefix + "by-count" }
 
+// MaxTreeCount is the smallest endpoint count left out of the count tree
+// (see Renderer.byCount): 2^12, so that no path through the tree takes
+// more than 12 gotos.
+const MaxTreeCount = 1 << 12
+
 // countRangeChain names a chain of the tree below ByCountChain: the one
 // for the counts lo to hi.
 func countRangeChain(prefix string, lo, hi int) string {
@@ -201,8 +206,8 @@ type Renderer struct {
 	affinityDirty  bool
 	affinitySets   []*Set
 	affinityChains []*Chain
-	// byCount keeps, per kind of map of endpoints, the counts in use and
-	// the chains made for them, until the counts change.
+	// trees keeps, per kind of map of endpoints, the counts in use and
+	// the chains byCount made for them, until the counts change.
 	trees map[string]countTree
 	last  *Ruleset
 }
@@ -492,6 +497,13 @@ func (rd *Renderer) Render(p *rules.Plan) *Ruleset {
 // dnat rule of a count never moves, so that a map is bound by a rule
 // once, when it is made (binding a map makes the kernel check every
 // element of it).
+//
+// The kernel refuses a table in which a packet can pass 16 jumps and
+// gotos (NFT_JUMP_STACK_SIZE), and the root is 3 deep (nat-prerouting,
+// services, dispatch): counts of MaxTreeCount or more, which the tree
+// would take 13 gotos to reach, are not in it but tried first, one
+// `jump` to the count's chain each (a miss comes back and the next is
+// tried), as every count was before the tree.
 func (rd *Renderer) byCount(prefix string, key KeyType, ks []int) []*Chain {
 	if t, ok := rd.trees[prefix]; ok && slices.Equal(t.ks, ks) {
 		return t.chains
@@ -499,6 +511,10 @@ func (rd *Renderer) byCount(prefix string, key KeyType, ks []int) []*Chain {
 	dk := destKey(key)
 	root := &Chain{Name: ByCountChain(prefix)}
 	chains := []*Chain{root}
+	small, _ := slices.BinarySearch(ks, MaxTreeCount)
+	for _, k := range ks[small:] {
+		root.Rules = append(root.Rules, Rule{Verdict{Kind: Jump, Chain: EndpointMap(prefix, k)}})
+	}
 	var fill func(c *Chain, ks []int)
 	fill = func(c *Chain, ks []int) {
 		for len(ks) > 1 {
@@ -525,7 +541,9 @@ func (rd *Renderer) byCount(prefix string, key KeyType, ks []int) []*Chain {
 		}
 		c.Rules = append(c.Rules, Rule{Verdict{Kind: Goto, Chain: EndpointMap(prefix, ks[0])}})
 	}
-	fill(root, ks)
+	if small > 0 {
+		fill(root, ks[:small])
+	}
 	for _, k := range ks {
 		m := EndpointMap(prefix, k)
 		chains = append(chains, &Chain{Name: m, Rules: []Rule{{DNATLookup{Key: key, Mod: k, Map: m}}}})

@@ -1,8 +1,10 @@
 package nftables
 
 import (
+	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -96,5 +98,95 @@ func TestRenderZoneDuplicates(t *testing.T) {
 	}
 	if n := strings.Count(first, "fd00:96::1 . tcp . 80 . 0 : "); n != 1 {
 		t.Errorf("the map holds fd00:96::1 . tcp . 80 . 0 %d times, want once:\n%s", n, first)
+	}
+}
+
+// TestCountTreeRoutesEveryCount walks the count tree byCount makes for
+// many sets of counts in use, as the kernel would for a destination of
+// each count (its count sets are the bits of its count): every count
+// must reach the dnat rule of its own map, through at most 12 gotos and
+// jumps from the root (the kernel's limit is 16 levels, and the root is 3
+// deep), counts of 4096 and more included.
+func TestCountTreeRoutesEveryCount(t *testing.T) {
+	sets := [][]int{{1}, {10}, {1, 2}, {9, 10, 11}, {1, 64}, {4095, 6143, 7167, 7679, 7935, 8063, 8127, 8159, 8175, 8183, 8187, 8189, 8190, 8191},
+		{4096}, {1, 4096, 5000}, {2, 3, 4095, 4096}}
+	var all []int
+	for k := 1; k <= 130; k++ {
+		all = append(all, k)
+	}
+	sets = append(sets, all)
+	seed := uint64(1)
+	for range 300 { // random sets of counts up to 10,000
+		seen := map[int]bool{}
+		var ks []int
+		for range 1 + seed%20 {
+			seed = seed*6364136223846793005 + 1442695040888963407
+			k := 1 + int(seed>>33)%10000
+			if seed>>40%3 == 0 {
+				k = 1 + k%70
+			}
+			if !seen[k] {
+				seen[k] = true
+				ks = append(ks, k)
+			}
+		}
+		slices.Sort(ks)
+		sets = append(sets, ks)
+	}
+	for _, ks := range sets {
+		chains := map[string]*Chain{}
+		for _, c := range NewRenderer().byCount(PrefixEndpoints, KeyAddrProtoPortSlot, ks) {
+			if chains[c.Name] != nil {
+				t.Fatalf("counts %v: chain %s made twice", ks, c.Name)
+			}
+			chains[c.Name] = c
+		}
+		// walk returns the count of the map whose dnat rule a destination
+		// of count k reaches from chain name (0: none), and the deepest
+		// level it went.
+		var walk func(name string, k, depth int) (int, int)
+		walk = func(name string, k, depth int) (int, int) {
+			c := chains[name]
+			if c == nil {
+				t.Fatalf("counts %v: chain %s is referenced but not made", ks, name)
+			}
+			deepest := depth
+			for _, r := range c.Rules {
+				switch s := r[0].(type) {
+				case DNATLookup:
+					if s.Mod == k {
+						return k, depth
+					}
+					return 0, depth // a miss ends the chain
+				case KeyInSet:
+					var b int
+					if _, err := fmt.Sscanf(strings.TrimPrefix(s.Set, PrefixEndpoints), "count-bit-%d", &b); err != nil {
+						t.Fatalf("counts %v: rule %v", ks, r)
+					}
+					if k>>b&1 == 0 {
+						continue
+					}
+					return walk(r[1].(Verdict).Chain, k, depth+1)
+				case Verdict:
+					if s.Kind == Goto {
+						return walk(s.Chain, k, depth+1)
+					}
+					if got, d := walk(s.Chain, k, depth+1); got != 0 {
+						return got, d
+					}
+					deepest = max(deepest, depth+1)
+				}
+			}
+			return 0, deepest
+		}
+		for _, k := range ks {
+			got, depth := walk(ByCountChain(PrefixEndpoints), k, 0)
+			if got != k {
+				t.Errorf("counts %v: a destination of %d endpoints reaches the map of %d", ks, k, got)
+			}
+			if depth > 12 {
+				t.Errorf("counts %v: a destination of %d endpoints is %d gotos and jumps below the root", ks, k, depth)
+			}
+		}
 	}
 }

@@ -27,7 +27,8 @@ import (
 // first edit; comparing that with the chosen value after gives the
 // elements to delete and to add (Delta), without looking at anything
 // else. Materialize lists a set's elements from the store when a whole
-// table is needed (a full write, the text, trace).
+// table is needed as text or for trace; a full write streams them
+// (Stream).
 
 // elemKey is an element's key: every Element field but the verdict and the
 // target (a map of endpoints is keyed by destination, Slot 0).
@@ -283,8 +284,9 @@ func element(k elemKey, v value, slot int) Element {
 // Materialize fills in the elements of every set of r from the store of
 // the Renderer that made it. It must be called before that Renderer
 // renders again (it panics otherwise: the store has moved on); a ruleset
-// made by Render is complete already. Script, trace and a full write
-// call it; a writer following the Delta does not need it.
+// made by Render is complete already. Script and trace call it; a full
+// write streams the elements instead (Stream), and a writer following the
+// Delta needs neither.
 func (r *Ruleset) Materialize() {
 	if r.src == nil {
 		return
@@ -404,8 +406,12 @@ func (r *Ruleset) Stream(window int, fn func(set string, els []Element)) {
 	}
 }
 
-// Elements returns how many elements r's sets hold, listed or not.
+// Elements returns how many elements r's sets hold, listed or not (like
+// Stream, before its Renderer renders again).
 func (r *Ruleset) Elements() int {
+	if r.src != nil && r.src.version != r.version {
+		panic("nftables: a ruleset's elements were asked for after its renderer rendered again")
+	}
 	if r.src == nil {
 		n := 0
 		for _, s := range r.Sets {

@@ -5,6 +5,7 @@ package rulestest
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/rulegen/rulegen/pkg/rules"
 )
@@ -118,7 +119,7 @@ func AddEndpoint(st *rules.State, i int) {
 func setEndpoints(st *rules.State, i int, edit func([]rules.Endpoint) []rules.Endpoint) {
 	key := rules.ServiceKey{Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("svc-%d", i)}
 	p := st.ServicePorts(key)[0]
-	eps := edit(st.Endpoints(p, rules.IPv4))
+	eps := edit(slices.Clone(st.Endpoints(p, rules.IPv4))) // the state's own: not to be changed
 	sl := &rules.Slice{Name: key.Name + "-1", Service: key, Family: rules.IPv4,
 		Ports: []rules.SlicePort{{Name: "http", Protocol: rules.TCP, Port: 8080}}}
 	for _, e := range eps {

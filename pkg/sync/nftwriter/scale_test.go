@@ -184,3 +184,31 @@ func TestNewEndpointCountKeepsMapRules(t *testing.T) {
 		t.Errorf("only %d count chains checked: %v", len(dnatHandles), dnatHandles)
 	}
 }
+
+// TestLargeCountsLoad: counts whose bits would make the count tree deeper
+// than the kernel allows (16 levels of jumps and gotos; the tree's root is
+// 3 deep) load, because counts of rn.MaxTreeCount and more are left out
+// of the tree (see Renderer.byCount); and a count that comes and goes
+// beside them is written incrementally.
+func TestLargeCountsLoad(t *testing.T) {
+	netnstest.Require(t, "nft")
+	ns := netnstest.New(t, "deep")
+	w := New(ns.Fd())
+	st, cfg := rulestest.Scale(0, 0)
+	counts := []int{4095, 6143, 7167, 7679, 7935, 8063, 8127, 8159, 8175, 8183, 8187, 8189, 8190, 8191}
+	for i, k := range counts {
+		rulestest.Restore(st, i, k)
+	}
+	r := rn.NewRenderer()
+	if _, err := w.Apply(r.Render(rules.NewPlan(st, cfg, rules.IPv4))); err != nil {
+		t.Fatalf("full write: %v", err)
+	}
+	rulestest.Restore(st, len(counts), 3)
+	if s, err := w.Apply(r.Render(rules.NewPlan(st, cfg, rules.IPv4))); err != nil || s.Full {
+		t.Fatalf("a count of 3 beside them: %+v %v", s, err)
+	}
+	out := ns.MustRun(nil, "nft", "list", "chain", "ip", "rulegen", rn.ByCountChain(rn.PrefixEndpoints))
+	if !strings.Contains(out, "jump endpoints-8191") || !strings.Contains(out, "goto endpoints-3") {
+		t.Errorf("the root of the count tree:\n%s", out)
+	}
+}

@@ -454,6 +454,13 @@ func (b *batch) diff(prev, next *rn.Ruleset, delta *rn.Delta) {
 			write = append(write, todo{c, ch})
 		}
 	}
+	// The rules of new chains before the elements of new sets: a new
+	// count's map is bound by its dnat rule while it is still empty (the
+	// kernel checks every element of a map a rule binds; elements added
+	// after are checked one by one as they come).
+	for _, t := range write {
+		b.addRules(t.c, t.ch)
+	}
 	for _, s := range created {
 		if delta != nil {
 			s = withElements(s, nil)
@@ -462,9 +469,6 @@ func (b *batch) diff(prev, next *rn.Ruleset, delta *rn.Delta) {
 			}
 		}
 		b.addElements(s)
-	}
-	for _, t := range write {
-		b.addRules(t.c, t.ch)
 	}
 	// 4. Elements of sets that exist on both sides: deletions, then additions.
 	for _, s := range next.Sets {
@@ -521,10 +525,11 @@ const maxPatchRules = 512
 
 // patchRules turns chain o into c by deleting and adding single rules, and
 // reports whether it did (false: the caller rewrites the chain). Rewriting
-// the dispatch chain would add back every rule that looks up a map of
-// endpoints, and the kernel checks each element of a map again when a rule
-// binds it: a new endpoint count would cost a walk over every endpoint of
-// the table. Patching adds only the new count's rule. The rules' handles
+// a chain adds back every rule it holds, and a rule that looks up a set
+// or map binds it again, which for a map of endpoints makes the kernel
+// check each of its elements; patching adds only the rules that changed
+// (in the count tree: the lookups and gotos of a count that came or
+// went). The rules' handles
 // are read from the kernel (one small dump); when they do not match the
 // chain this writer wrote, the chain is rewritten.
 func (b *batch) patchRules(o, c *rn.Chain) bool {
