@@ -25,6 +25,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
+	sync.PreferLists() // before any API client: see its comment
 	log, err := newLogger(stderr, o.verbosity, o.loggingFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "rulegen: %v\n", err)
