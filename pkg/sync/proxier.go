@@ -239,11 +239,7 @@ func (p *Proxier) report(key string, err error) {
 
 // OnService records a Service added, updated or (deleted=true) deleted.
 func (p *Proxier) OnService(svc *v1.Service, deleted bool) {
-	c := ConvertedService{ObjectMeta: header(svc)}
-	if !deleted {
-		c.Ports, c.Err = rules.ConvertService(svc)
-	}
-	p.onService(&c, deleted)
+	p.onService(convertedService(svc), deleted)
 }
 
 // ConvertedService is a Service as the daemon's informer keeps it:
@@ -269,15 +265,19 @@ func header(o metav1.Object) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Name: o.GetName(), Namespace: o.GetNamespace(), UID: o.GetUID(), ResourceVersion: o.GetResourceVersion()}
 }
 
-// convertService is the Service informer's transform (see convertSlice).
-func convertService(obj any) (any, error) {
-	svc, ok := obj.(*v1.Service)
-	if !ok {
-		return obj, nil
-	}
+// convertedService converts svc as the informer keeps it.
+func convertedService(svc *v1.Service) *ConvertedService {
 	c := &ConvertedService{ObjectMeta: header(svc)}
 	c.Ports, c.Err = rules.ConvertService(svc)
-	return c, nil
+	return c
+}
+
+// convertService is the Service informer's transform (see convertSlice).
+func convertService(obj any) (any, error) {
+	if svc, ok := obj.(*v1.Service); ok {
+		return convertedService(svc), nil
+	}
+	return obj, nil
 }
 
 // onService records a converted service (deleted: its removal).
@@ -309,12 +309,7 @@ func (p *Proxier) onService(c *ConvertedService, deleted bool) {
 // where it was filed, whatever labels the deleted copy (a tombstone, say)
 // carries.
 func (p *Proxier) OnSlice(es *discovery.EndpointSlice, deleted bool) {
-	var c ConvertedSlice
-	if !deleted {
-		c.Slice, c.Errs = rules.ConvertSlice(es)
-	}
-	c.ObjectMeta, c.AddressType, c.TriggerTime = header(es), es.AddressType, es.Annotations[AnnotationTriggerTime]
-	p.onSlice(&c, deleted)
+	p.onSlice(convertedSlice(es), deleted)
 }
 
 // ConvertedSlice is an EndpointSlice as the daemon's informer keeps it:
@@ -339,16 +334,20 @@ func (c *ConvertedSlice) DeepCopyObject() runtime.Object {
 	return &out
 }
 
+// convertedSlice converts es as the informer keeps it.
+func convertedSlice(es *discovery.EndpointSlice) *ConvertedSlice {
+	c := &ConvertedSlice{ObjectMeta: header(es), AddressType: es.AddressType, TriggerTime: es.Annotations[AnnotationTriggerTime]}
+	c.Slice, c.Errs = rules.ConvertSlice(es)
+	return c
+}
+
 // convertSlice is the EndpointSlice informer's transform: it converts a
 // slice as it arrives, and the informer keeps the ConvertedSlice.
 func convertSlice(obj any) (any, error) {
-	es, ok := obj.(*discovery.EndpointSlice)
-	if !ok {
-		return obj, nil
+	if es, ok := obj.(*discovery.EndpointSlice); ok {
+		return convertedSlice(es), nil
 	}
-	c := &ConvertedSlice{ObjectMeta: header(es), AddressType: es.AddressType, TriggerTime: es.Annotations[AnnotationTriggerTime]}
-	c.Slice, c.Errs = rules.ConvertSlice(es)
-	return c, nil
+	return obj, nil
 }
 
 // onSlice records a converted slice (deleted: its removal).
