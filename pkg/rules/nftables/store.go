@@ -300,38 +300,55 @@ func (r *Ruleset) Materialize() {
 	for _, s := range r.Sets {
 		byName[s.Name] = s
 	}
-	// The keys sorted, then each key's element (or a destination's slots,
-	// in slot order): sorting the keys of a map of endpoints is sorting
-	// destinations, not every slot of each.
+	// The keys sorted, then each key's elements (a destination's slots in
+	// slot order): sorting the keys of a map of endpoints is sorting
+	// destinations, not every slot of each. The maps of endpoints are
+	// sized from the counts.
+	for name, st := range rd.stores {
+		if st.key.Slotted() {
+			for k, n := range rd.counts[name] {
+				byName[EndpointMap(name, k)].Elements = make([]Element, 0, k*n)
+			}
+		} else {
+			byName[name].Elements = make([]Element, 0, len(st.entries))
+		}
+	}
+	var last *Set
+	add := func(set string, e Element) {
+		if last == nil || last.Name != set {
+			last = byName[set]
+		}
+		last.Elements = append(last.Elements, e)
+	}
 	for name, st := range rd.stores {
 		keys := make([]elemKey, 0, len(st.entries))
 		for k := range st.entries {
 			keys = append(keys, k)
 		}
 		slices.SortFunc(keys, compareKeys)
-		if !st.key.Slotted() {
-			s := byName[name]
-			s.Elements = make([]Element, 0, len(keys))
-			for _, k := range keys {
-				c, _ := st.choose(st.entries[k])
-				s.Elements = append(s.Elements, element(k, c.value, 0))
-			}
-			continue
-		}
 		for _, k := range keys {
-			c, _ := st.choose(st.entries[k])
-			s := byName[EndpointMap(name, len(c.targets))]
-			if s.Elements == nil {
-				s.Elements = make([]Element, 0, len(c.targets)*rd.counts[name][len(c.targets)])
-			}
-			for slot := range c.targets {
-				s.Elements = append(s.Elements, element(k, c.value, slot))
-			}
-			for n := len(c.targets); n != 0; n &= n - 1 {
-				cs := byName[CountSet(name, bits.TrailingZeros(uint(n)))]
-				cs.Elements = append(cs.Elements, element(k, value{}, 0))
-			}
+			st.elements(name, k, st.entries[k], add)
 		}
+	}
+}
+
+// elements hands fn the elements the table holds for key k (whose
+// contributions are cs) of the store of set (or kind) name: the chosen
+// value's element, or for a map of endpoints the destination's slots, in
+// its count's map, and its element of the count set of each bit of the
+// count.
+func (st *setStore) elements(name string, k elemKey, cs []contrib, fn func(set string, e Element)) {
+	c, _ := st.choose(cs)
+	if !st.key.Slotted() {
+		fn(name, element(k, c.value, 0))
+		return
+	}
+	m := EndpointMap(name, len(c.targets))
+	for slot := range c.targets {
+		fn(m, element(k, c.value, slot))
+	}
+	for n := len(c.targets); n != 0; n &= n - 1 {
+		fn(CountSet(name, bits.TrailingZeros(uint(n))), element(k, value{}, 0))
 	}
 }
 
@@ -374,24 +391,12 @@ func (r *Ruleset) Stream(window int, fn func(set string, els []Element)) {
 			}
 			slices.SortFunc(keys, compareKeys)
 			for _, k := range keys {
-				c, _ := st.choose(st.entries[k])
-				add(name, element(k, c.value, 0))
+				st.elements(name, k, st.entries[k], add)
 			}
 			continue
 		}
 		for k, cs := range st.entries {
-			c, _ := st.choose(cs)
-			if !st.key.Slotted() {
-				add(name, element(k, c.value, 0))
-				continue
-			}
-			m := EndpointMap(name, len(c.targets))
-			for slot := range c.targets {
-				add(m, element(k, c.value, slot))
-			}
-			for n := len(c.targets); n != 0; n &= n - 1 {
-				add(CountSet(name, bits.TrailingZeros(uint(n))), element(k, value{}, 0))
-			}
+			st.elements(name, k, cs, add)
 		}
 	}
 	names := make([]string, 0, len(bufs))
