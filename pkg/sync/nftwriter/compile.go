@@ -1,9 +1,7 @@
 package nftwriter
 
 import (
-	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"time"
 
 	gnft "github.com/google/nftables"
@@ -147,76 +145,6 @@ func verdictExpr(v rn.Verdict) *expr.Verdict {
 		return &expr.Verdict{Kind: expr.VerdictReturn}
 	}
 	return &expr.Verdict{Kind: expr.VerdictDrop}
-}
-
-// elementKey encodes an element's key as the kernel stores it: addresses and
-// ports in network order, each field of a concatenation padded to 4 bytes.
-func elementKey(f rules.Family, k rn.KeyType, e *rn.Element) []byte {
-	var b []byte
-	switch k {
-	case rn.KeyAddrPair:
-		return append(e.Addr.AsSlice(), e.Addr.AsSlice()...)
-	case rn.KeyAddr, rn.KeyAddrProtoPort, rn.KeyAddrProtoPortSlot, rn.KeyAddrProtoPortSource:
-		b = append(b, e.Addr.AsSlice()...)
-	}
-	if k != rn.KeyAddr {
-		b = append(b, protoNum(e.Proto), 0, 0, 0)
-		b = binary.BigEndian.AppendUint16(b, e.Port)
-		b = append(b, 0, 0)
-	}
-	switch k {
-	case rn.KeyAddrProtoPortSlot, rn.KeyProtoPortSlot:
-		// numgen's number, in host order.
-		b = binary.NativeEndian.AppendUint32(b, e.Slot)
-	case rn.KeyAddrProtoPortSource:
-		b = append(b, e.Prefix.Masked().Addr().AsSlice()...)
-	}
-	return b
-}
-
-// keyEnd is the last key of an element of a concatenated interval set:
-// the key with the source range's last address.
-func keyEnd(e *rn.Element, key []byte) []byte {
-	first := e.Prefix.Masked().Addr().AsSlice()
-	last := make([]byte, len(first))
-	for i := range first {
-		bits := e.Prefix.Bits() - 8*i
-		switch {
-		case bits >= 8:
-			last[i] = first[i]
-		case bits <= 0:
-			last[i] = 0xff
-		default:
-			last[i] = first[i] | byte(0xff>>bits)
-		}
-	}
-	return append(key[:len(key)-len(first):len(key)-len(first)], last...)
-}
-
-// endpointValue is a map of endpoints' value: "addr . port", the port in
-// the next 32-bit register.
-func endpointValue(t netip.AddrPort) []byte {
-	b := append(t.Addr().AsSlice(), 0, 0, 0, 0)
-	binary.BigEndian.PutUint16(b[len(b)-4:], t.Port())
-	return b
-}
-
-func elements(f rules.Family, s *rn.Set, from, to int) []gnft.SetElement {
-	out := make([]gnft.SetElement, 0, to-from)
-	for i := from; i < to; i++ {
-		e := &s.Elements[i]
-		el := gnft.SetElement{Key: elementKey(f, s.Key, e)}
-		switch {
-		case s.Key == rn.KeyAddrProtoPortSource:
-			el.KeyEnd = keyEnd(e, el.Key)
-		case s.Key.Slotted():
-			el.Val = endpointValue(e.Target)
-		case s.IsMap:
-			el.VerdictData = verdictExpr(e.Verdict)
-		}
-		out = append(out, el)
-	}
-	return out
 }
 
 // compiler turns statements into expressions.

@@ -61,6 +61,7 @@ func (s *sender) dial(reqs []netlink.Message) ([]netlink.Message, error) {
 			}
 			m.Header.Flags &^= netlink.Acknowledge
 			m.Header.Sequence = uint32(len(s.offs) + 1) // the batch begin is 0
+			m.Header.PID = 0                            // the kernel answers the socket's port, whatever this says
 			b, err := m.MarshalBinary()
 			if err != nil {
 				return nil, err

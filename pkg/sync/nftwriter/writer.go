@@ -26,36 +26,6 @@ import (
 // (NFT_NAME_MAXLEN - 1).
 const MaxNameLen = 255
 
-// maxElementBytes bounds the encoded element list of one netlink message.
-// An attribute's length is 16 bits and google/nftables does not check it:
-// a longer list wraps around and the kernel silently reads only part of it.
-// So a long element list is split over several messages of the same
-// transaction, by size.
-const maxElementBytes = 60000
-
-// chunks splits elements into runs whose encoded list stays under
-// maxElementBytes (a generous estimate: key, verdict chain name, and the
-// netlink headers around them).
-func chunks(els []gnft.SetElement) [][]gnft.SetElement {
-	var out [][]gnft.SetElement
-	start, size := 0, 0
-	for i, e := range els {
-		n := 64 + len(e.Key) + len(e.Val)
-		if e.VerdictData != nil {
-			n += len(e.VerdictData.Chain)
-		}
-		if size+n > maxElementBytes && i > start {
-			out = append(out, els[start:i])
-			start, size = i, 0
-		}
-		size += n
-	}
-	if start < len(els) {
-		out = append(out, els[start:])
-	}
-	return out
-}
-
 // Stats describes one update.
 type Stats struct {
 	Full bool
@@ -306,31 +276,13 @@ func (b *batch) addSet(s *rn.Set) {
 }
 
 func (b *batch) addElements(s *rn.Set) {
-	if len(s.Elements) == 0 {
-		return
-	}
-	gs := b.sets[s.Name]
-	// A window of elements at a time, each handed to the sender as bytes
-	// before the next is built: a map of 500,000 endpoints is never held
-	// as library elements all at once (about 200 bytes each).
-	for from := 0; from < len(s.Elements); from += elementWindow {
-		for _, c := range chunks(elements(b.fam, s, from, min(from+elementWindow, len(s.Elements)))) {
-			b.fail(b.conn.SetAddElements(gs, c))
-			b.pending += len(c) / 64
-		}
-		b.flushSome()
-	}
-	b.stats.Elements += len(s.Elements)
+	b.setElements(false, s, s.Elements)
 }
 
 // streamWindow is how many elements of one set a full write takes from
 // the renderer's store at a time (a window per set is held meanwhile: a
 // table with every endpoint count from 1 to 64 has a few hundred sets).
 const streamWindow = 512
-
-// elementWindow is how many elements addElements turns into library
-// elements at a time.
-const elementWindow = 8192
 
 // flushChunk is how many rules google/nftables holds before the batch code
 // hands them to the sender as bytes (the library's garbage for that many
@@ -476,23 +428,15 @@ func (b *batch) diff(prev, next *rn.Ruleset, delta *rn.Delta) {
 		if !ok {
 			continue
 		}
-		gs := b.sets[s.Name]
-		var del, add []gnft.SetElement
+		var del, add []rn.Element
 		switch {
 		case delta == nil:
 			del, add = elementDiff(f, o, s)
 		case delta.Sets[s.Name] != nil:
-			d := delta.Sets[s.Name]
-			del = elements(f, withElements(s, d.Del), 0, len(d.Del))
-			add = elements(f, withElements(s, d.Add), 0, len(d.Add))
+			del, add = delta.Sets[s.Name].Del, delta.Sets[s.Name].Add
 		}
-		for _, c := range chunks(del) {
-			b.fail(b.conn.SetDeleteElements(gs, c))
-		}
-		for _, c := range chunks(add) {
-			b.fail(b.conn.SetAddElements(gs, c))
-		}
-		b.stats.Elements += len(del) + len(add)
+		b.setElements(true, s, del)
+		b.setElements(false, s, add)
 	}
 	// 5. Stale chains: flush all, then delete all (they may jump to each other).
 	var stale []*gnft.Chain
@@ -631,42 +575,41 @@ func changedWindow[T comparable](a, b []T) ([]T, []T) {
 // old becomes next. A map element whose verdict changed is deleted and added.
 // Elements are sorted the same way on both sides, so equal runs at both
 // ends are skipped before anything is hashed.
-func elementDiff(f rules.Family, oldSet, nextSet *rn.Set) (del, add []gnft.SetElement) {
-	ow, nw := changedWindow(oldSet.Elements, nextSet.Elements)
-	old := &rn.Set{Name: oldSet.Name, Key: oldSet.Key, IsMap: oldSet.IsMap, Timeout: oldSet.Timeout, Elements: ow}
-	next := &rn.Set{Name: nextSet.Name, Key: nextSet.Key, IsMap: nextSet.IsMap, Timeout: nextSet.Timeout, Elements: nw}
+func elementDiff(f rules.Family, oldSet, nextSet *rn.Set) (del, add []rn.Element) {
+	old, next := changedWindow(oldSet.Elements, nextSet.Elements)
 	type val struct {
 		i int
 		v rn.Verdict
 		t netip.AddrPort
 	}
-	// A range's key is its start and its end.
-	key := func(s *rn.Set, e *rn.Element) string {
-		k := elementKey(f, s.Key, e)
-		if s.Key == rn.KeyAddrProtoPortSource {
-			k = append(k, keyEnd(e, slices.Clone(k))...)
+	// A range's key is its start and its last address.
+	var buf []byte
+	key := func(e *rn.Element) string {
+		buf = appendElementKey(buf[:0], f, nextSet.Key, e)
+		if nextSet.Key == rn.KeyAddrProtoPortSource {
+			buf = appendLast(buf, e.Prefix)
 		}
-		return string(k)
+		return string(buf)
 	}
-	before := make(map[string]val, len(old.Elements))
-	for i := range old.Elements {
-		before[key(old, &old.Elements[i])] = val{i, old.Elements[i].Verdict, old.Elements[i].Target}
+	before := make(map[string]val, len(old))
+	for i := range old {
+		before[key(&old[i])] = val{i, old[i].Verdict, old[i].Target}
 	}
-	for i := range next.Elements {
-		k := key(next, &next.Elements[i])
+	for i := range next {
+		k := key(&next[i])
 		o, ok := before[k]
-		if ok && o.v == next.Elements[i].Verdict && o.t == next.Elements[i].Target {
+		if ok && o.v == next[i].Verdict && o.t == next[i].Target {
 			delete(before, k)
 			continue
 		}
 		if ok {
-			del = append(del, elements(f, old, o.i, o.i+1)...)
+			del = append(del, old[o.i])
 			delete(before, k)
 		}
-		add = append(add, elements(f, next, i, i+1)...)
+		add = append(add, next[i])
 	}
 	for _, o := range before {
-		del = append(del, elements(f, old, o.i, o.i+1)...)
+		del = append(del, old[o.i])
 	}
 	return del, add
 }
