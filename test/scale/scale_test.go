@@ -17,9 +17,11 @@
 //	RULEGEN_SCALE_TIMEOUT    give up on a cold start after this long (default 10m)
 //	RULEGEN_SCALE_PROXIES    comma-separated subset of the proxies below
 //	RULEGEN_SCALE_OUT        also write the table to this file
-//	RULEGEN_SCALE_PROFILE    a directory: rulegen runs with --profiling, and its
-//	                         heap profile (allocations since start included) is
-//	                         saved there after the cold start and after the changes
+//	RULEGEN_SCALE_PROFILE    a directory: rulegen runs with --profiling; a CPU
+//	                         profile of its first 1+N/10000 seconds, its heap
+//	                         profile (allocations since start included) after
+//	                         the cold start and after the changes, and its log
+//	                         are saved there
 //
 // Topology (topology.go): "node" runs etcd, kube-apiserver and the proxy
 // under test; "client" (192.168.1.100) is outside the cluster and opens the
@@ -401,9 +403,9 @@ func svcAddr(ip string) string { return net.JoinHostPort(ip, "80") }
 // allAnswer probes the services idx in turn, one connection per
 // millisecond (at most 100 waiting, each for at most 100 ms), until each has
 // answered from one of its endpoints, the timeout passes or the process pid
-// exits. It returns the time from start to the last first answer and how
-// many services never answered.
-func (h *harness) allAnswer(start time.Time, idx []int, pid int) (time.Duration, int) {
+// exits. It returns the time from start to the last first answer and to
+// the first one, and how many services never answered.
+func (h *harness) allAnswer(start time.Time, idx []int, pid int) (last, first time.Duration, pending int) {
 	var mu sync.Mutex
 	done := map[int]time.Duration{}
 	sem := make(chan struct{}, 100)
@@ -445,11 +447,13 @@ func (h *harness) allAnswer(start time.Time, idx []int, pid int) (time.Duration,
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	var last time.Duration
 	for _, d := range done {
 		last = max(last, d)
+		if first == 0 || d < first {
+			first = d
+		}
 	}
-	return last, len(idx) - len(done)
+	return last, first, len(idx) - len(done)
 }
 
 // answering probes every sampled service once, in parallel, and returns
@@ -531,7 +535,12 @@ func (h *harness) measure(p proxy) *result {
 	for k := 0; k < len(h.sample); k += 4 {
 		cold = append(cold, h.sample[k])
 	}
-	d, pending := h.allAnswer(start, cold, cmd.Process.Pid)
+	var prof sync.WaitGroup
+	if !p.kube && os.Getenv("RULEGEN_SCALE_PROFILE") != "" {
+		prof.Go(func() { h.cpuProfile(p, start) })
+	}
+	d, first, pending := h.allAnswer(start, cold, cmd.Process.Pid)
+	prof.Wait()
 	if pending == 0 {
 		for try := 0; try < 5; try++ {
 			ok := h.answering(h.sample)
@@ -552,6 +561,7 @@ func (h *harness) measure(p proxy) *result {
 		return r
 	}
 	r.cold = d
+	t.Logf("%s: the first sampled service answered %s after the start, the last %s", p.name, first.Round(time.Millisecond), d.Round(time.Millisecond))
 	h.profile(p, "cold")
 	r.objects = h.objects(p.kind)
 	if out, err := h.node.Run(nil, "nft", "list", "ruleset"); err == nil {
@@ -704,6 +714,33 @@ func (h *harness) profile(p proxy, when string) {
 		return
 	}
 	h.t.Logf("heap profile: %s (go tool pprof -sample_index=alloc_space %s)", out, out)
+}
+
+// cpuProfile saves a CPU profile of rulegen's first 1+N/10000 seconds
+// (its cold start) in RULEGEN_SCALE_PROFILE: it asks for one as soon as
+// the metrics address answers, trying every 2 ms for at most 5 s.
+func (h *harness) cpuProfile(p proxy, start time.Time) {
+	secs := 1 + h.s.n/10000
+	c := &http.Client{Timeout: time.Duration(secs+30) * time.Second, Transport: &http.Transport{DialContext: h.node.DialContext}}
+	url := fmt.Sprintf("http://127.0.0.1:10249/debug/pprof/profile?seconds=%d", secs)
+	for time.Since(start) < 5*time.Second {
+		asked := time.Since(start)
+		resp, err := c.Get(url)
+		if err != nil {
+			time.Sleep(2 * time.Millisecond)
+			continue
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+		out := filepath.Join(os.Getenv("RULEGEN_SCALE_PROFILE"), fmt.Sprintf("%s-%d-cold.cpu", p.name, h.s.n))
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			h.t.Logf("CPU profile: %v", err)
+			return
+		}
+		h.t.Logf("CPU profile: %s (from %s after the start; go tool pprof %s)", out, asked.Round(time.Millisecond), out)
+		return
+	}
+	h.t.Logf("CPU profile: the metrics address did not answer within 5 s")
 }
 
 // clean stops the proxy and removes everything it left in the node.
