@@ -17,7 +17,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -84,11 +83,16 @@ func Watch(ctx context.Context, client kubernetes.Interface, p *Proxier) error {
 	for _, f := range []informers.SharedInformerFactory{svcs, slicesF, nodes, cidrsF} {
 		f.Start(ctx.Done())
 	}
-	// Every 10 ms, not client-go's 100 ms (cache.WaitForCacheSync): the
-	// first sync, and with it a node's cold start, waits for this.
-	synced := func(context.Context) (bool, error) { return sr.HasSynced() && er.HasSynced() && nr.HasSynced(), nil }
-	if err := wait.PollUntilContextCancel(ctx, 10*time.Millisecond, true, synced); err != nil {
-		return errors.New("informers did not sync before shutdown")
+	// Each registration's channel closes once its handler has seen the
+	// whole initial list: no poll (cache.WaitForCacheSync looks every 100
+	// ms), as the first sync, and with it a node's cold start, waits for
+	// this.
+	for _, r := range []cache.ResourceEventHandlerRegistration{sr, er, nr} {
+		select {
+		case <-r.HasSyncedChecker().Done():
+		case <-ctx.Done():
+			return errors.New("informers did not sync before shutdown")
+		}
 	}
 	return nil
 }
