@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	gosync "sync"
 
 	authz "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,17 +38,31 @@ var Permissions = []Permission{
 // permission it needs, so that a missing one fails the start with its name
 // instead of leaving a watch retrying forever.
 func CheckPermissions(ctx context.Context, client kubernetes.Interface) error {
-	var missing []error
-	for _, p := range Permissions {
-		r, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authz.SelfSubjectAccessReview{
-			Spec: authz.SelfSubjectAccessReviewSpec{ResourceAttributes: &authz.ResourceAttributes{
-				Verb: p.Verb, Group: p.Group, Resource: p.Resource}},
-		}, metav1.CreateOptions{})
+	// All at once: asked one after another, they were most of the 30 ms
+	// between a start and its first list.
+	failed := make([]error, len(Permissions))  // the request failed
+	missing := make([]error, len(Permissions)) // the answer is no
+	var wg gosync.WaitGroup
+	for i, p := range Permissions {
+		wg.Go(func() {
+			r, err := client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authz.SelfSubjectAccessReview{
+				Spec: authz.SelfSubjectAccessReviewSpec{ResourceAttributes: &authz.ResourceAttributes{
+					Verb: p.Verb, Group: p.Group, Resource: p.Resource}},
+			}, metav1.CreateOptions{})
+			switch {
+			case err != nil:
+				failed[i] = fmt.Errorf("checking permissions: %w", err)
+			case !r.Status.Allowed:
+				missing[i] = fmt.Errorf("missing permission: %s", p)
+			}
+		})
+	}
+	wg.Wait()
+	// The first failed request (in the order of Permissions), else every
+	// missing permission.
+	for _, err := range failed {
 		if err != nil {
-			return fmt.Errorf("checking permissions: %w", err)
-		}
-		if !r.Status.Allowed {
-			missing = append(missing, fmt.Errorf("missing permission: %s", p))
+			return err
 		}
 	}
 	return errors.Join(missing...)
