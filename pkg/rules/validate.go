@@ -20,30 +20,98 @@ import (
 // hold '/', the separator of PortKey, so two different service ports never
 // share a chain name.
 
-// nameCheck is one of the validation.Is… functions: it returns why a value
-// is invalid, or nothing.
-type nameCheck func(string) []string
+// nameCheck is a name rule of the API server. full is one of the
+// validation.Is… functions: it returns why a value is invalid, or nothing.
+// fast reports without a regular expression whether a value certainly
+// passes: the names of a real cluster do, and the regular expressions were
+// half of converting an EndpointSlice (every endpoint has a nodeName). A
+// value fast does not vouch for is given to full, so fast may refuse a
+// valid value but must never pass an invalid one
+// (TestFastNameChecksNeverPassWhatTheAPIRefuses).
+type nameCheck struct {
+	fast func(string) bool
+	full func(string) []string
+}
 
 // The name rules, by the API field they apply to.
 var (
 	// dns1123Label is a namespace, a port name (Service and EndpointSlice).
-	dns1123Label nameCheck = validation.IsDNS1123Label
+	dns1123Label = nameCheck{func(s string) bool { return len(s) <= 63 && isDNSLabel(s, false) }, validation.IsDNS1123Label}
 	// dns1035Label is a Service name.
-	dns1035Label nameCheck = validation.IsDNS1035Label
+	dns1035Label = nameCheck{func(s string) bool { return len(s) <= 63 && isDNSLabel(s, true) }, validation.IsDNS1035Label}
 	// dns1123Subdomain is an EndpointSlice or Node name, an endpoint's nodeName.
-	dns1123Subdomain nameCheck = validation.IsDNS1123Subdomain
+	dns1123Subdomain = nameCheck{isSubdomain, validation.IsDNS1123Subdomain}
 	// labelValue is a zone and the service-name label.
-	labelValue nameCheck = validation.IsValidLabelValue
+	labelValue = nameCheck{isLabelValue, validation.IsValidLabelValue}
+	// portName is a Service's targetPort by name (one per port: no fast
+	// path).
+	portName = nameCheck{full: validation.IsValidPortName}
 )
 
 // invalidName returns why value fails check ("" if it passes). The value is
 // quoted, so that a newline or a quote in it cannot forge a log line.
 func invalidName(check nameCheck, value string) string {
-	msgs := check(value)
+	if check.fast != nil && check.fast(value) {
+		return ""
+	}
+	msgs := check.full(value)
 	if len(msgs) == 0 {
 		return ""
 	}
 	return fmt.Sprintf("%q is invalid: %s", value, strings.Join(msgs, "; "))
+}
+
+func isLower(c byte) bool { return 'a' <= c && c <= 'z' }
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// isDNSLabel reports whether s is lower-case letters, digits and '-',
+// beginning and ending with a letter or digit (with a letter, letterFirst).
+func isDNSLabel(s string, letterFirst bool) bool {
+	if s == "" || !(isLower(s[0]) || !letterFirst && isDigit(s[0])) {
+		return false
+	}
+	last := s[len(s)-1]
+	if !isLower(last) && !isDigit(last) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isLower(c) && !isDigit(c) && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isSubdomain reports whether s is at most 253 bytes of DNS labels (of at
+// most 63 each) joined by dots.
+func isSubdomain(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if len(label) > 63 || !isDNSLabel(label, false) {
+			return false
+		}
+	}
+	return true
+}
+
+// isLabelValue reports whether s is empty, or at most 63 letters, digits,
+// '-', '_' and '.', beginning and ending with a letter or digit.
+func isLabelValue(s string) bool {
+	if s == "" {
+		return true
+	}
+	alnum := func(c byte) bool { return isLower(c) || isDigit(c) || 'A' <= c && c <= 'Z' }
+	if len(s) > 63 || !alnum(s[0]) || !alnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !alnum(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 // parseIP parses an address from an API field. Unlike netip.ParseAddr it
@@ -152,5 +220,5 @@ func invalidTargetPort(tp intstr.IntOrString) string {
 		}
 		return ""
 	}
-	return invalidName(validation.IsValidPortName, tp.StrVal)
+	return invalidName(portName, tp.StrVal)
 }
