@@ -61,6 +61,7 @@ type ControlPlane struct {
 	ns         *netnstest.NS
 	dir        string
 	apiserver  *exec.Cmd
+	etcd       *exec.Cmd
 	address    string // kube-apiserver's bind and advertise address
 	reconciler string // kube-apiserver's --endpoint-reconciler-type
 	Kubeconfig string
@@ -96,7 +97,7 @@ func startControlPlane(t testing.TB, ns *netnstest.NS, address, reconciler strin
 	t.Helper()
 	cp := &ControlPlane{t: t, ns: ns, dir: t.TempDir(), address: address, reconciler: reconciler}
 	bin := KubeBinDir()
-	ns.StartLogged(filepath.Join(cp.dir, "etcd.log"), filepath.Join(bin, "server"),
+	cp.etcd = ns.StartLogged(filepath.Join(cp.dir, "etcd.log"), filepath.Join(bin, "server"),
 		"--data-dir", filepath.Join(cp.dir, "etcd"),
 		"--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
@@ -163,6 +164,12 @@ func (cp *ControlPlane) WaitReady() {
 	}
 	log, _ := os.ReadFile(filepath.Join(cp.dir, "apiserver.log"))
 	cp.t.Fatalf("kube-apiserver not ready after 60s; log tail:\n%s", tail(string(log), 3000))
+}
+
+// PIDs returns the process IDs of kube-apiserver and etcd (`ip netns exec`
+// executes each in place).
+func (cp *ControlPlane) PIDs() (apiserver, etcd int) {
+	return cp.apiserver.Process.Pid, cp.etcd.Process.Pid
 }
 
 // StopAPIServer stops kube-apiserver (by PID); StartAPIServer starts it again.

@@ -130,7 +130,10 @@ type result struct {
 	// lists is how long a bare client took to list every Service and
 	// EndpointSlice just before the proxy started: the part of a cold
 	// start no proxy can save.
-	lists   time.Duration
+	lists time.Duration
+	// cpu is the cores used during the changes by the API server, etcd
+	// and the proxy (CPU time over wall time).
+	cpu     [3]float64
 	rssKiB  int
 	objects string
 	note    string
@@ -568,6 +571,13 @@ func (h *harness) measure(p proxy) *result {
 		os.WriteFile(filepath.Join(h.logDir, p.name+".nft"), []byte(out), 0o644)
 	}
 
+	apiPID, etcdPID := h.cp.PIDs()
+	pids := [3]int{apiPID, etcdPID, cmd.Process.Pid}
+	var cpu0 [3]time.Duration
+	for i, pid := range pids {
+		cpu0[i] = cpuTime(pid)
+	}
+	changesStart := time.Now()
 	for c := range h.s.changes {
 		time.Sleep(h.s.gap)
 		if d, api, ok := h.newService(fmt.Sprintf("new-%s-%d", p.name, c)); ok {
@@ -584,6 +594,10 @@ func (h *harness) measure(p proxy) *result {
 		} else {
 			r.note = "(a replaced endpoint never answered)"
 		}
+	}
+	wall := time.Since(changesStart)
+	for i, pid := range pids {
+		r.cpu[i] = (cpuTime(pid) - cpu0[i]).Seconds() / wall.Seconds()
 	}
 	r.rssKiB = rss(cmd.Process.Pid)
 	h.profile(p, "changes")
@@ -780,6 +794,24 @@ func rss(pid int) int {
 	return 0
 }
 
+// cpuTime is the CPU time a process has used, all its threads (utime and
+// stime of /proc/PID/stat, in clock ticks of 10 ms).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing parenthesis (utime and stime are fields 14 and 15).
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
+}
+
 // objects counts what the proxy put in the kernel: chains, rules and set
 // elements from nft (nftables modes), chains and rules from iptables-save
 // (iptables modes).
@@ -894,6 +926,15 @@ func report(s settings, rs []*result) string {
 			sep = ""
 		}
 		fmt.Fprintf(&b, "%s %s %s", sep, r.name, r.lists.Round(time.Millisecond))
+	}
+	b.WriteString(".\n")
+	b.WriteString("Cores used during the changes (CPU time over wall time; the pauses between changes included) by the API server, etcd and the proxy:")
+	for i, r := range rs {
+		sep := ";"
+		if i == 0 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, "%s %s %.2f, %.2f, %.2f", sep, r.name, r.cpu[0], r.cpu[1], r.cpu[2])
 	}
 	b.WriteString(".\n\n")
 	ratio := func(what string, ours, theirs *result, get func(*result) float64) {
