@@ -234,7 +234,7 @@ type batch struct {
 	// read opens a connection that talks to the kernel at once (for
 	// reading rule handles), unlike conn.
 	read    func() (*gnft.Conn, error)
-	pending int // rules (and 64-element lists) since the last flush
+	pending int // rules google/nftables holds (since the last flush)
 	fam     rules.Family
 	table   *gnft.Table
 	sets    map[string]*gnft.Set
@@ -262,7 +262,7 @@ func (b *batch) chainObj(c *rn.Chain) *gnft.Chain {
 }
 
 // addSet declares a set, empty: map elements name chains, so they are added
-// (addElements) once every chain exists.
+// (setElements) once every chain exists.
 func (b *batch) addSet(s *rn.Set) {
 	gs := newSet(b.table, b.fam, s)
 	if u := typeofUserData(b.fam, s.Key); u != nil {
@@ -273,10 +273,6 @@ func (b *batch) addSet(s *rn.Set) {
 	}
 	b.fail(b.conn.AddSet(gs, nil))
 	b.sets[s.Name] = gs
-}
-
-func (b *batch) addElements(s *rn.Set) {
-	b.setElements(false, s, s.Elements)
 }
 
 // streamWindow is how many elements of one set a full write takes from
@@ -334,7 +330,7 @@ func (b *batch) full(r *rn.Ruleset) {
 		byName[s.Name] = s
 	}
 	r.Stream(streamWindow, func(set string, els []rn.Element) {
-		b.addElements(withElements(byName[set], els))
+		b.setElements(false, byName[set], els)
 	})
 	for i, c := range r.Chains {
 		b.addRules(c, chains[i])
@@ -414,13 +410,14 @@ func (b *batch) diff(prev, next *rn.Ruleset, delta *rn.Delta) {
 		b.addRules(t.c, t.ch)
 	}
 	for _, s := range created {
+		els := s.Elements
 		if delta != nil {
-			s = withElements(s, nil)
+			els = nil
 			if d := delta.Sets[s.Name]; d != nil {
-				s.Elements = d.Add
+				els = d.Add
 			}
 		}
-		b.addElements(s)
+		b.setElements(false, s, els)
 	}
 	// 4. Elements of sets that exist on both sides: deletions, then additions.
 	for _, s := range next.Sets {
@@ -456,11 +453,6 @@ func (b *batch) diff(prev, next *rn.Ruleset, delta *rn.Delta) {
 			b.conn.DelSet(newSet(b.table, f, s))
 		}
 	}
-}
-
-// withElements returns a set like s holding els.
-func withElements(s *rn.Set, els []rn.Element) *rn.Set {
-	return &rn.Set{Name: s.Name, Key: s.Key, IsMap: s.IsMap, Timeout: s.Timeout, Elements: els}
 }
 
 // maxPatchRules bounds the chains patchRules edits rule by rule (its
