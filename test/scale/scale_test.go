@@ -127,6 +127,9 @@ type result struct {
 	// start until the harness's watch saw its EndpointSlice: the part of
 	// newSvc that is the API server's, not the proxy's.
 	api []time.Duration
+	// svcCall is, for each new service, how long the Service create call
+	// took (the API server allocates its ClusterIP).
+	svcCall []time.Duration
 	// lists is how long a bare client took to list every Service and
 	// EndpointSlice just before the proxy started: the part of a cold
 	// start no proxy can save.
@@ -580,8 +583,9 @@ func (h *harness) measure(p proxy) *result {
 	changesStart := time.Now()
 	for c := range h.s.changes {
 		time.Sleep(h.s.gap)
-		if d, api, ok := h.newService(fmt.Sprintf("new-%s-%d", p.name, c)); ok {
+		if d, api, call, ok := h.newService(fmt.Sprintf("new-%s-%d", p.name, c)); ok {
 			r.newSvc = append(r.newSvc, d)
+			r.svcCall = append(r.svcCall, call)
 			if api > 0 {
 				r.api = append(r.api, api)
 			}
@@ -619,9 +623,10 @@ const changeTimeout = 30 * time.Second
 const bigService = 40
 
 // newService creates a service with E fresh endpoints and returns the time
-// from the create call until it answers from one of them, and until the
-// harness's watch saw its EndpointSlice (0: not seen).
-func (h *harness) newService(name string) (time.Duration, time.Duration, bool) {
+// from the create call until it answers from one of them, until the
+// harness's watch saw its EndpointSlice (0: not seen), and how long the
+// Service create call took.
+func (h *harness) newService(name string) (time.Duration, time.Duration, time.Duration, bool) {
 	eps := make([]string, h.s.e)
 	for j := range eps {
 		eps[j] = podIP(h.nextIP.Add(1))
@@ -634,6 +639,7 @@ func (h *harness) newService(name string) (time.Duration, time.Duration, bool) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	call := time.Since(start)
 	if _, err := h.cp.Client.DiscoveryV1().EndpointSlices(namespace).Create(ctx, es, metav1.CreateOptions{}); err != nil {
 		h.t.Fatal(err)
 	}
@@ -645,7 +651,7 @@ func (h *harness) newService(name string) (time.Duration, time.Duration, bool) {
 	if watched {
 		api = seen.Sub(start)
 	}
-	return d, api, ok
+	return d, api, call, ok
 }
 
 // replaceEndpoint replaces the first endpoint of service i with a fresh pod
@@ -926,6 +932,15 @@ func report(s settings, rs []*result) string {
 			sep = ""
 		}
 		fmt.Fprintf(&b, "%s %s %s", sep, r.name, r.lists.Round(time.Millisecond))
+	}
+	b.WriteString(".\n")
+	b.WriteString("The new service's Service create call alone (median; the API server allocates its ClusterIP):")
+	for i, r := range rs {
+		sep := ","
+		if i == 0 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, "%s %s %s", sep, r.name, fmtMedian(r.svcCall))
 	}
 	b.WriteString(".\n")
 	b.WriteString("Cores used during the changes (CPU time over wall time; the pauses between changes included) by the API server, etcd and the proxy:")
