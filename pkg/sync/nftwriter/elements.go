@@ -59,7 +59,7 @@ func (s *sender) elements(typ uint16, f rules.Family, table string, set *rn.Set,
 		// An element is at most a few hundred bytes (a chain name is at
 		// most 255), so the list stays well under an attribute's 64 KiB.
 		for n < len(els) && len(s.buf)-list < maxElementBytes {
-			s.element(f, set, &els[n], uint16(n+1))
+			s.element(set, &els[n], uint16(n+1))
 			n++
 		}
 		s.close(list)
@@ -70,12 +70,12 @@ func (s *sender) elements(typ uint16, f rules.Family, table string, set *rn.Set,
 
 // element appends one element as the list item of type item: its key (and
 // last key), and its value or verdict.
-func (s *sender) element(f rules.Family, set *rn.Set, e *rn.Element, item uint16) {
+func (s *sender) element(set *rn.Set, e *rn.Element, item uint16) {
 	it := s.open(item)
 	key := s.open(unix.NFTA_SET_ELEM_KEY)
 	v := s.openValue(unix.NFTA_DATA_VALUE)
 	from := len(s.buf)
-	s.buf = appendElementKey(s.buf, f, set.Key, e)
+	s.buf = appendElementKey(s.buf, set.Key, e)
 	to := len(s.buf)
 	s.closeValue(v)
 	s.close(key)
@@ -192,7 +192,7 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 // appendElementKey appends an element's key as the kernel stores it:
 // addresses and ports in network order, each field of a concatenation
 // padded to 4 bytes, a slot in host order (numgen's number).
-func appendElementKey(b []byte, f rules.Family, k rn.KeyType, e *rn.Element) []byte {
+func appendElementKey(b []byte, k rn.KeyType, e *rn.Element) []byte {
 	switch k {
 	case rn.KeyAddrPair:
 		return appendAddr(appendAddr(b, e.Addr), e.Addr)

@@ -3,6 +3,7 @@ package nftwriter
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -49,6 +50,13 @@ func TestElementMessagesMatchLibrary(t *testing.T) {
 					ours := newSender(0, 0)
 					ours.elements(typ, f, rn.TableName, set, 7, els)
 					counts := elementCounts(t, ours.buf)
+					sent := 0
+					for _, n := range counts {
+						sent += n
+					}
+					if sent != len(els) {
+						t.Fatalf("%d of %d elements sent", sent, len(els))
+					}
 					if len(counts) < 2 {
 						t.Fatalf("4,000 elements in %d message(s): the test should split them", len(counts))
 					}
@@ -89,6 +97,48 @@ func TestElementMessagesMatchLibrary(t *testing.T) {
 	}
 }
 
+// TestElementBytes: the keys, last keys and values as the kernel compares
+// them, written out by hand for one element of each kind of key (the
+// library comparison above shares these encoders).
+func TestElementBytes(t *testing.T) {
+	slot := hex.EncodeToString(binary.NativeEndian.AppendUint32(nil, 2)) // numgen's number, in host order
+	v4 := rn.Element{Addr: netip.MustParseAddr("10.96.0.1"), Proto: rules.TCP, Port: 80, Slot: 2,
+		Prefix: netip.MustParsePrefix("192.168.4.0/22"), Target: netip.MustParseAddrPort("10.244.1.5:8080")}
+	v6 := rn.Element{Addr: netip.MustParseAddr("fd00::1"), Proto: rules.UDP, Port: 53, Slot: 2,
+		Prefix: netip.MustParsePrefix("fd00:c0a8::/30"), Target: netip.MustParseAddrPort("[fd00:244::5]:8080")}
+	for _, tc := range []struct {
+		e        rn.Element
+		key      rn.KeyType
+		want     string
+		wantLast string // KeyAddrProtoPortSource
+	}{
+		{v4, rn.KeyAddr, "0a600001", ""},
+		{v4, rn.KeyAddrProtoPort, "0a600001" + "06000000" + "00500000", ""},
+		{v4, rn.KeyProtoPort, "06000000" + "00500000", ""},
+		{v4, rn.KeyAddrPair, "0a600001" + "0a600001", ""},
+		{v4, rn.KeyAddrProtoPortSlot, "0a600001" + "06000000" + "00500000" + slot, ""},
+		{v4, rn.KeyProtoPortSlot, "06000000" + "00500000" + slot, ""},
+		{v4, rn.KeyAddrProtoPortSource, "0a600001" + "06000000" + "00500000" + "c0a80400", "c0a807ff"},
+		{v6, rn.KeyAddrProtoPort, "fd000000000000000000000000000001" + "11000000" + "00350000", ""},
+		{v6, rn.KeyAddrProtoPortSource, "fd000000000000000000000000000001" + "11000000" + "00350000" + "fd00c0a8000000000000000000000000",
+			"fd00c0abffffffffffffffffffffffff"},
+	} {
+		if got := hex.EncodeToString(appendElementKey(nil, tc.key, &tc.e)); got != tc.want {
+			t.Errorf("%v key of %v: %s, want %s", tc.key, tc.e.Addr, got, tc.want)
+		}
+		if tc.wantLast != "" {
+			if got := hex.EncodeToString(appendLast(nil, tc.e.Prefix)); got != tc.wantLast {
+				t.Errorf("last address of %v: %s, want %s", tc.e.Prefix, got, tc.wantLast)
+			}
+		}
+	}
+	for e, want := range map[*rn.Element]string{&v4: "0af40105" + "1f900000", &v6: "fd000244000000000000000000000005" + "1f900000"} {
+		if got := hex.EncodeToString(appendEndpoint(nil, e.Target)); got != want {
+			t.Errorf("endpoint %v: %s, want %s", e.Target, got, want)
+		}
+	}
+}
+
 // sampleElements returns n elements with every field set, varied.
 func sampleElements(f rules.Family, n int, verdicts []rn.Verdict) []rn.Element {
 	base := netip.MustParseAddr("10.96.0.0")
@@ -118,7 +168,7 @@ func libraryElements(f rules.Family, s *rn.Set, els []rn.Element) []gnft.SetElem
 	out := make([]gnft.SetElement, len(els))
 	for i := range els {
 		e := &els[i]
-		el := gnft.SetElement{Key: appendElementKey(nil, f, s.Key, e)}
+		el := gnft.SetElement{Key: appendElementKey(nil, s.Key, e)}
 		switch {
 		case s.Key == rn.KeyAddrProtoPortSource:
 			k := slices.Clone(el.Key[:len(el.Key)-e.Prefix.Addr().BitLen()/8])

@@ -12,8 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// google/nftables marshals rulegen's objects into netlink messages; rulegen
-// sends them itself, for two reasons:
+// google/nftables marshals rulegen's tables, chains, rules and sets into
+// netlink messages (set elements are rulegen's own: elements.go); rulegen
+// sends them all itself, for two reasons:
 //
 //   - The library asks the kernel to acknowledge every message and reads
 //     the acknowledgements one system call pair at a time: for a full table
@@ -27,9 +28,10 @@ import (
 //     batch code flushes the library every few thousand rules) and keeps
 //     only their bytes.
 //
-// The messages are captured through the library's WithTestDial hook, its
-// documented way to see exactly what it would send. All chunks go to the
-// kernel in one batch: one transaction, as before.
+// The library's messages are captured through its WithTestDial hook, its
+// documented way to see exactly what it would send, and appended to the
+// same buffer as rulegen's element messages. All of it goes to the kernel
+// in one batch: one transaction, as before.
 
 // sender collects the messages of one transaction and sends them.
 type sender struct {

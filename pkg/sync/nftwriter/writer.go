@@ -321,10 +321,9 @@ func (b *batch) full(r *rn.Ruleset) {
 		chains[i] = b.conn.AddChain(b.chainObj(c))
 	}
 	// The elements streamed from the renderer's store (or the lists of a
-	// listed ruleset), a window at a time: each window is handed to the
-	// sender as bytes before the next is built, so that neither the
-	// table's Elements nor library elements for all of them are ever
-	// held at once.
+	// listed ruleset), a window at a time, each marshaled into the
+	// sender's buffer before the next is taken: the table's elements are
+	// never all held at once but as bytes.
 	byName := make(map[string]*rn.Set, len(r.Sets))
 	for _, s := range r.Sets {
 		byName[s.Name] = s
@@ -428,7 +427,7 @@ func (b *batch) diff(prev, next *rn.Ruleset, delta *rn.Delta) {
 		var del, add []rn.Element
 		switch {
 		case delta == nil:
-			del, add = elementDiff(f, o, s)
+			del, add = elementDiff(o, s)
 		case delta.Sets[s.Name] != nil:
 			del, add = delta.Sets[s.Name].Del, delta.Sets[s.Name].Add
 		}
@@ -567,7 +566,7 @@ func changedWindow[T comparable](a, b []T) ([]T, []T) {
 // old becomes next. A map element whose verdict changed is deleted and added.
 // Elements are sorted the same way on both sides, so equal runs at both
 // ends are skipped before anything is hashed.
-func elementDiff(f rules.Family, oldSet, nextSet *rn.Set) (del, add []rn.Element) {
+func elementDiff(oldSet, nextSet *rn.Set) (del, add []rn.Element) {
 	old, next := changedWindow(oldSet.Elements, nextSet.Elements)
 	type val struct {
 		i int
@@ -577,7 +576,7 @@ func elementDiff(f rules.Family, oldSet, nextSet *rn.Set) (del, add []rn.Element
 	// A range's key is its start and its last address.
 	var buf []byte
 	key := func(e *rn.Element) string {
-		buf = appendElementKey(buf[:0], f, nextSet.Key, e)
+		buf = appendElementKey(buf[:0], nextSet.Key, e)
 		if nextSet.Key == rn.KeyAddrProtoPortSource {
 			buf = appendLast(buf, e.Prefix)
 		}
