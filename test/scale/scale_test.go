@@ -18,7 +18,8 @@
 //	RULEGEN_SCALE_PROXIES    comma-separated subset of the proxies below
 //	RULEGEN_SCALE_OUT        also write the table to this file
 //	RULEGEN_SCALE_PROFILE    a directory: rulegen runs with --profiling; a CPU
-//	                         profile of its first 1+N/10000 seconds, its heap
+//	                         profile of 1+N/10000 seconds from when its metrics
+//	                         address first answers (its cold start), its heap
 //	                         profile (allocations since start included) after
 //	                         the cold start and after the changes, and its log
 //	                         are saved there
@@ -601,7 +602,9 @@ func (h *harness) measure(p proxy) *result {
 	}
 	wall := time.Since(changesStart)
 	for i, pid := range pids {
-		r.cpu[i] = (cpuTime(pid) - cpu0[i]).Seconds() / wall.Seconds()
+		if t := cpuTime(pid); t >= cpu0[i] { // else the process is gone
+			r.cpu[i] = (t - cpu0[i]).Seconds() / wall.Seconds()
+		}
 	}
 	r.rssKiB = rss(cmd.Process.Pid)
 	h.profile(p, "changes")
@@ -736,9 +739,10 @@ func (h *harness) profile(p proxy, when string) {
 	h.t.Logf("heap profile: %s (go tool pprof -sample_index=alloc_space %s)", out, out)
 }
 
-// cpuProfile saves a CPU profile of rulegen's first 1+N/10000 seconds
-// (its cold start) in RULEGEN_SCALE_PROFILE: it asks for one as soon as
-// the metrics address answers, trying every 2 ms for at most 5 s.
+// cpuProfile saves a CPU profile of 1+N/10000 seconds of rulegen's cold
+// start in RULEGEN_SCALE_PROFILE: it asks for one as soon as the metrics
+// address answers (60-100 ms after the start), trying every 2 ms for at
+// most 5 s.
 func (h *harness) cpuProfile(p proxy, start time.Time) {
 	secs := 1 + h.s.n/10000
 	c := &http.Client{Timeout: time.Duration(secs+30) * time.Second, Transport: &http.Transport{DialContext: h.node.DialContext}}
@@ -752,6 +756,10 @@ func (h *harness) cpuProfile(p proxy, start time.Time) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+		if resp.StatusCode != http.StatusOK {
+			h.t.Logf("CPU profile: %s: %s", resp.Status, tail(string(b), 300))
+			return
+		}
 		out := filepath.Join(os.Getenv("RULEGEN_SCALE_PROFILE"), fmt.Sprintf("%s-%d-cold.cpu", p.name, h.s.n))
 		if err := os.WriteFile(out, b, 0o644); err != nil {
 			h.t.Logf("CPU profile: %v", err)
@@ -801,7 +809,8 @@ func rss(pid int) int {
 }
 
 // cpuTime is the CPU time a process has used, all its threads (utime and
-// stime of /proc/PID/stat, in clock ticks of 10 ms).
+// stime of /proc/PID/stat, in clock ticks of USER_HZ, which is 100 on x86
+// and arm64), or 0 if it is gone.
 func cpuTime(pid int) time.Duration {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
