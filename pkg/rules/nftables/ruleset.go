@@ -55,8 +55,6 @@ type KeyType int
 const (
 	// KeyAddr is an address of the table's family.
 	KeyAddr KeyType = iota
-	// KeyPrefix is an address range (an interval set).
-	KeyPrefix
 	// KeyAddrProtoPort is "daddr . l4proto . dport".
 	KeyAddrProtoPort
 	// KeyProtoPort is "l4proto . dport".
@@ -80,7 +78,7 @@ const (
 func (k KeyType) Slotted() bool { return k == KeyAddrProtoPortSlot || k == KeyProtoPortSlot }
 
 // Interval reports whether sets of this key hold ranges.
-func (k KeyType) Interval() bool { return k == KeyPrefix || k == KeyAddrProtoPortSource }
+func (k KeyType) Interval() bool { return k == KeyAddrProtoPortSource }
 
 // Set is a named set, or a map when IsMap: a verdict map, or for a slotted
 // key (KeyAddrProtoPortSlot, KeyProtoPortSlot) a data map from slot to
@@ -434,7 +432,7 @@ func (s *Set) typeString(f rules.Family) string {
 	}
 	var t string
 	switch s.Key {
-	case KeyAddr, KeyPrefix:
+	case KeyAddr:
 		t = addr
 	case KeyAddrProtoPort:
 		t = addr + " . inet_proto . inet_service"
@@ -464,8 +462,6 @@ func (e *Element) write(b *strings.Builder, key KeyType, isMap bool) {
 	case KeyAddr:
 		var buf [64]byte
 		b.Write(e.Addr.AppendTo(buf[:0]))
-	case KeyPrefix:
-		b.WriteString(e.Prefix.String())
 	case KeyAddrPair:
 		var buf [64]byte
 		a := e.Addr.AppendTo(buf[:0])
