@@ -936,33 +936,24 @@ func report(s settings, rs []*result) string {
 			fmtMedian(r.api), fmtMedian(r.epChg), fmtKiB(r.rssKiB), r.objects, r.note)
 	}
 	b.WriteString("\n\"Of which the API path\": from the create calls of a new service until the harness's own watch saw its EndpointSlice, which every proxy waits for as well.\n")
-	b.WriteString("A bare client's lists of every Service and EndpointSlice (protobuf, from the API server's cache), just before each proxy started: the part of a cold start no proxy can save:")
-	for i, r := range rs {
-		sep := ","
-		if i == 0 {
-			sep = ""
+	// note writes a line of one figure per proxy.
+	note := func(title, sep string, figure func(r *result) string) {
+		b.WriteString(title)
+		for i, r := range rs {
+			if i > 0 {
+				b.WriteString(sep)
+			}
+			fmt.Fprintf(&b, " %s %s", r.name, figure(r))
 		}
-		fmt.Fprintf(&b, "%s %s %s", sep, r.name, r.lists.Round(time.Millisecond))
+		b.WriteString(".\n")
 	}
-	b.WriteString(".\n")
-	b.WriteString("The new service's Service create call alone (the API server allocates its ClusterIP), and the rest, from the call's return to the first answer (medians):")
-	for i, r := range rs {
-		sep := ";"
-		if i == 0 {
-			sep = ""
-		}
-		fmt.Fprintf(&b, "%s %s %s and %s", sep, r.name, fmtMedian(r.svcCall), fmtMedian(r.afterCall))
-	}
-	b.WriteString(".\n")
-	b.WriteString("Cores used during the changes (CPU time over wall time; the pauses between changes included) by the API server, etcd and the proxy:")
-	for i, r := range rs {
-		sep := ";"
-		if i == 0 {
-			sep = ""
-		}
-		fmt.Fprintf(&b, "%s %s %.2f, %.2f, %.2f", sep, r.name, r.cpu[0], r.cpu[1], r.cpu[2])
-	}
-	b.WriteString(".\n\n")
+	note("A bare client's lists of every Service and EndpointSlice (protobuf, from the API server's cache), just before each proxy started: the part of a cold start no proxy can save:", ",",
+		func(r *result) string { return r.lists.Round(time.Millisecond).String() })
+	note("The new service's Service create call alone (the API server allocates its ClusterIP), and the rest, from the call's return to the first answer (medians):", ";",
+		func(r *result) string { return fmtMedian(r.svcCall) + " and " + fmtMedian(r.afterCall) })
+	note("Cores used during the changes (CPU time over wall time; the pauses between changes included) by the API server, etcd and the proxy:", ";",
+		func(r *result) string { return fmt.Sprintf("%.2f, %.2f, %.2f", r.cpu[0], r.cpu[1], r.cpu[2]) })
+	b.WriteString("\n")
 	ratio := func(what string, ours, theirs *result, get func(*result) float64) {
 		if ours == nil || theirs == nil {
 			return
