@@ -51,9 +51,9 @@ func (b *batch) setElements(del bool, s *rn.Set, els []rn.Element) {
 func (s *sender) elements(typ uint16, f rules.Family, table string, set *rn.Set, id uint32, els []rn.Element) {
 	for len(els) > 0 {
 		msg := s.beginMessage(typ, byte(family(f)))
-		s.buf = appendStringAttr(s.buf, unix.NFTA_SET_ELEM_LIST_SET, set.Name)
-		s.buf = appendAttr(s.buf, unix.NFTA_SET_ELEM_LIST_SET_ID, binary.BigEndian.AppendUint32(nil, id))
-		s.buf = appendStringAttr(s.buf, unix.NFTA_SET_ELEM_LIST_TABLE, table)
+		s.stringAttr(unix.NFTA_SET_ELEM_LIST_SET, set.Name)
+		s.u32Attr(unix.NFTA_SET_ELEM_LIST_SET_ID, id)
+		s.stringAttr(unix.NFTA_SET_ELEM_LIST_TABLE, table)
 		list := s.open(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
 		n := 0
 		// An element is at most a few hundred bytes (a chain name is at
@@ -98,9 +98,9 @@ func (s *sender) element(set *rn.Set, e *rn.Element, item uint16) {
 		vx := verdictExpr(e.Verdict)
 		data := s.open(unix.NFTA_SET_ELEM_DATA)
 		verdict := s.open(unix.NFTA_DATA_VERDICT)
-		s.buf = appendAttr(s.buf, unix.NFTA_VERDICT_CODE, binary.BigEndian.AppendUint32(nil, uint32(vx.Kind)))
+		s.u32Attr(unix.NFTA_VERDICT_CODE, uint32(vx.Kind))
 		if vx.Chain != "" {
-			s.buf = appendStringAttr(s.buf, unix.NFTA_VERDICT_CHAIN, vx.Chain)
+			s.stringAttr(unix.NFTA_VERDICT_CHAIN, vx.Chain)
 		}
 		s.close(verdict)
 		s.close(data)
@@ -156,19 +156,18 @@ func (s *sender) closeValue(at int) {
 	s.buf = pad(s.buf)
 }
 
-// appendAttr appends a plain attribute.
-func appendAttr(b []byte, typ uint16, data []byte) []byte {
-	b = binary.NativeEndian.AppendUint16(b, uint16(unix.NLA_HDRLEN+len(data)))
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	return pad(append(b, data...))
+// stringAttr appends a NUL-terminated string attribute.
+func (s *sender) stringAttr(typ uint16, v string) {
+	at := s.openValue(typ)
+	s.buf = append(append(s.buf, v...), 0)
+	s.closeValue(at)
 }
 
-// appendStringAttr appends a NUL-terminated string attribute.
-func appendStringAttr(b []byte, typ uint16, v string) []byte {
-	b = binary.NativeEndian.AppendUint16(b, uint16(unix.NLA_HDRLEN+len(v)+1))
-	b = binary.NativeEndian.AppendUint16(b, typ)
-	b = append(b, v...)
-	return pad(append(b, 0))
+// u32Attr appends a 32-bit attribute, in network order.
+func (s *sender) u32Attr(typ uint16, v uint32) {
+	at := s.openValue(typ)
+	s.buf = binary.BigEndian.AppendUint32(s.buf, v)
+	s.closeValue(at)
 }
 
 func pad(b []byte) []byte {
