@@ -103,15 +103,7 @@ func isLabelValue(s string) bool {
 		return true
 	}
 	alnum := func(c byte) bool { return isLower(c) || isDigit(c) || 'A' <= c && c <= 'Z' }
-	if len(s) > 63 || !alnum(s[0]) || !alnum(s[len(s)-1]) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !alnum(c) && c != '-' && c != '_' && c != '.' {
-			return false
-		}
-	}
-	return true
+	return len(s) <= 63 && alnum(s[0]) && alnum(s[len(s)-1]) && plainName(s)
 }
 
 // parseIP parses an address from an API field. Unlike netip.ParseAddr it
