@@ -53,12 +53,12 @@ func CheckPermissions(ctx context.Context, client kubernetes.Interface) error {
 			missing[i] = fmt.Errorf("missing permission: %s", p)
 		}
 	}
-	// The first alone (it opens the connection, which the others then
-	// share), the others at once: one after another, they were most of
-	// the 30 ms between a start and its first list.
 	if len(Permissions) == 0 {
 		return nil
 	}
+	// The first alone (it opens the connection, which the others then
+	// share), the others at once: one after another, they were most of
+	// the 30 ms between a start and its first list.
 	ask(0)
 	if failed[0] != nil {
 		return failed[0]

@@ -464,9 +464,9 @@ const maxPatchRules = 512
 // or map binds it again, which for a map of endpoints makes the kernel
 // check each of its elements; patching adds only the rules that changed
 // (in the count tree: the lookups and gotos of a count that came or
-// went). The rules' handles
-// are read from the kernel (one small dump); when they do not match the
-// chain this writer wrote, the chain is rewritten.
+// went). The rules' handles are read from the kernel (one small dump);
+// when they do not match the chain this writer wrote, the chain is
+// rewritten.
 func (b *batch) patchRules(o, c *rn.Chain) bool {
 	if o.Hook != nil || len(o.Rules) == 0 || len(o.Rules) > maxPatchRules || len(c.Rules) > maxPatchRules {
 		return false
