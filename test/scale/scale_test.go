@@ -725,20 +725,11 @@ func (h *harness) profile(p proxy, when string) {
 	if dir == "" || p.kube {
 		return
 	}
-	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: h.node.DialContext}}
-	resp, err := c.Get("http://127.0.0.1:10249/debug/pprof/heap")
-	if err != nil {
-		h.t.Logf("heap profile: %v", err)
-		return
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	out := filepath.Join(dir, fmt.Sprintf("%s-%d-%s.heap", p.name, h.s.n, when))
-	if err := os.WriteFile(out, b, 0o644); err != nil {
+	if err := h.getProfile("heap profile", "/debug/pprof/heap", out, 30*time.Second,
+		"go tool pprof -sample_index=alloc_space "+out); err != nil {
 		h.t.Logf("heap profile: %v", err)
-		return
 	}
-	h.t.Logf("heap profile: %s (go tool pprof -sample_index=alloc_space %s)", out, out)
 }
 
 // cpuProfile saves a CPU profile of 1+N/10000 seconds of rulegen's cold
@@ -747,30 +738,38 @@ func (h *harness) profile(p proxy, when string) {
 // most 5 s.
 func (h *harness) cpuProfile(p proxy, start time.Time) {
 	secs := 1 + h.s.n/10000
-	c := &http.Client{Timeout: time.Duration(secs+30) * time.Second, Transport: &http.Transport{DialContext: h.node.DialContext}}
-	url := fmt.Sprintf("http://127.0.0.1:10249/debug/pprof/profile?seconds=%d", secs)
+	out := filepath.Join(os.Getenv("RULEGEN_SCALE_PROFILE"), fmt.Sprintf("%s-%d-cold.cpu", p.name, h.s.n))
 	for time.Since(start) < 5*time.Second {
 		asked := time.Since(start)
-		resp, err := c.Get(url)
-		if err != nil {
-			time.Sleep(2 * time.Millisecond)
-			continue
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
-		if resp.StatusCode != http.StatusOK {
-			h.t.Logf("CPU profile: %s: %s", resp.Status, tail(string(b), 300))
+		hint := fmt.Sprintf("from %s after the start; go tool pprof %s", asked.Round(time.Millisecond), out)
+		if h.getProfile("CPU profile", fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), out, time.Duration(secs+30)*time.Second, hint) == nil {
 			return
 		}
-		out := filepath.Join(os.Getenv("RULEGEN_SCALE_PROFILE"), fmt.Sprintf("%s-%d-cold.cpu", p.name, h.s.n))
-		if err := os.WriteFile(out, b, 0o644); err != nil {
-			h.t.Logf("CPU profile: %v", err)
-			return
-		}
-		h.t.Logf("CPU profile: %s (from %s after the start; go tool pprof %s)", out, asked.Round(time.Millisecond), out)
-		return
+		time.Sleep(2 * time.Millisecond)
 	}
 	h.t.Logf("CPU profile: the metrics address did not answer within 5 s")
+}
+
+// getProfile saves the profile at path of rulegen's metrics address in
+// the file out. It returns the error of a request nothing answered (the
+// caller may ask again); anything else, a refusal or the file saved (with
+// hint), it logs as what.
+func (h *harness) getProfile(what, path, out string, timeout time.Duration, hint string) error {
+	c := &http.Client{Timeout: timeout, Transport: &http.Transport{DialContext: h.node.DialContext}}
+	resp, err := c.Get("http://127.0.0.1:10249" + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if resp.StatusCode != http.StatusOK {
+		h.t.Logf("%s: %s: %s", what, resp.Status, tail(string(b), 300))
+	} else if err := os.WriteFile(out, b, 0o644); err != nil {
+		h.t.Logf("%s: %v", what, err)
+	} else {
+		h.t.Logf("%s: %s (%s)", what, out, hint)
+	}
+	return nil
 }
 
 // clean stops the proxy and removes everything it left in the node.
