@@ -69,10 +69,11 @@ test: deps kube-bins ## run every test: unit, golden, fuzz seeds and 3 s of each
 	set -o pipefail; $(GO) test -count=1 -timeout 25m -v ./test/e2e/... ./test/cluster/... ./test/scale/... 2>&1 | grep -v -e '^=== RUN' -e '^=== PAUSE' -e '^=== CONT' -e 'spec.externalIPs is deprecated'
 	@# the fault injector of the soak build, then the soak harness's own
 	@# tests and a short soak (36 s, 200 services x 5 endpoints, each fault
-	@# once): its table and summary line
+	@# once): its table, what the churn and the faults did, the first
+	@# failures listed under the table, and the summary line
 	$(GO) vet -tags soakfaults ./cmd/rulegen/
 	$(GO) test -count=1 -tags soakfaults -run TestWithFaults ./cmd/rulegen/
-	set -o pipefail; $(GO) test -count=1 -timeout 5m -v ./test/soak/ 2>&1 | grep -e '^|' -e '^soak:' -e '^--- FAIL' -e '_test.go:' -e '^FAIL' -e '^ok'
+	set -o pipefail; $(GO) test -count=1 -timeout 5m -v ./test/soak/ 2>&1 | grep -e '^|' -e '^churn:' -e '^faults:' -e '^first ' -e '^stale entries:' -e '^  [^ ]' -e '^soak:' -e '^--- FAIL' -e '_test.go:' -e '^FAIL' -e '^ok'
 
 test-unit: ## fast tests only (no kernel, no cluster)
 	$(GO) test -count=1 -short $(PKGS)
