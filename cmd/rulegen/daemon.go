@@ -56,6 +56,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 		MasqueradeBit: s.cfg.MasqueradeBit, ServiceCIDRs: s.cfg.ServiceCIDRs, LocalhostNodePorts: s.cfg.LocalhostNodePorts,
 		ConntrackTCPBeLiberal: s.cfg.ConntrackTCPBeLiberal,
 		Families:              s.families, SyncPeriod: o.syncPeriod, FullSyncPeriod: o.fullSyncPeriod, HealthTimeout: o.healthTimeout,
+		KernelCheckPeriod: kernelCheckPeriod(s.backend),
 	}, kernel, sync.NetlinkConntrack{}, metrics, health, nil, log)
 	p.SetVerbose(o.verbosity >= verbosityRuleset)
 	runner := sync.NewRunner(p.Sync, o.minSyncPeriod, o.syncPeriod, time.Second, nil)
@@ -99,7 +100,21 @@ func daemon(o options, s settings, stderr io.Writer) int {
 		log.Warn(w)
 	}
 	go reconciler.Loop(ctx.Done())
+	go p.WatchKernel(ctx.Done())
 	runner.Loop(ctx.Done())
 	log.Info("stopping; rules stay in place")
 	return exitOK
+}
+
+// kernelCheckPeriod is how often the daemon checks, between syncs, that
+// its rules are still in the kernel. nftables: every second, a dump of the
+// services chain, whose cost does not grow with the number of services
+// (BenchmarkApplyNFTables/intact-check). iptables: only at each sync (at
+// least every --sync-period, as kube-proxy's canary monitor), because its
+// check runs iptables, whose cost grows with the table.
+func kernelCheckPeriod(b sync.Backend) time.Duration {
+	if b == sync.NFTables {
+		return time.Second
+	}
+	return 0
 }

@@ -60,6 +60,9 @@ type Options struct {
 	SyncPeriod     time.Duration
 	FullSyncPeriod time.Duration
 	HealthTimeout  time.Duration
+	// KernelCheckPeriod is how often WatchKernel checks, between syncs,
+	// that the kernel still holds rulegen's rules (0: only at each sync).
+	KernelCheckPeriod time.Duration
 }
 
 // Proxier keeps the kernel in step with the cluster state fed to it by the
@@ -561,7 +564,11 @@ func (p *Proxier) Sync() error {
 
 	p.reportConflicts(desired)
 	periodic := p.opts.FullSyncPeriod > 0 && start.Sub(p.lastFull) >= p.opts.FullSyncPeriod
-	if periodic || !p.kernel.Intact() {
+	intact := p.kernel.Intact()
+	if !intact {
+		p.log.Warn("rulegen's rules are no longer in the kernel as written (flushed or deleted by something else); rewriting all of them")
+	}
+	if periodic || !intact {
 		p.kernel.Invalidate()
 	}
 	var written Written
@@ -623,6 +630,33 @@ func (p *Proxier) Sync() error {
 		}
 	}
 	return nil
+}
+
+// WatchKernel checks every KernelCheckPeriod, until stop is closed, that
+// the kernel still holds what the last sync wrote (the kernel's cheap
+// canary check), and asks for a sync when it does not, which rewrites the
+// whole ruleset. Without it a hand flush (a firewall reload, `nft flush
+// ruleset`) is found at the next sync: at once while the cluster changes,
+// but up to SyncPeriod later on a quiet one, or while the API server is
+// out of reach and the watches back off. It does nothing when
+// KernelCheckPeriod is 0.
+func (p *Proxier) WatchKernel(stop <-chan struct{}) {
+	if p.opts.KernelCheckPeriod <= 0 {
+		return
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-p.clock.After(p.opts.KernelCheckPeriod):
+		}
+		p.syncMu.Lock() // the check uses the writer, which Sync may be using
+		intact := p.kernel.Intact()
+		p.syncMu.Unlock()
+		if !intact {
+			p.request()
+		}
+	}
 }
 
 // takeQueued returns the queued times of the families about to be synced

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,11 +27,15 @@ import (
 
 // fakeKernel records what it is given; with fail set it refuses an Apply,
 // with removeErr a Remove.
+// With tampered set, Intact says false until the next Invalidate (as a
+// writer whose rules were flushed by hand, then rewritten).
 type fakeKernel struct {
-	fail      bool
-	applied   []*Desired
-	removed   []rules.Family
-	removeErr error
+	fail        bool
+	applied     []*Desired
+	removed     []rules.Family
+	removeErr   error
+	tampered    atomic.Bool
+	invalidated int
 }
 
 var _ Kernel = &fakeKernel{}
@@ -42,8 +47,11 @@ func (k *fakeKernel) Apply(d *Desired) (Written, error) {
 	k.applied = append(k.applied, d)
 	return Written{Full: true}, nil
 }
-func (k *fakeKernel) Invalidate()  {}
-func (k *fakeKernel) Intact() bool { return true }
+func (k *fakeKernel) Invalidate() {
+	k.invalidated++
+	k.tampered.Store(false)
+}
+func (k *fakeKernel) Intact() bool { return !k.tampered.Load() }
 func (k *fakeKernel) Remove(f rules.Family) error {
 	k.removed = append(k.removed, f)
 	return k.removeErr

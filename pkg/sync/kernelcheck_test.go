@@ -1,0 +1,100 @@
+package sync
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+// waitForWaiter waits (in real time, at most 2 s) until a goroutine is
+// blocked on the clock.
+func (c *fakeClock) waitForWaiter(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		c.mu.Lock()
+		n := len(c.waiters)
+		c.mu.Unlock()
+		if n > 0 {
+			return
+		}
+	}
+	t.Fatal("nothing waits on the clock")
+}
+
+// TestWatchKernel: between syncs, WatchKernel asks for a sync when the
+// kernel no longer holds rulegen's rules (a hand flush), within one
+// KernelCheckPeriod, and not while they are intact; the sync that follows
+// rewrites everything and says why in the log.
+func TestWatchKernel(t *testing.T) {
+	p, k, _ := newTestProxier(Options{KernelCheckPeriod: time.Second, SyncPeriod: 30 * time.Second})
+	var logged bytes.Buffer
+	p.log = slog.New(slog.NewTextHandler(&logged, nil))
+	clock := p.clock.(*fakeClock)
+	requests := make(chan time.Time, 10)
+	p.SetRequest(func() { requests <- clock.Now() })
+	p.OnService(testService("web", "10.96.0.10", "TCP", 0), false)
+	<-requests // the change's own request
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	before := k.invalidated
+
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { p.WatchKernel(stop); close(done) }()
+	defer func() { close(stop); <-done }()
+	expectNone := func(what string) {
+		t.Helper()
+		select {
+		case at := <-requests:
+			t.Fatalf("%s: a sync was asked for at %v", what, at.Sub(time.Unix(1000, 0)))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	for range 3 {
+		clock.waitForWaiter(t)
+		clock.Step(time.Second)
+	}
+	expectNone("intact kernel")
+
+	k.tampered.Store(true) // the table flushed by hand
+	clock.waitForWaiter(t)
+	clock.Step(999 * time.Millisecond)
+	expectNone("before a check period has passed")
+	clock.Step(time.Millisecond)
+	select {
+	case at := <-requests:
+		if got := at.Sub(time.Unix(1000, 0)); got != 4*time.Second {
+			t.Errorf("sync asked for at +%v, want +4s (the first check after the flush)", got)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no sync asked for after the kernel lost rulegen's rules")
+	}
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if k.invalidated == before {
+		t.Error("the sync after the flush was not a full rewrite (no Invalidate)")
+	}
+	if !strings.Contains(logged.String(), "no longer in the kernel as written") {
+		t.Errorf("the sync after the flush did not say why it rewrote everything; log:\n%s", logged.String())
+	}
+	// Rewritten: nothing more is asked for.
+	clock.waitForWaiter(t)
+	clock.Step(time.Second)
+	expectNone("after the rewrite")
+}
+
+// TestWatchKernelOff: with KernelCheckPeriod 0 (the iptables backend),
+// WatchKernel returns at once and the check is left to the syncs.
+func TestWatchKernelOff(t *testing.T) {
+	p, _, _ := newTestProxier(Options{})
+	done := make(chan struct{})
+	go func() { p.WatchKernel(make(chan struct{})); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("WatchKernel with KernelCheckPeriod 0 did not return")
+	}
+}
