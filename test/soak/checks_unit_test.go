@@ -200,6 +200,27 @@ func TestLatencyCheck(t *testing.T) {
 	}
 }
 
+func TestFlushCheck(t *testing.T) {
+	cases := []struct {
+		name       string
+		repairs    []time.Duration
+		unrepaired int
+		ok         bool
+	}{
+		{name: "back within the limit", repairs: []time.Duration{300 * time.Millisecond, 1900 * time.Millisecond}, ok: true},
+		{name: "one back too late", repairs: []time.Duration{300 * time.Millisecond, 3 * time.Second}},
+		{name: "one never back", repairs: []time.Duration{300 * time.Millisecond}, unrepaired: 1},
+		{name: "no flush in the run", ok: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if c := flushCheck(tc.repairs, tc.unrepaired, 2*time.Second); c.ok != tc.ok {
+				t.Errorf("ok = %v (%s), want %v", c.ok, c.value, tc.ok)
+			}
+		})
+	}
+}
+
 // TestNeighbourIntact: the other program's rules are found intact as
 // written, and not after someone touched them.
 func TestNeighbourIntact(t *testing.T) {

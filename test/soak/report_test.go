@@ -21,6 +21,7 @@ func (h *harness) checks(o *outcome) []check {
 	checks = append(checks, latencyCheck("API-to-packet: service created → first answer", c.lat.created, c.lat.createdLost),
 		latencyCheck("API-to-packet: service deleted → first unanswered", c.lat.gone, c.lat.goneLost))
 	c.lat.mu.Unlock()
+	checks = append(checks, flushCheck(h.flushRepairs, h.flushUnrepaired, flushLimit(h.s.backend)))
 	// Goroutines come and go with the churn (a healthCheckNodePort server
 	// per ETP Local service, HTTP connections, retries): a growth of at most
 	// goroutineSlack is noise at any size, never a leak, which grows with
@@ -101,6 +102,17 @@ func latencyCheck(name string, ds []time.Duration, lost int) check {
 	p50, p99, mx := percentiles(ds)
 	return check{name, fmt.Sprintf("p50 %s, p99 %s, max %s (n=%d, %d never)", fmtDur(p50), fmtDur(p99), fmtDur(mx), len(ds), lost),
 		fmt.Sprintf("each within %s (%s after an API server outage)", latencyTimeout, afterOutage), lost == 0 && len(ds) > 0}
+}
+
+// flushCheck judges how soon rulegen's rules were back after each hand
+// flush. A run without a flush has nothing to judge and passes.
+func flushCheck(repairs []time.Duration, unrepaired int, limit time.Duration) check {
+	name, lim := "hand flush → rulegen's rules back", fmt.Sprintf("each within %s", limit)
+	if len(repairs)+unrepaired == 0 {
+		return check{name, "no hand flush in this run", lim, true}
+	}
+	_, _, mx := percentiles(repairs)
+	return check{name, fmt.Sprintf("max %s (n=%d, %d never)", fmtDur(mx), len(repairs), unrepaired), lim, unrepaired == 0 && mx <= limit}
 }
 
 func growthCheck(name string, samples []sample, warmup time.Duration, get func(sample) int, unit string, slack int) check {

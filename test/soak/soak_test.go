@@ -62,7 +62,11 @@ type harness struct {
 
 	apiRestarts, kills, flushes int
 	apiDown                     time.Duration
-	outages                     []outage // the API server's, in order
+	// flushRepairs: per hand flush, the time until rulegen's services
+	// chain held rules again; flushUnrepaired the flushes it never did.
+	flushRepairs    []time.Duration
+	flushUnrepaired int
+	outages         []outage // the API server's, in order
 }
 
 // outage is a time the API server was down: from its kill until it was
@@ -413,6 +417,18 @@ func (h *harness) faults() {
 				h.t.Logf("flush: %v: %s", err, out)
 			} else {
 				h.flushes++
+				flushed := time.Now()
+				wait := flushed.Add(flushWait)
+				if wait.After(end) {
+					wait = end
+				}
+				if d, ok := h.rulesBack(flushed, wait); ok {
+					h.flushRepairs = append(h.flushRepairs, d)
+					h.t.Logf("%s rulegen's rules back %s after the flush", h.since(), d.Round(time.Millisecond))
+				} else {
+					h.flushUnrepaired++
+					h.t.Logf("%s rulegen's rules not back %s after the flush", h.since(), time.Since(flushed).Round(time.Second))
+				}
 			}
 		case "kill":
 			h.t.Logf("%s fault: rulegen SIGKILLed and restarted", h.since())
@@ -422,6 +438,51 @@ func (h *harness) faults() {
 		}
 	}
 	time.Sleep(time.Until(end))
+}
+
+// flushWait bounds the wait for rulegen's rules after a hand flush: beyond
+// either backend's limit (flushLimit).
+const flushWait = 40 * time.Second
+
+// flushLimit is how soon after a hand flush rulegen must have its rules
+// back: with nftables its kernel check runs every second, even while no
+// change arrives (while the API server is away, or on a quiet cluster);
+// with iptables the check is made at each sync, at least every
+// --sync-period (30 s, as kube-proxy's canary monitor).
+func flushLimit(backend string) time.Duration {
+	if backend == "iptables" {
+		return 32 * time.Second
+	}
+	return 2 * time.Second
+}
+
+// rulesBack polls, every 20 ms until deadline, whether rulegen's services
+// chain holds rules again, and returns the time from from to then.
+func (h *harness) rulesBack(from, deadline time.Time) (time.Duration, bool) {
+	for time.Now().Before(deadline) {
+		if h.servicesRules() > 0 {
+			return time.Since(from), true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, false
+}
+
+// servicesRules counts the rules of rulegen's services chain in the node
+// (0 when it cannot be listed).
+func (h *harness) servicesRules() int {
+	if h.s.backend == "iptables" {
+		out, err := h.node.Run(nil, "iptables", "-t", "nat", "-S", "RG-SERVICES")
+		if err != nil {
+			return 0
+		}
+		return strings.Count("\n"+out, "\n-A ")
+	}
+	out, err := h.node.Run(nil, "nft", "-j", "list", "chain", "ip", "rulegen", "services")
+	if err != nil {
+		return 0
+	}
+	return strings.Count(out, `{"rule":`)
 }
 
 // sampleRulegen reads rulegen's RSS (/proc) and goroutines (/metrics)
