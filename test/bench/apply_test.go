@@ -75,6 +75,18 @@ func BenchmarkApplyNFTables(b *testing.B) {
 				i++
 			}
 		})
+		// The daemon's check, between syncs, that the kernel still holds
+		// the table (WatchKernel, every second): it must stay flat.
+		b.Run(fmt.Sprintf("intact-check/services=%d", n), func(b *testing.B) {
+			if _, err := w.Apply(a); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if !w.Intact() {
+					b.Fatal("Intact: false on the table just written")
+				}
+			}
+		})
 		// The changes of issue 14, each timed one way only: the writer
 		// goes back to the base ruleset outside the timer.
 		for _, ch := range changes(n) {
@@ -267,6 +279,20 @@ func BenchmarkApplyIPTables(b *testing.B) {
 					b.Fatal(err)
 				}
 				i++
+			}
+		})
+		// The canary check, which the daemon makes at every sync only:
+		// it runs iptables, whose cost grows with the table.
+		b.Run(fmt.Sprintf("intact-check/services=%d", n), func(b *testing.B) {
+			if err := ns.Do(func() error { _, err := w.Apply(a); return err }); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				intact := false
+				ns.Do(func() error { intact = w.Intact(); return nil })
+				if !intact {
+					b.Fatal("Intact: false on the table just written")
+				}
 			}
 		})
 	}
