@@ -446,14 +446,16 @@ const flushWait = 40 * time.Second
 
 // flushLimit is how soon after a hand flush rulegen must have its rules
 // back: with nftables its kernel check runs every second, even while no
-// change arrives (while the API server is away, or on a quiet cluster);
-// with iptables the check is made at each sync, at least every
-// --sync-period (30 s, as kube-proxy's canary monitor).
+// change arrives (while the API server is away, or on a quiet cluster),
+// and the repairing write may be a refused one (RULEGEN_FAULT_REFUSE),
+// retried a second later: 2 s, and half a second for the write and the
+// harness's listing; with iptables the check is made at each sync, at
+// least every --sync-period (30 s).
 func flushLimit(backend string) time.Duration {
 	if backend == "iptables" {
 		return 32 * time.Second
 	}
-	return 2 * time.Second
+	return 2500 * time.Millisecond
 }
 
 // rulesBack polls, every 20 ms until deadline, whether rulegen's services
