@@ -68,6 +68,7 @@ type Writer struct {
 	lockWait time.Duration
 	timeout  time.Duration
 	applied  *ri.Ruleset
+	netlink  bool // the tools are the real ones: the kernel may be read directly
 }
 
 func binaries(fam rules.Family, m Mode) (cmd, save, restore string) {
@@ -136,7 +137,7 @@ func NewWithOptions(fam rules.Family, o Options) (*Writer, error) {
 		w.jumps = &FakeJumps{}
 	}
 	if w.runner == nil {
-		w.runner = ExecRunner{}
+		w.runner, w.netlink = ExecRunner{}, true
 		if w.mode == Auto || w.mode == "" {
 			var err error
 			if w.mode, err = Detect(fam); err != nil {
@@ -190,27 +191,6 @@ func (w *Writer) list(table string) (saved, error) {
 		}
 	}
 	return s, nil
-}
-
-// Intact checks, cheaply, that the jump into rulegen's chains is still in
-// place and that RG-SERVICES still has its rules: false when the rules were
-// flushed or deleted by hand (or cannot be checked).
-func (w *Writer) Intact() bool {
-	if w.applied == nil {
-		return true
-	}
-	if ok, err := w.jumpExists(ri.Jumps()[0]); err != nil || !ok {
-		return false
-	}
-	for _, c := range chainsOf(w.applied, "nat") {
-		if c.Name == ri.ChainServices && len(c.Rules) > 0 {
-			// Its first rule is still there (listing the whole chain would
-			// cost a rule per service on every sync).
-			out, err := w.run("", w.cmd, w.waitArgs("-t", "nat", "-S", ri.ChainServices, "1")...)
-			return err == nil && len(strings.TrimSpace(string(out))) > 0
-		}
-	}
-	return true
 }
 
 // Mode returns the flavour this writer uses.
