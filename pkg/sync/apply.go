@@ -33,6 +33,11 @@ type Kernel interface {
 	// by a cheap check (a canary): false when someone deleted or flushed
 	// rulegen's rules by hand.
 	Intact() bool
+	// CheapCheck says whether Intact costs the same at any number of
+	// services, so that it can be made between syncs (Proxier.WatchKernel):
+	// nftables, and iptables-nft, whose tables are read through netlink;
+	// not iptables-legacy, which is read with iptables, table and all.
+	CheapCheck() bool
 	// Remove deletes everything rulegen wrote for one family (its nftables
 	// table; its RG- chains and jumps), for a family that is no longer
 	// programmed. Removing a family that has nothing is not an error. The
@@ -68,6 +73,8 @@ func (k *nftKernel) Apply(d *Desired) (Written, error) {
 func (k *nftKernel) Invalidate() { k.w.Invalidate() }
 
 func (k *nftKernel) Intact() bool { return k.w.Intact() }
+
+func (k *nftKernel) CheapCheck() bool { return true }
 
 func (k *nftKernel) Remove(f rules.Family) error { return k.w.Delete(f) }
 
@@ -117,6 +124,17 @@ func (k *iptKernel) Remove(f rules.Family) error {
 func (k *iptKernel) Intact() bool {
 	for _, w := range k.w {
 		if !w.Intact() {
+			return false
+		}
+	}
+	return true
+}
+
+// CheapCheck: every family's writer reads the kernel through netlink (a
+// family not written yet has nothing to check).
+func (k *iptKernel) CheapCheck() bool {
+	for _, w := range k.w {
+		if !w.CheapIntact() {
 			return false
 		}
 	}

@@ -86,8 +86,44 @@ func TestWatchKernel(t *testing.T) {
 	expectNone("after the rewrite")
 }
 
-// TestWatchKernelOff: with KernelCheckPeriod 0 (the iptables backend),
-// WatchKernel returns at once and the check is left to the syncs.
+// TestWatchKernelCostlyCheck: a kernel whose check is not cheap
+// (iptables-legacy) is not checked between syncs, even when its rules are
+// gone: the next sync finds it.
+func TestWatchKernelCostlyCheck(t *testing.T) {
+	p, k, _ := newTestProxier(Options{KernelCheckPeriod: time.Second, SyncPeriod: 30 * time.Second})
+	k.costly = true
+	clock := p.clock.(*fakeClock)
+	requests := make(chan struct{}, 10)
+	p.SetRequest(func() { requests <- struct{}{} })
+	p.OnService(testService("web", "10.96.0.10", "TCP", 0), false)
+	<-requests
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { p.WatchKernel(stop); close(done) }()
+	defer func() { close(stop); <-done }()
+	k.tampered.Store(true)
+	for range 3 {
+		clock.waitForWaiter(t)
+		clock.Step(time.Second)
+	}
+	select {
+	case <-requests:
+		t.Fatal("a costly kernel check was made between syncs")
+	case <-time.After(50 * time.Millisecond):
+	}
+	before := k.invalidated
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if k.invalidated == before {
+		t.Error("the next sync did not find the rules gone")
+	}
+}
+
+// TestWatchKernelOff: with KernelCheckPeriod 0, WatchKernel returns at
+// once and the check is left to the syncs.
 func TestWatchKernelOff(t *testing.T) {
 	p, _, _ := newTestProxier(Options{})
 	done := make(chan struct{})

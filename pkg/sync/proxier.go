@@ -61,7 +61,8 @@ type Options struct {
 	FullSyncPeriod time.Duration
 	HealthTimeout  time.Duration
 	// KernelCheckPeriod is how often WatchKernel checks, between syncs,
-	// that the kernel still holds rulegen's rules (0: only at each sync).
+	// that the kernel still holds rulegen's rules, when the kernel's check
+	// is cheap (Kernel.CheapCheck); 0: only at each sync.
 	KernelCheckPeriod time.Duration
 }
 
@@ -639,7 +640,9 @@ func (p *Proxier) Sync() error {
 // ruleset`) is found at the next sync: at once while the cluster changes,
 // but up to SyncPeriod later on a quiet one, or while the API server is
 // out of reach and the watches back off. It does nothing when
-// KernelCheckPeriod is 0.
+// KernelCheckPeriod is 0, and skips the check while the kernel's check is
+// not cheap (iptables-legacy, whose check reads the whole table: it is
+// made at each sync only).
 func (p *Proxier) WatchKernel(stop <-chan struct{}) {
 	if p.opts.KernelCheckPeriod <= 0 {
 		return
@@ -651,7 +654,7 @@ func (p *Proxier) WatchKernel(stop <-chan struct{}) {
 		case <-p.clock.After(p.opts.KernelCheckPeriod):
 		}
 		p.syncMu.Lock() // the check uses the writer, which Sync may be using
-		intact := p.kernel.Intact()
+		intact := !p.kernel.CheapCheck() || p.kernel.Intact()
 		p.syncMu.Unlock()
 		if !intact {
 			p.request()

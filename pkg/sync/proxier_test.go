@@ -28,7 +28,8 @@ import (
 // fakeKernel records what it is given; with fail set it refuses an Apply,
 // with removeErr a Remove.
 // With tampered set, Intact says false until the next Invalidate (as a
-// writer whose rules were flushed by hand, then rewritten).
+// writer whose rules were flushed by hand, then rewritten); with costly,
+// its check is not cheap.
 type fakeKernel struct {
 	fail        bool
 	applied     []*Desired
@@ -36,6 +37,7 @@ type fakeKernel struct {
 	removeErr   error
 	tampered    atomic.Bool
 	invalidated int
+	costly      bool // CheapCheck says false
 }
 
 var _ Kernel = &fakeKernel{}
@@ -51,7 +53,8 @@ func (k *fakeKernel) Invalidate() {
 	k.invalidated++
 	k.tampered.Store(false)
 }
-func (k *fakeKernel) Intact() bool { return !k.tampered.Load() }
+func (k *fakeKernel) Intact() bool     { return !k.tampered.Load() }
+func (k *fakeKernel) CheapCheck() bool { return !k.costly }
 func (k *fakeKernel) Remove(f rules.Family) error {
 	k.removed = append(k.removed, f)
 	return k.removeErr

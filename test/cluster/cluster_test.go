@@ -378,11 +378,7 @@ func testDaemon(t *testing.T, backend string) {
 			e.tp.Node.MustRun(nil, "iptables", "-t", "nat", "-F", "RG-SERVICES")
 		}
 		d := e.answeredBy(addr(web), "pod-a")
-		how := "at the next sync: sync period 3s"
-		if backend == "nftables" {
-			how = "by the kernel check, every 1s"
-		}
-		t.Logf("restored %s after the flush (%s)", d.Round(time.Millisecond), how)
+		t.Logf("restored %s after the flush (kernel check every 1s, sync period 3s)", d.Round(time.Millisecond))
 		e.eventually(5*time.Second, "the rewrite after the flush logged", func() (bool, string) {
 			n := strings.Count(e.log(), noticed)
 			return n > before, fmt.Sprintf("%q logged %d times, as before the flush", noticed, n)

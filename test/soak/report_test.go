@@ -21,7 +21,7 @@ func (h *harness) checks(o *outcome) []check {
 	checks = append(checks, latencyCheck("API-to-packet: service created → first answer", c.lat.created, c.lat.createdLost),
 		latencyCheck("API-to-packet: service deleted → first unanswered", c.lat.gone, c.lat.goneLost))
 	c.lat.mu.Unlock()
-	checks = append(checks, flushCheck(h.flushRepairs, h.flushUnrepaired, flushLimit(h.s.backend)))
+	checks = append(checks, flushCheck(h.flushRepairs, h.flushUnrepaired, h.flushLimit()))
 	// Goroutines come and go with the churn (a healthCheckNodePort server
 	// per ETP Local service, HTTP connections, retries): a growth of at most
 	// goroutineSlack is noise at any size, never a leak, which grows with

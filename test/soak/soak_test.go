@@ -445,15 +445,17 @@ func (h *harness) faults() {
 const flushWait = 40 * time.Second
 
 // flushLimit is how soon after a hand flush rulegen must have its rules
-// back: with nftables its kernel check runs every second, even while no
-// change arrives (while the API server is away, or on a quiet cluster),
-// and the repairing write may be a refused one (RULEGEN_FAULT_REFUSE),
-// retried a second later: 2 s, and half a second for the write and the
-// harness's listing; with iptables the check is made at each sync, at
+// back. Its kernel check runs every second, even while no change arrives
+// (while the API server is away, or on a quiet cluster), and the
+// repairing write may be a refused one (RULEGEN_FAULT_REFUSE), retried a
+// second later: 2 s, and half a second for the write and the harness's
+// listing. With iptables-legacy the check is made at each sync only, at
 // least every --sync-period (30 s).
-func flushLimit(backend string) time.Duration {
-	if backend == "iptables" {
-		return 32 * time.Second
+func (h *harness) flushLimit() time.Duration {
+	if h.s.backend == "iptables" {
+		if out, _ := h.node.Run(nil, "iptables", "-V"); strings.Contains(out, "legacy") {
+			return 32 * time.Second
+		}
 	}
 	return 2500 * time.Millisecond
 }
