@@ -449,13 +449,16 @@ const flushWait = 40 * time.Second
 // (while the API server is away, or on a quiet cluster), and the
 // repairing write may be a refused one (RULEGEN_FAULT_REFUSE), retried a
 // second later: 2 s, and half a second for the write and the harness's
-// listing. With iptables-legacy the check is made at each sync only, at
-// least every --sync-period (30 s).
+// listing; with iptables-nft 3 s, its full restore taking a few hundred
+// milliseconds more (1.3 s measured without a refusal). With
+// iptables-legacy the check is made at each sync only, at least every
+// --sync-period (30 s).
 func (h *harness) flushLimit() time.Duration {
 	if h.s.backend == "iptables" {
 		if out, _ := h.node.Run(nil, "iptables", "-V"); strings.Contains(out, "legacy") {
 			return 32 * time.Second
 		}
+		return 3 * time.Second
 	}
 	return 2500 * time.Millisecond
 }
