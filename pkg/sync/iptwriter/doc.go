@@ -17,7 +17,9 @@
 //
 //   - The Runner (ExecRunner; fakes in tests) runs iptables-restore (every
 //     write, and Cleanup's deletion of the chains), iptables-save (listing
-//     a table) and `iptables -S` (the canary in Intact), each under a
+//     a table) and `iptables -S` (the canary in Intact with
+//     iptables-legacy; with iptables-nft Intact reads the kernel through
+//     netlink, and the tools only when that fails), each under a
 //     context that kills it after Timeout, with `--wait` where it takes the
 //     lock. go-iptables has no restore.
 //   - github.com/coreos/go-iptables (behind JumpRules; FakeJumps in tests)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,23 +17,30 @@ import (
 )
 
 // Intact reports whether the kernel still holds what was last applied, by
-// a canary: the first jump (nat PREROUTING to RG-SERVICES) is in its chain
-// and RG-SERVICES still has a rule when rulegen wrote one. It is true
-// before anything was applied. iptables-nft's chains are read through
-// netlink (CheapIntact); iptables-legacy's with iptables, which reads the
-// whole table from the kernel, so its cost grows with the table.
+// a canary: the jumps into rulegen's chains from nat PREROUTING and from
+// filter INPUT are in place (a flush of either table, or of those chains,
+// removes them), and RG-SERVICES still has a rule when rulegen wrote one.
+// It is true before anything was applied. iptables-nft's chains are read
+// through netlink (CheapIntact), in the caller's network namespace, as the
+// tools would be; iptables-legacy's with iptables, which reads the whole
+// table from the kernel, so its cost grows with the table. When netlink
+// cannot tell (an error other than a missing table or chain), the tools
+// decide, now and from then on: the writer stops saying its check is cheap.
 func (w *Writer) Intact() bool {
 	if w.applied == nil {
 		return true
 	}
 	if w.CheapIntact() {
-		if ok, err := w.intactNetlink(); err == nil {
+		ok, err := w.intactNetlink()
+		if err == nil {
 			return ok
 		}
-		// netlink could not tell: iptables decides.
+		w.netlink = false
 	}
-	if ok, err := w.jumpExists(ri.Jumps()[0]); err != nil || !ok {
-		return false
+	for _, j := range canaryJumps() {
+		if ok, err := w.jumpExists(j); err != nil || !ok {
+			return false
+		}
 	}
 	if w.servicesRules() {
 		// Its first rule is still there (listing the whole chain would
@@ -43,8 +51,21 @@ func (w *Writer) Intact() bool {
 	return true
 }
 
+// canaryJumps are the jumps Intact looks for: the first of the nat table
+// (PREROUTING to RG-SERVICES) and the first of the filter table.
+func canaryJumps() []ri.Jump {
+	var out []ri.Jump
+	for _, j := range ri.Jumps() {
+		if !slices.ContainsFunc(out, func(o ri.Jump) bool { return o.Table == j.Table }) {
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
 // CheapIntact says whether Intact costs the same at any number of services:
-// for a writer of iptables-nft that runs the real tools.
+// for a writer of iptables-nft that runs the real tools, until netlink
+// failed to answer.
 func (w *Writer) CheapIntact() bool { return w.mode == NFT && w.netlink }
 
 // servicesRules says whether rulegen wrote a rule into RG-SERVICES.
@@ -58,12 +79,12 @@ func (w *Writer) servicesRules() bool {
 }
 
 // intactNetlink is Intact for iptables-nft, whose tables are nftables
-// tables: the first jump is an nftables jump verdict in its built-in
-// chain (a short chain, read whole), and RG-SERVICES is asked for its
-// rules, of which only the first batch is read. An error means netlink
-// could not tell.
+// tables: each canary jump is an nftables jump verdict to its target in
+// its built-in chain (a short chain, read whole; any jump to the target
+// counts, whatever else the rule matches), and RG-SERVICES is asked for
+// its rules, of which only the first batch is read. An error means
+// netlink could not tell; a missing table or chain is an answer.
 func (w *Writer) intactNetlink() (bool, error) {
-	j := ri.Jumps()[0]
 	tf := gnft.TableFamilyIPv4
 	if w.fam == rules.IPv6 {
 		tf = gnft.TableFamilyIPv6
@@ -72,23 +93,33 @@ func (w *Writer) intactNetlink() (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	t := &gnft.Table{Name: j.Table, Family: tf}
-	rs, err := c.GetRules(t, &gnft.Chain{Name: j.Chain, Table: t})
-	if err != nil {
-		return false, err
-	}
-	jumps := false
-	for _, r := range rs {
-		for _, e := range r.Exprs {
-			if v, ok := e.(*expr.Verdict); ok && v.Kind == expr.VerdictJump && v.Chain == j.Target() {
-				jumps = true
-			}
+	for _, j := range canaryJumps() {
+		t := &gnft.Table{Name: j.Table, Family: tf}
+		rs, err := c.GetRules(t, &gnft.Chain{Name: j.Chain, Table: t})
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if !slices.ContainsFunc(rs, func(r *gnft.Rule) bool { return jumpsTo(r, j.Target()) }) {
+			return false, nil
 		}
 	}
-	if !jumps || !w.servicesRules() {
-		return jumps, nil
+	if !w.servicesRules() {
+		return true, nil
 	}
-	return chainHasRule(byte(tf), j.Table, ri.ChainServices)
+	return chainHasRule(byte(tf), "nat", ri.ChainServices)
+}
+
+// jumpsTo says whether a rule has a jump verdict to chain.
+func jumpsTo(r *gnft.Rule, chain string) bool {
+	for _, e := range r.Exprs {
+		if v, ok := e.(*expr.Verdict); ok && v.Kind == expr.VerdictJump && v.Chain == chain {
+			return true
+		}
+	}
+	return false
 }
 
 // chainHasRule reports whether an nftables chain holds a rule. It asks the
@@ -113,6 +144,9 @@ func chainHasRule(family byte, table, chain string) (bool, error) {
 	buf := make([]byte, 1<<16)
 	for range 4 { // the answer is in the first datagram; a few for safety
 		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
 		if err != nil {
 			return false, fmt.Errorf("netlink rule dump of %s %s: %w", table, chain, err)
 		}
@@ -149,8 +183,10 @@ func ruleDumpRequest(family byte, table, chain string) []byte {
 }
 
 // ruleDumpAnswer reads one datagram of a rule dump: has when it holds a
-// rule, done when it settles the question (a rule, the end of the dump,
-// or the chain or table missing).
+// rule, done when it settles the question (a rule, or the end of the dump:
+// a dump of a missing chain or table is an empty one). An error the
+// kernel reports, in an error message or at the end of the dump, is an
+// error; so is ENOENT, which a dump does not give for a missing chain.
 func ruleDumpAnswer(b []byte) (has, done bool, err error) {
 	for len(b) >= unix.SizeofNlMsghdr {
 		n := int(binary.NativeEndian.Uint32(b[0:]))
@@ -160,19 +196,18 @@ func ruleDumpAnswer(b []byte) (has, done bool, err error) {
 		switch typ := binary.NativeEndian.Uint16(b[4:]); typ {
 		case nftNewRule:
 			return true, true, nil
-		case unix.NLMSG_DONE:
-			return false, true, nil
-		case unix.NLMSG_ERROR:
-			if n < unix.SizeofNlMsghdr+4 {
+		case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+			errno := unix.Errno(0)
+			if n >= unix.SizeofNlMsghdr+4 {
+				errno = unix.Errno(-int32(binary.NativeEndian.Uint32(b[unix.SizeofNlMsghdr:])))
+			} else if typ == unix.NLMSG_ERROR {
 				return false, false, errors.New("netlink rule dump: a short error message")
 			}
-			errno := -int32(binary.NativeEndian.Uint32(b[unix.SizeofNlMsghdr:]))
-			switch unix.Errno(errno) {
-			case 0:
-			case unix.ENOENT:
+			if errno != 0 {
+				return false, false, fmt.Errorf("netlink rule dump: %w", errno)
+			}
+			if typ == unix.NLMSG_DONE {
 				return false, true, nil
-			default:
-				return false, false, fmt.Errorf("netlink rule dump: %w", unix.Errno(errno))
 			}
 		}
 		b = b[min(len(b), (n+3)&^3):]

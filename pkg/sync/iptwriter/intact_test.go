@@ -1,8 +1,12 @@
 package iptwriter
 
 import (
+	"bytes"
+	"encoding/binary"
 	"strconv"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rulegen/rulegen/pkg/rules"
 	"github.com/rulegen/rulegen/test/netnstest"
@@ -27,6 +31,7 @@ func TestIntact(t *testing.T) {
 		{name: "the PREROUTING jump deleted", damage: [][]string{{"iptables", "-t", "nat", "-D", "PREROUTING",
 			"-m", "comment", "--comment", "rulegen service portals", "-j", "RG-SERVICES"}}},
 		{name: "the nat table flushed", damage: [][]string{{"iptables", "-t", "nat", "-F"}}},
+		{name: "the filter table flushed (iptables -F)", damage: [][]string{{"iptables", "-F"}}},
 		{name: "the nat table flushed and its chains deleted", damage: [][]string{{"iptables", "-t", "nat", "-F"}, {"iptables", "-t", "nat", "-X"}}},
 		{name: "nft flush ruleset (nft only)", nftOnly: true, damage: [][]string{{"nft", "flush", "ruleset"}}},
 	}
@@ -44,6 +49,9 @@ func TestIntact(t *testing.T) {
 					}
 					if err := ns.Do(func() error { _, err := w.Apply(ruleset(size, 2)); return err }); err != nil {
 						t.Fatal(err)
+					}
+					if cheap := w.CheapIntact(); cheap != (mode == NFT) {
+						t.Fatalf("CheapIntact %v after the write (the netlink reading must see what was written with iptables-nft)", cheap)
 					}
 					for _, d := range tc.damage {
 						if d[0] == "iptables" {
@@ -75,5 +83,72 @@ func TestIntact(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestRuleDumpAnswer: the first datagram of a rule dump settles the
+// question on a rule or on the end of the dump, whatever precedes them,
+// and every error the kernel reports is an error.
+func TestRuleDumpAnswer(t *testing.T) {
+	msg := func(typ uint16, payload ...byte) []byte {
+		b := binary.NativeEndian.AppendUint32(nil, uint32(unix.SizeofNlMsghdr+len(payload)))
+		b = binary.NativeEndian.AppendUint16(b, typ)
+		b = append(b, make([]byte, 10)...) // flags, sequence, port
+		b = append(b, payload...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	errno := func(e int32) []byte { return binary.NativeEndian.AppendUint32(nil, uint32(-e)) }
+	rule := msg(nftNewRule, make([]byte, 21)...) // an unaligned length
+	cases := []struct {
+		name      string
+		datagram  []byte
+		has, done bool
+		err       bool
+	}{
+		{name: "a rule", datagram: rule, has: true, done: true},
+		{name: "an ack, then a rule", datagram: append(msg(unix.NLMSG_ERROR, errno(0)...), rule...), has: true, done: true},
+		{name: "the end: no rule", datagram: msg(unix.NLMSG_DONE, errno(0)...), done: true},
+		{name: "the end without a payload", datagram: msg(unix.NLMSG_DONE), done: true},
+		{name: "a noop, then the end", datagram: append(msg(unix.NLMSG_NOOP), msg(unix.NLMSG_DONE, errno(0)...)...), done: true},
+		{name: "an error", datagram: msg(unix.NLMSG_ERROR, errno(int32(unix.EPERM))...), err: true},
+		{name: "ENOENT", datagram: msg(unix.NLMSG_ERROR, errno(int32(unix.ENOENT))...), err: true},
+		{name: "an interrupted dump", datagram: msg(unix.NLMSG_DONE, errno(int32(unix.EINTR))...), err: true},
+		{name: "a short error", datagram: msg(unix.NLMSG_ERROR), err: true},
+		{name: "a length beyond the datagram", datagram: rule[:20], err: true},
+		{name: "nothing", datagram: nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			has, done, err := ruleDumpAnswer(tc.datagram)
+			if has != tc.has || done != tc.done || (err != nil) != tc.err {
+				t.Errorf("has %v, done %v, err %v; want %v, %v, error %v", has, done, err, tc.has, tc.done, tc.err)
+			}
+		})
+	}
+}
+
+// TestRuleDumpRequest spells out the request: a netlink header asking for
+// a dump of nf_tables rules, the nfgenmsg, and the table and chain as
+// NUL-terminated, 4-aligned attributes.
+func TestRuleDumpRequest(t *testing.T) {
+	b := ruleDumpRequest(unix.NFPROTO_IPV4, "nat", "RG-SERVICES")
+	le := binary.NativeEndian
+	if got := int(le.Uint32(b)); got != len(b) || len(b) != 16+4+8+16 {
+		t.Fatalf("length %d in the header, %d bytes, want 44", got, len(b))
+	}
+	if typ, flags := le.Uint16(b[4:]), le.Uint16(b[6:]); typ != unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE || flags != unix.NLM_F_REQUEST|unix.NLM_F_DUMP {
+		t.Errorf("type %#x, flags %#x", typ, flags)
+	}
+	if !bytes.Equal(b[16:20], []byte{unix.NFPROTO_IPV4, unix.NFNETLINK_V0, 0, 0}) {
+		t.Errorf("nfgenmsg % x", b[16:20])
+	}
+	if le.Uint16(b[20:]) != 8 || le.Uint16(b[22:]) != unix.NFTA_RULE_TABLE || string(b[24:28]) != "nat\x00" {
+		t.Errorf("table attribute % x", b[20:28])
+	}
+	if le.Uint16(b[28:]) != 16 || le.Uint16(b[30:]) != unix.NFTA_RULE_CHAIN || string(b[32:44]) != "RG-SERVICES\x00" {
+		t.Errorf("chain attribute % x", b[28:44])
 	}
 }

@@ -208,6 +208,15 @@ func (w *Writer) Apply(r *ri.Ruleset) (Stats, error) {
 		return st, err
 	}
 	w.applied = r
+	if st.Full && w.CheapIntact() {
+		// The netlink reading must see what was just written; if it does
+		// not (an iptables-nft that encodes its rules otherwise), it
+		// would find rulegen's rules gone at every check: the tools
+		// decide from now on.
+		if ok, err := w.intactNetlink(); err != nil || !ok {
+			w.netlink = false
+		}
+	}
 	return st, nil
 }
 
