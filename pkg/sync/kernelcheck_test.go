@@ -58,8 +58,8 @@ func TestWatchKernel(t *testing.T) {
 	}
 	expectNone("intact kernel")
 
+	clock.waitForWaiter(t) // the last check is over
 	k.tampered.Store(true) // the table flushed by hand
-	clock.waitForWaiter(t)
 	clock.Step(999 * time.Millisecond)
 	expectNone("before a check period has passed")
 	clock.Step(time.Millisecond)
@@ -103,6 +103,7 @@ func TestWatchKernelCostlyCheck(t *testing.T) {
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() { p.WatchKernel(stop); close(done) }()
 	defer func() { close(stop); <-done }()
+	clock.waitForWaiter(t)
 	k.tampered.Store(true)
 	for range 3 {
 		clock.waitForWaiter(t)

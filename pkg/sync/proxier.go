@@ -542,8 +542,8 @@ func (p *Proxier) families() []rules.Family {
 
 // Sync renders the current state and applies it. A full update is made at
 // the first sync, after a failure, every FullSyncPeriod, and when the kernel
-// no longer holds what rulegen wrote (checked at every sync, so within
-// SyncPeriod); otherwise the update is incremental.
+// no longer holds what rulegen wrote (checked at every sync, and between
+// syncs by WatchKernel); otherwise the update is incremental.
 func (p *Proxier) Sync() error {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
@@ -567,7 +567,7 @@ func (p *Proxier) Sync() error {
 	periodic := p.opts.FullSyncPeriod > 0 && start.Sub(p.lastFull) >= p.opts.FullSyncPeriod
 	intact := p.kernel.Intact()
 	if !intact {
-		p.log.Warn("rulegen's rules are no longer in the kernel as written (flushed or deleted by something else); rewriting all of them")
+		p.log.Warn("rulegen's rules are no longer in the kernel as written (flushed or deleted by something else, or the check could not read them); rewriting all of them")
 	}
 	if periodic || !intact {
 		p.kernel.Invalidate()
