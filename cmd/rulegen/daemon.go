@@ -108,7 +108,7 @@ func daemon(o options, s settings, stderr io.Writer) int {
 
 // kernelCheckPeriod is how often the daemon checks, between syncs, that
 // its rules are still in the kernel, when that check costs the same at any
-// number of services (0.15-0.3 ms: nftables, and iptables-nft read through
+// number of services (0.15-0.6 ms: nftables, and iptables-nft read through
 // netlink; BenchmarkApplyNFTables and BenchmarkApplyIPTables,
 // intact-check). With iptables-legacy the check is made at each sync only,
 // at least every --sync-period.
