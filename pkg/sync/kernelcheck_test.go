@@ -86,6 +86,57 @@ func TestWatchKernel(t *testing.T) {
 	expectNone("after the rewrite")
 }
 
+// TestWatchKernelBacksOff: while every check finds the rules gone (the
+// rewrite does not help: something flushes again and again, or the check
+// cannot read them), the checks that ask for a sync come at 1, 2, 4, 8 s
+// apart, then every SyncPeriod; the first that finds them back returns to
+// every KernelCheckPeriod.
+func TestWatchKernelBacksOff(t *testing.T) {
+	p, k, _ := newTestProxier(Options{KernelCheckPeriod: time.Second, SyncPeriod: 10 * time.Second})
+	clock := p.clock.(*fakeClock)
+	requests := make(chan time.Time, 20)
+	p.SetRequest(func() { requests <- clock.Now() })
+	p.OnService(testService("web", "10.96.0.10", "TCP", 0), false)
+	<-requests
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { p.WatchKernel(stop); close(done) }()
+	defer func() { close(stop); <-done }()
+	clock.waitForWaiter(t)
+	k.tampered.Store(true) // never repaired: Sync is not run below
+	var asked []time.Duration
+	for range 40 { // 40 s of fake time, a second at a time
+		clock.Step(time.Second)
+		clock.waitForWaiter(t)
+		select {
+		case at := <-requests:
+			asked = append(asked, at.Sub(time.Unix(1000, 0)))
+		default:
+		}
+	}
+	want := []time.Duration{1, 3, 7, 15, 25, 35}
+	if len(asked) != len(want) {
+		t.Fatalf("syncs asked for at %v, want at %v s", asked, want)
+	}
+	for i := range want {
+		if asked[i] != want[i]*time.Second {
+			t.Fatalf("syncs asked for at %v, want at %v s", asked, want)
+		}
+	}
+	k.tampered.Store(false)      // back
+	clock.Step(10 * time.Second) // the pending check, at +45 s
+	clock.waitForWaiter(t)
+	k.tampered.Store(true)
+	clock.Step(time.Second) // checked again a second later
+	select {
+	case <-requests:
+	case <-time.After(2 * time.Second):
+		t.Fatal("after a check that found the rules back, the next check was not a second later")
+	}
+}
+
 // TestWatchKernelCostlyCheck: a kernel whose check is not cheap
 // (iptables-legacy) is not checked between syncs, even when its rules are
 // gone: the next sync finds it.

@@ -642,23 +642,31 @@ func (p *Proxier) Sync() error {
 // out of reach and the watches back off. It does nothing when
 // KernelCheckPeriod is 0, and skips the check while the kernel's check is
 // not cheap (iptables-legacy, whose check reads the whole table: it is
-// made at each sync only).
+// made at each sync only). After each check that asked for a sync the
+// wait doubles, up to SyncPeriod, until a check finds the rules in place:
+// a check that keeps failing (something that flushes again and again, or
+// a check that cannot read the rules) costs at most a full rewrite per
+// SyncPeriod, as it did before this watch.
 func (p *Proxier) WatchKernel(stop <-chan struct{}) {
 	if p.opts.KernelCheckPeriod <= 0 {
 		return
 	}
+	wait := p.opts.KernelCheckPeriod
 	for {
 		select {
 		case <-stop:
 			return
-		case <-p.clock.After(p.opts.KernelCheckPeriod):
+		case <-p.clock.After(wait):
 		}
 		p.syncMu.Lock() // the check uses the writer, which Sync may be using
 		intact := !p.kernel.CheapCheck() || p.kernel.Intact()
 		p.syncMu.Unlock()
-		if !intact {
-			p.request()
+		if intact {
+			wait = p.opts.KernelCheckPeriod
+			continue
 		}
+		p.request()
+		wait = min(2*wait, max(p.opts.SyncPeriod, p.opts.KernelCheckPeriod))
 	}
 }
 
