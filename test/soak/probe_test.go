@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +35,7 @@ func (h *harness) ask(ns *netnstest.NS, proto, addr string, timeout time.Duratio
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	deadline, _ := ctx.Deadline()
+	start := time.Now()
 	c, err := ns.DialContext(ctx, proto, addr)
 	if err != nil {
 		return "", err
@@ -41,19 +43,20 @@ func (h *harness) ask(ns *netnstest.NS, proto, addr string, timeout time.Duratio
 	defer c.Close()
 	buf := make([]byte, 512)
 	if proto == "tcp" {
+		connected := time.Since(start).Round(time.Millisecond)
 		c.SetDeadline(deadline)
 		if _, err := c.Write([]byte("hi\n")); err != nil {
-			return "", err
+			return "", fmt.Errorf("connected from %s after %s, then %w", c.LocalAddr(), connected, err)
 		}
 		n, err := c.Read(buf) // the server answers in one write
 		if err != nil {
-			return "", err
+			return "", fmt.Errorf("connected from %s after %s, then %w", c.LocalAddr(), connected, err)
 		}
 		return firstWord(buf[:n])
 	}
 	for {
 		if time.Now().After(deadline) {
-			return "", errTimeout
+			return "", fmt.Errorf("connected from %s after 0s, then %w", c.LocalAddr(), errTimeout)
 		}
 		c.SetWriteDeadline(deadline)
 		c.Write([]byte("hi\n"))
@@ -165,7 +168,7 @@ func (h *harness) probeStable(ctx context.Context, source, proto string, gap tim
 		fail := ""
 		switch {
 		case err != nil:
-			fail = fmt.Sprintf("%s %s from %s to %s at %s: %v", proto, "connection", source, tg.addr, h.sinceAt(start), err)
+			fail = fmt.Sprintf("%s %s from %s to %s at %s: %v%s", proto, "connection", source, tg.addr, h.sinceAt(start), err, h.conntrackOf(proto, tg.addr, err))
 		case !slices.Contains(tg.eps, got):
 			fail = fmt.Sprintf("%s connection from %s to %s at %s: answered by %s, not one of its endpoints", proto, source, tg.addr, h.sinceAt(start), got)
 		}
@@ -228,3 +231,36 @@ func (h *harness) firstSilence(at time.Time, addr string) (time.Duration, bool) 
 	}
 	return 0, false
 }
+
+// conntrackOf lists the node's conntrack entries of a failed probe to
+// addr, for its report: those from the probe's own port when it connected
+// (its error names the port), else those to addr that never saw a reply.
+// An entry left without its NAT, or a clash, shows there. At most 3 lines.
+func (h *harness) conntrackOf(proto, addr string, probeErr error) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	args := []string{"-L", "-p", proto, "-d", host, "--dport", port}
+	mine := ""
+	if m := connectedFrom.FindStringSubmatch(probeErr.Error()); m != nil {
+		args, mine = append(args, "--sport", m[1]), " from port "+m[1]
+	}
+	out, err := h.node.Run(nil, "conntrack", args...)
+	if err != nil && strings.TrimSpace(out) == "" {
+		return "; conntrack: " + err.Error()
+	}
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, proto) && (mine != "" || strings.Contains(l, "UNREPLIED")) && len(lines) < 3 {
+			lines = append(lines, strings.Join(strings.Fields(l), " "))
+		}
+	}
+	if len(lines) == 0 {
+		return "; no conntrack entry" + mine
+	}
+	return "; conntrack" + mine + ": " + strings.Join(lines, " | ")
+}
+
+// connectedFrom finds the probe's port in ask's error after a connection.
+var connectedFrom = regexp.MustCompile(`connected from [^ ]*:(\d+) after`)
