@@ -23,27 +23,38 @@ func (c *fakeClock) waitForWaiter(t *testing.T) {
 	t.Fatal("nothing waits on the clock")
 }
 
-// TestWatchKernel: between syncs, WatchKernel asks for a sync when the
-// kernel no longer holds rulegen's rules (a hand flush), within one
-// KernelCheckPeriod, and not while they are intact; the sync that follows
-// rewrites everything and says why in the log.
-func TestWatchKernel(t *testing.T) {
-	p, k, _ := newTestProxier(Options{KernelCheckPeriod: time.Second, SyncPeriod: 30 * time.Second})
-	var logged bytes.Buffer
-	p.log = slog.New(slog.NewTextHandler(&logged, nil))
+// watched returns a proxier that has synced one service and whose
+// WatchKernel runs until the test ends, its fake clock, and the fake times
+// at which it asks for a sync. prepare edits the fake kernel first.
+func watched(t *testing.T, opts Options, prepare func(*fakeKernel)) (*Proxier, *fakeKernel, *fakeClock, chan time.Time) {
+	t.Helper()
+	p, k, _ := newTestProxier(opts)
+	if prepare != nil {
+		prepare(k)
+	}
 	clock := p.clock.(*fakeClock)
-	requests := make(chan time.Time, 10)
+	requests := make(chan time.Time, 20)
 	p.SetRequest(func() { requests <- clock.Now() })
 	p.OnService(testService("web", "10.96.0.10", "TCP", 0), false)
 	<-requests // the change's own request
 	if err := p.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	before := k.invalidated
-
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() { p.WatchKernel(stop); close(done) }()
-	defer func() { close(stop); <-done }()
+	t.Cleanup(func() { close(stop); <-done })
+	return p, k, clock, requests
+}
+
+// TestWatchKernel: between syncs, WatchKernel asks for a sync when the
+// kernel no longer holds rulegen's rules (a hand flush), within one
+// KernelCheckPeriod, and not while they are intact; the sync that follows
+// rewrites everything and says why in the log.
+func TestWatchKernel(t *testing.T) {
+	p, k, clock, requests := watched(t, Options{KernelCheckPeriod: time.Second, SyncPeriod: 30 * time.Second}, nil)
+	var logged bytes.Buffer
+	p.log = slog.New(slog.NewTextHandler(&logged, nil)) // only Sync logs, on this goroutine
+	before := k.invalidated
 	expectNone := func(what string) {
 		t.Helper()
 		select {
@@ -92,18 +103,7 @@ func TestWatchKernel(t *testing.T) {
 // apart, then every SyncPeriod; the first that finds them back returns to
 // every KernelCheckPeriod.
 func TestWatchKernelBacksOff(t *testing.T) {
-	p, k, _ := newTestProxier(Options{KernelCheckPeriod: time.Second, SyncPeriod: 10 * time.Second})
-	clock := p.clock.(*fakeClock)
-	requests := make(chan time.Time, 20)
-	p.SetRequest(func() { requests <- clock.Now() })
-	p.OnService(testService("web", "10.96.0.10", "TCP", 0), false)
-	<-requests
-	if err := p.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() { p.WatchKernel(stop); close(done) }()
-	defer func() { close(stop); <-done }()
+	_, k, clock, requests := watched(t, Options{KernelCheckPeriod: time.Second, SyncPeriod: 10 * time.Second}, nil)
 	clock.waitForWaiter(t)
 	k.tampered.Store(true) // never repaired: Sync is not run below
 	var asked []time.Duration
@@ -141,19 +141,7 @@ func TestWatchKernelBacksOff(t *testing.T) {
 // (iptables-legacy) is not checked between syncs, even when its rules are
 // gone: the next sync finds it.
 func TestWatchKernelCostlyCheck(t *testing.T) {
-	p, k, _ := newTestProxier(Options{KernelCheckPeriod: time.Second, SyncPeriod: 30 * time.Second})
-	k.costly = true
-	clock := p.clock.(*fakeClock)
-	requests := make(chan struct{}, 10)
-	p.SetRequest(func() { requests <- struct{}{} })
-	p.OnService(testService("web", "10.96.0.10", "TCP", 0), false)
-	<-requests
-	if err := p.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() { p.WatchKernel(stop); close(done) }()
-	defer func() { close(stop); <-done }()
+	p, k, clock, requests := watched(t, Options{KernelCheckPeriod: time.Second, SyncPeriod: 30 * time.Second}, func(k *fakeKernel) { k.costly = true })
 	clock.waitForWaiter(t)
 	k.tampered.Store(true)
 	for range 3 {
