@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	gnft "github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/rulegen/rulegen/pkg/rules"
@@ -125,30 +127,40 @@ func jumpsTo(r *gnft.Rule, chain string) bool {
 // chainHasRule reports whether an nftables chain holds a rule. It asks the
 // kernel for a dump of the chain's rules and reads only the first datagram
 // (a few dozen rules at most), so that its cost does not grow with the
-// chain; closing the socket ends the dump. A chain or table that is gone
-// has no rule.
+// chain; closing the socket ends the dump. (netlink.Conn.Receive would
+// read the whole dump.) A chain or table that is gone has no rule.
 func chainHasRule(family byte, table, chain string) (bool, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
-		return false, fmt.Errorf("netlink socket: %w", err)
+		return false, fmt.Errorf("opening netlink: %w", err)
 	}
-	defer unix.Close(fd)
-	tv := unix.NsecToTimeval(int64(2 * time.Second))
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+	defer c.Close()
+	req, err := ruleDumpRequest(family, table, chain)
+	if err != nil {
 		return false, err
 	}
-	kernel := &unix.SockaddrNetlink{Family: unix.AF_NETLINK}
-	if err := unix.Sendto(fd, ruleDumpRequest(family, table, chain), 0, kernel); err != nil {
+	if _, err := c.Send(req); err != nil {
 		return false, fmt.Errorf("netlink rule dump of %s %s: %w", table, chain, err)
+	}
+	if err := c.SetReadDeadline(time.Now().Add(2 * time.Second)); err != nil {
+		return false, err
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false, err
 	}
 	buf := make([]byte, 1<<16)
 	for range 4 { // the answer is in the first datagram; a few for safety
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
+		var n int
+		var rerr error
+		if err := raw.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+			return !errors.Is(rerr, unix.EAGAIN) && !errors.Is(rerr, unix.EINTR)
+		}); err != nil {
 			return false, fmt.Errorf("netlink rule dump of %s %s: %w", table, chain, err)
+		}
+		if rerr != nil {
+			return false, fmt.Errorf("netlink rule dump of %s %s: %w", table, chain, rerr)
 		}
 		if has, done, err := ruleDumpAnswer(buf[:n]); err != nil || done {
 			return has, err
@@ -159,27 +171,20 @@ func chainHasRule(family byte, table, chain string) (bool, error) {
 
 const nftNewRule = unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWRULE
 
-// ruleDumpRequest is an NFT_MSG_GETRULE dump request for one chain.
-func ruleDumpRequest(family byte, table, chain string) []byte {
-	attr := func(b []byte, typ uint16, s string) []byte {
-		n := unix.SizeofNlAttr + len(s) + 1
-		b = binary.NativeEndian.AppendUint16(b, uint16(n))
-		b = binary.NativeEndian.AppendUint16(b, typ)
-		b = append(append(b, s...), 0)
-		for len(b)%4 != 0 {
-			b = append(b, 0)
-		}
-		return b
+// ruleDumpRequest is an NFT_MSG_GETRULE dump request for one chain (Send
+// fills in its length, sequence and port).
+func ruleDumpRequest(family byte, table, chain string) (netlink.Message, error) {
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.NFTA_RULE_TABLE, table)
+	ae.String(unix.NFTA_RULE_CHAIN, chain)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return netlink.Message{}, err
 	}
-	b := make([]byte, unix.SizeofNlMsghdr, 128)
-	b = append(b, family, unix.NFNETLINK_V0, 0, 0) // nfgenmsg: family, version, resource id
-	b = attr(b, unix.NFTA_RULE_TABLE, table)
-	b = attr(b, unix.NFTA_RULE_CHAIN, chain)
-	binary.NativeEndian.PutUint32(b[0:], uint32(len(b)))
-	binary.NativeEndian.PutUint16(b[4:], unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE)
-	binary.NativeEndian.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	binary.NativeEndian.PutUint32(b[8:], 1) // sequence
-	return b
+	return netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETRULE), Flags: netlink.Request | netlink.Dump},
+		Data:   append([]byte{family, unix.NFNETLINK_V0, 0, 0}, attrs...), // nfgenmsg: family, version, resource id
+	}, nil
 }
 
 // ruleDumpAnswer reads one datagram of a rule dump: has when it holds a
@@ -188,29 +193,28 @@ func ruleDumpRequest(family byte, table, chain string) []byte {
 // kernel reports, in an error message or at the end of the dump, is an
 // error; so is ENOENT, which a dump does not give for a missing chain.
 func ruleDumpAnswer(b []byte) (has, done bool, err error) {
-	for len(b) >= unix.SizeofNlMsghdr {
-		n := int(binary.NativeEndian.Uint32(b[0:]))
-		if n < unix.SizeofNlMsghdr || n > len(b) {
-			return false, false, fmt.Errorf("netlink rule dump: a message of %d bytes in %d", n, len(b))
-		}
-		switch typ := binary.NativeEndian.Uint16(b[4:]); typ {
+	msgs, err := syscall.ParseNetlinkMessage(b)
+	if err != nil {
+		return false, false, fmt.Errorf("netlink rule dump: %w", err)
+	}
+	for _, m := range msgs {
+		switch m.Header.Type {
 		case nftNewRule:
 			return true, true, nil
 		case unix.NLMSG_DONE, unix.NLMSG_ERROR:
-			errno := unix.Errno(0)
-			if n >= unix.SizeofNlMsghdr+4 {
-				errno = unix.Errno(-int32(binary.NativeEndian.Uint32(b[unix.SizeofNlMsghdr:])))
-			} else if typ == unix.NLMSG_ERROR {
-				return false, false, errors.New("netlink rule dump: a short error message")
+			if len(m.Data) < 4 {
+				if m.Header.Type == unix.NLMSG_ERROR {
+					return false, false, errors.New("netlink rule dump: a short error message")
+				}
+				return false, true, nil
 			}
-			if errno != 0 {
-				return false, false, fmt.Errorf("netlink rule dump: %w", errno)
+			if code := int32(binary.NativeEndian.Uint32(m.Data)); code != 0 {
+				return false, false, fmt.Errorf("netlink rule dump: %w", syscall.Errno(-code))
 			}
-			if typ == unix.NLMSG_DONE {
+			if m.Header.Type == unix.NLMSG_DONE {
 				return false, true, nil
 			}
 		}
-		b = b[min(len(b), (n+3)&^3):]
 	}
 	return false, false, nil
 }

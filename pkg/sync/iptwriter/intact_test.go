@@ -134,10 +134,18 @@ func TestRuleDumpAnswer(t *testing.T) {
 // a dump of nf_tables rules, the nfgenmsg, and the table and chain as
 // NUL-terminated, 4-aligned attributes.
 func TestRuleDumpRequest(t *testing.T) {
-	b := ruleDumpRequest(unix.NFPROTO_IPV4, "nat", "RG-SERVICES")
+	m, err := ruleDumpRequest(unix.NFPROTO_IPV4, "nat", "RG-SERVICES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Header.Length = uint32(unix.SizeofNlMsghdr + len(m.Data)) // as Send sets it
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
 	le := binary.NativeEndian
-	if got := int(le.Uint32(b)); got != len(b) || len(b) != 16+4+8+16 {
-		t.Fatalf("length %d in the header, %d bytes, want 44", got, len(b))
+	if len(b) != 16+4+8+16 {
+		t.Fatalf("%d bytes, want 44", len(b))
 	}
 	if typ, flags := le.Uint16(b[4:]), le.Uint16(b[6:]); typ != unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETRULE || flags != unix.NLM_F_REQUEST|unix.NLM_F_DUMP {
 		t.Errorf("type %#x, flags %#x", typ, flags)
